@@ -1,0 +1,334 @@
+"""The command line: parse, validate, call the library, print. User errors become one line."""
+
+import json
+import math
+import os
+import sys
+
+import click
+import numpy as np
+
+from . import __version__
+from .config import ConfigError, load_config
+from .data import DataError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, "--version", prog_name="charrnn")
+def main():
+    """Character-level RNN, LSTM and GRU language models in plain NumPy.
+
+    \b
+    Example:
+        charrnn train configs/shakespeare.yaml
+        charrnn sample runs/shakespeare/best.npz --seed "ROMEO:" --length 300
+    """
+
+
+def _load_checkpoint(path):
+    from .checkpoint import CheckpointError, load
+
+    try:
+        return load(path)
+    except CheckpointError as e:
+        raise click.ClickException(str(e)) from None
+
+
+# ---- train -------------------------------------------------------------------------------
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("config_path", metavar="CONFIG.yaml", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override a config value (YAML-typed); repeatable, e.g. --set training.max_steps=100.")
+@click.option("--resume", type=click.Path(dir_okay=False), metavar="CHECKPOINT.npz",
+              help="Continue exactly from a checkpoint written by an earlier run of this config.")
+@click.option("--quiet", is_flag=True, help="No progress bar or start-up lines; only the final summary.")
+def train(config_path, overrides, resume, quiet):
+    """Train a model as CONFIG.yaml describes.
+
+    Writes OUTPUT_DIR/latest.npz (every checkpoint_every steps and at the end), best.npz (whenever
+    validation improves) and metrics.jsonl. Ctrl-C saves latest.npz and exits with 130.
+
+    \b
+    Example:
+        charrnn train configs/tiny.yaml
+        charrnn train configs/shakespeare.yaml --set training.max_minutes=2
+        charrnn train configs/shakespeare.yaml --resume runs/shakespeare/latest.npz
+    """
+    from .checkpoint import CheckpointError
+    from .train import Interrupted, TrainingError, train as run_training
+
+    try:
+        cfg = load_config(config_path, overrides)
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
+    echo = _tqdm_echo
+    try:
+        result = run_training(cfg, resume=resume, quiet=quiet, echo=echo)
+    except (ConfigError, DataError, CheckpointError, TrainingError) as e:
+        raise click.ClickException(str(e)) from None
+    except Interrupted as e:
+        click.echo(f"interrupted: saved {e.path} at the last completed step; resume with --resume {e.path}",
+                   err=True)
+        sys.exit(130)
+    except MemoryError:
+        raise click.ClickException("out of memory: try a smaller model.hidden_size or training.batch_size") from None
+    p = result.progress
+    val = result.val_loss
+    val_text = (f"validation {val:.4f} nats/char ({val / math.log(2):.4f} bits/char), "
+                f"best {p.best_val:.4f}") if not math.isnan(val) else "no validation split"
+    click.echo(f"stopped at {result.stop_reason}: step {p.step:,}, epoch {p.epoch + 0:,}, "
+               f"{p.chars_seen:,} characters in {p.elapsed_s:.1f} s; {val_text}; "
+               f"checkpoints in {result.out_dir}")
+
+
+def _tqdm_echo(msg):
+    from tqdm import tqdm
+
+    tqdm.write(msg, file=sys.stderr)
+
+
+# ---- sample ------------------------------------------------------------------------------
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("checkpoint", metavar="CHECKPOINT.npz", type=click.Path(dir_okay=False))
+@click.option("--seed", "prime", default=None, metavar="TEXT",
+              help="Priming text fed through the model first (default: a newline, if the vocabulary has one).")
+@click.option("--length", default=500, show_default=True, type=int, help="Characters to generate.")
+@click.option("--temperature", default=1.0, show_default=True, type=float,
+              help="Divides the logits: lower is more conservative, higher more surprising; must be > 0.")
+@click.option("--top-k", type=int, default=None, help="Sample only among the K most likely characters.")
+@click.option("--argmax", is_flag=True, help="Always take the most likely character (deterministic).")
+@click.option("--rng-seed", type=int, default=None, help="Seed for sampling: the same seed gives the same text.")
+@click.option("--num-samples", default=1, show_default=True, type=int,
+              help="Independent samples generated in one batched pass.")
+@click.option("--skip-unknown", is_flag=True, help="Drop priming characters not in the vocabulary (with a warning).")
+def sample(checkpoint, prime, length, temperature, top_k, argmax, rng_seed, num_samples, skip_unknown):
+    """Generate text from a checkpoint.
+
+    \b
+    Example:
+        charrnn sample runs/shakespeare/best.npz --seed "ROMEO:" --length 300 --temperature 0.8
+        charrnn sample runs/shakespeare/best.npz --num-samples 3 --rng-seed 1
+    """
+    from .sample import generate
+
+    if length < 0:
+        raise click.BadParameter("must be >= 0", param_hint="--length")
+    if not temperature > 0 or not math.isfinite(temperature):
+        raise click.BadParameter("must be > 0", param_hint="--temperature")
+    if top_k is not None and top_k < 1:
+        raise click.BadParameter("must be >= 1", param_hint="--top-k")
+    if num_samples < 1:
+        raise click.BadParameter("must be >= 1", param_hint="--num-samples")
+    ck = _load_checkpoint(checkpoint)
+    vocab = ck.vocab
+    if prime is None:
+        prime = "\n" if "\n" in vocab else vocab.chars[0]
+    unknown = vocab.unknown(prime)
+    if unknown:
+        listed = " ".join(repr(c) for c in unknown)
+        if not skip_unknown:
+            raise click.ClickException(f"--seed has characters not in the vocabulary: {listed} "
+                                       f"(use --skip-unknown to drop them)")
+        click.echo(f"warning: dropped characters not in the vocabulary: {listed}", err=True)
+        prime = "".join(c for c in prime if c in vocab)
+        if not prime:
+            prime = "\n" if "\n" in vocab else vocab.chars[0]
+    model = ck.build_model()
+    rng = np.random.default_rng(rng_seed)
+    out = click.get_text_stream("stdout")
+    for n, text in generate(model, vocab, prime, length, temperature, top_k, argmax, rng, num_samples):
+        if num_samples > 1:
+            out.write(f"--- sample {n + 1} of {num_samples} ---\n{text}\n")
+        else:
+            out.write(text)
+        out.flush()
+    if num_samples == 1:
+        out.write("\n")
+        out.flush()
+
+
+# ---- eval --------------------------------------------------------------------------------
+
+
+@main.command("eval", context_settings=CONTEXT)
+@click.argument("checkpoint", metavar="CHECKPOINT.npz", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+def eval_(checkpoint, file, as_json):
+    """Score FILE: average nats and bits per character under the model.
+
+    Every character after the first is predicted from all characters before it, starting from a
+    zero state. Characters outside the vocabulary are counted, reported and left out.
+
+    \b
+    Example:
+        charrnn eval runs/shakespeare/best.npz data/tinyshakespeare.txt --json
+    """
+    from .evaluate import bits, score_file
+
+    ck = _load_checkpoint(checkpoint)
+    if not os.path.isfile(file):
+        raise click.ClickException(f"file not found: {file}")
+    model = ck.build_model()
+    try:
+        nats, count, unknown = score_file(model, ck.vocab, file)
+    except DataError as e:
+        raise click.ClickException(str(e)) from None
+    except OSError as e:
+        raise click.ClickException(f"cannot read {file}: {e.strerror or e}") from None
+    if count == 0:
+        raise click.ClickException(f"{file}: nothing to score (fewer than two known characters)")
+    n_unknown = sum(unknown.values())
+    if as_json:
+        click.echo(json.dumps({"file": file, "nats_per_char": nats, "bits_per_char": bits(nats), "chars": count,
+                               "unknown_chars": n_unknown,
+                               "unknown": {c: k for c, k in sorted(unknown.items())}}))
+        return
+    click.echo(f"{file}: {nats:.4f} nats/char, {bits(nats):.4f} bits/char over {count:,} characters")
+    if n_unknown:
+        listed = ", ".join(f"{c!r} x{k}" for c, k in sorted(unknown.items(), key=lambda kv: -kv[1])[:10])
+        click.echo(f"left out {n_unknown:,} characters not in the vocabulary: {listed}")
+
+
+# ---- info --------------------------------------------------------------------------------
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("checkpoint", metavar="CHECKPOINT.npz", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+def info(checkpoint, as_json):
+    """Describe a checkpoint: model, vocabulary, progress, validation, config.
+
+    \b
+    Example:
+        charrnn info runs/shakespeare/best.npz
+    """
+    from .checkpoint import FORMAT_VERSION
+    from .evaluate import bits
+
+    ck = _load_checkpoint(checkpoint)
+    m = ck.config.model
+    n_params = sum(int(np.prod(ck.arrays[k].shape)) for k in ck.arrays if k.startswith(("rnn.", "decoder.")))
+    val = ck.history("val")
+    best = ck.scalar("train.best_val", math.nan)
+    latest = float(val[-1, 3]) if len(val) else math.nan
+    d = {
+        "format_version": FORMAT_VERSION,
+        "model": {"type": m.type, "num_layers": m.num_layers, "hidden_size": m.hidden_size, "dropout": m.dropout},
+        "vocab_size": len(ck.vocab),
+        "vocab": ck.vocab.chars,
+        "parameters": n_params,
+        "step": ck.scalar("train.step", 0),
+        "epoch": ck.scalar("train.epoch", 0),
+        "chars_seen": ck.scalar("train.chars_seen", 0),
+        "elapsed_s": ck.scalar("train.elapsed_s", 0.0),
+        "best_val_loss": None if math.isnan(best) else best,
+        "latest_val_loss": None if math.isnan(latest) else latest,
+        "val_history": [[int(r[0]), float(r[3])] for r in val],
+        "config": ck.config.to_dict(),
+    }
+    if as_json:
+        click.echo(json.dumps(d))
+        return
+
+    def fmt(v):
+        return "-" if v is None else f"{v:.4f} nats/char ({bits(v):.4f} bits/char)"
+
+    lines = [
+        f"checkpoint      {checkpoint} (format version {d['format_version']})",
+        f"model           {m.type}, {m.num_layers} layer(s) x {m.hidden_size} hidden, dropout {m.dropout}",
+        f"parameters      {n_params:,}",
+        f"vocabulary      {len(ck.vocab)} characters: {ck.vocab.preview()}",
+        f"progress        step {d['step']:,}, epoch {d['epoch']}, {d['chars_seen']:,} characters, "
+        f"{d['elapsed_s']:.1f} s",
+        f"validation      best {fmt(d['best_val_loss'])}; latest {fmt(d['latest_val_loss'])}",
+    ]
+    if len(val) > 1:
+        lines.append(f"val history     {sparkline(val[:, 3])}  ({len(val)} evaluations, "
+                     f"{val[0, 3]:.3f} -> {val[-1, 3]:.3f})")
+    lines.append("config")
+    for section, values in d["config"].items():
+        for k, v in values.items():
+            lines.append(f"  {section}.{k}: {json.dumps(v)}")
+    click.echo("\n".join(lines))
+
+
+def sparkline(values, width=40):
+    """A one-line text chart: sparkline([3, 2, 1]) == '█▄▁'"""
+    blocks = "▁▂▃▄▅▆▇█"
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) > width:  # keep the last `width` points evenly spread
+        v = v[np.linspace(0, len(v) - 1, width).round().astype(int)]
+    lo, hi = float(np.nanmin(v)), float(np.nanmax(v))
+    span = hi - lo or 1.0
+    return "".join(blocks[int(round((x - lo) / span * (len(blocks) - 1)))] for x in v)
+
+
+# ---- gradcheck ---------------------------------------------------------------------------
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--model", "model_type", type=click.Choice(["rnn", "lstm", "gru"]), default=None,
+              help="Check one cell type (default: all three).")
+@click.option("--layers", default=2, show_default=True, type=click.IntRange(min=1), help="Stacked layers.")
+@click.option("--hidden-size", default=6, show_default=True, type=click.IntRange(min=1), help="Units per layer.")
+@click.option("--seq-length", default=5, show_default=True, type=click.IntRange(min=1), help="Time steps.")
+@click.option("--batch-size", default=3, show_default=True, type=click.IntRange(min=1), help="Streams.")
+@click.option("--vocab-size", default=5, show_default=True, type=click.IntRange(min=1), help="Characters.")
+@click.option("--dropout", default=0.25, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+              help="Dropout probability (a fixed mask).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seeds parameters, data, state and masks.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="Check the model a training config describes, at batch 2 and sequence length 4.")
+@click.option("--tol", default=1e-6, show_default=True, type=float, help="Largest relative error that passes.")
+def gradcheck(model_type, layers, hidden_size, seq_length, batch_size, vocab_size, dropout, seed, config_path, tol):
+    """Check every hand-written gradient against centred finite differences in float64.
+
+    Prints the largest relative error of each parameter tensor and of the initial state, and exits
+    with 1 if any exceeds --tol.
+
+    \b
+    Example:
+        charrnn gradcheck
+        charrnn gradcheck --model lstm --layers 3 --hidden-size 10
+        charrnn gradcheck --config configs/shakespeare.yaml
+    """
+    from .gradcheck import FLOOR, check_model
+
+    kw = {}
+    if config_path is not None:
+        try:
+            cfg = load_config(config_path)
+        except ConfigError as e:
+            raise click.ClickException(str(e)) from None
+        m = cfg.model
+        model_types = [m.type]
+        layers, hidden_size, dropout = m.num_layers, m.hidden_size, m.dropout
+        seq_length, batch_size = min(cfg.training.seq_length, 4), min(cfg.training.batch_size, 2)
+        kw = {"init": m.init, "init_scale": m.init_scale, "forget_bias": m.forget_bias, "max_entries": 20}
+        vocab_size = max(vocab_size, 12)
+    else:
+        model_types = [model_type] if model_type else ["rnn", "lstm", "gru"]
+    rows = []
+    for mt in model_types:
+        rows += check_model(mt, layers, hidden_size, vocab_size, seq_length, batch_size, dropout, seed, **kw)
+    click.echo(f"gradient check: float64, centred differences, error = |a - n| / max(|a| + |n|, {FLOOR:g}), "
+               f"tolerance {tol:g}")
+    click.echo(f"{'model':<6} {'tensor':<20} {'shape':<14} {'checked':>7} {'max rel error':>14}  result")
+    failed = 0
+    for r in rows:
+        ok = r.max_rel_error <= tol
+        failed += not ok
+        shape = "x".join(map(str, r.shape))
+        click.echo(f"{r.model:<6} {r.tensor:<20} {shape:<14} {r.checked:>7} {r.max_rel_error:>14.3e}  "
+                   f"{'ok' if ok else 'FAIL'}")
+    if failed:
+        click.echo(f"{failed} of {len(rows)} tensors exceed the tolerance {tol:g}", err=True)
+        sys.exit(1)
+    click.echo(f"all {len(rows)} tensors within {tol:g}")

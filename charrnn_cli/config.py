@@ -1,0 +1,234 @@
+"""Training configuration: typed dataclasses read from YAML and validated before any work.
+
+Every key has a type, a default and a range check. Unknown keys, wrong types and values out of
+range raise ConfigError with the dotted key's name (and the closest valid key for a likely typo).
+Overrides come as dotted `section.key=value` strings whose values are parsed as YAML.
+"""
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from typing import Optional
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A user error in a config file or override: the message names the key."""
+
+
+def _f(default, help, check=None, why=""):
+    return field(default=default, metadata={"help": help, "check": check, "why": why})
+
+
+_positive = (lambda v: v > 0, "must be > 0")
+_non_negative = (lambda v: v >= 0, "must be >= 0")
+
+
+@dataclass
+class DataConfig:
+    path: str = _f("data/tinyshakespeare.txt", "UTF-8 text file to train on (relative to the current directory)")
+    val_fraction: float = _f(0.1, "fraction at the end of the file held out for validation",
+                             *(lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"))
+    cache_dir: Optional[str] = _f(None, "where the encoded text is cached; null: OUTPUT_DIR/data_cache")
+
+
+@dataclass
+class ModelConfig:
+    type: str = _f("lstm", "cell type: rnn | lstm | gru",
+                   *(lambda v: v in ("rnn", "lstm", "gru"), "must be one of rnn, lstm, gru"))
+    hidden_size: int = _f(512, "units per layer", *_positive)
+    num_layers: int = _f(1, "stacked recurrent layers", *_positive)
+    dropout: float = _f(0.0, "inverted dropout on each layer's output in training",
+                        *(lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"))
+    init: str = _f("pytorch", "weight init: pytorch (U(+-1/sqrt(H))) | normal (N(0, init_scale^2)) | xavier",
+                   *(lambda v: v in ("pytorch", "normal", "xavier"), "must be one of pytorch, normal, xavier"))
+    init_scale: Optional[float] = _f(None, "std for init: normal (default 0.01); multiplier for xavier",
+                                     *_positive)
+    forget_bias: float = _f(0.0, "added to the LSTM forget-gate bias at init")
+
+
+@dataclass
+class TrainingConfig:
+    batch_size: int = _f(64, "parallel streams per step", *_positive)
+    seq_length: int = _f(100, "characters per stream per step (truncated BPTT length)", *_positive)
+    optimizer: str = _f("adam", "adam | rmsprop | adagrad | sgd",
+                        *(lambda v: v in ("adam", "rmsprop", "adagrad", "sgd"),
+                          "must be one of adam, rmsprop, adagrad, sgd"))
+    learning_rate: float = _f(0.002, "peak learning rate", *_positive)
+    lr_schedule: str = _f("step", "step: multiply by lr_decay every lr_decay_every steps; "
+                          "cosine: cosine decay to learning_rate * lr_min_fraction over lr_decay_steps",
+                          *(lambda v: v in ("step", "cosine"), "must be one of step, cosine"))
+    lr_decay: float = _f(1.0, "step schedule: factor applied every lr_decay_every steps (1.0: constant)",
+                         *(lambda v: 0.0 < v <= 1.0, "must be in (0, 1]"))
+    lr_decay_every: int = _f(1000, "step schedule: steps between decays", *_positive)
+    lr_decay_steps: Optional[int] = _f(None, "cosine schedule: steps to decay over (null: max_steps)", *_positive)
+    lr_min_fraction: float = _f(0.1, "cosine schedule: final learning rate as a fraction of the peak",
+                                *(lambda v: 0.0 <= v <= 1.0, "must be in [0, 1]"))
+    warmup_steps: int = _f(0, "linear warm-up from 0 over this many steps", *_non_negative)
+    grad_clip: float = _f(5.0, "clip threshold; 0 turns clipping off", *_non_negative)
+    clip_mode: str = _f("norm", "norm: scale all gradients to global norm <= grad_clip; value: clamp each element",
+                        *(lambda v: v in ("norm", "value"), "must be one of norm, value"))
+    beta1: float = _f(0.9, "adam: first-moment decay", *(lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"))
+    beta2: float = _f(0.999, "adam: second-moment decay", *(lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"))
+    alpha: float = _f(0.99, "rmsprop: squared-gradient decay", *(lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"))
+    momentum: float = _f(0.9, "sgd: momentum", *(lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"))
+    eps: float = _f(1e-8, "adam, rmsprop, adagrad: denominator epsilon", *_positive)
+    max_steps: Optional[int] = _f(None, "stop after this many steps", *_positive)
+    max_epochs: Optional[float] = _f(None, "stop after this many passes over the training split", *_positive)
+    max_minutes: Optional[float] = _f(None, "stop after this much wall time", *_positive)
+    eval_every: int = _f(200, "steps between validation runs", *_positive)
+    eval_max_chars: Optional[int] = _f(None, "score at most this many validation characters (null: all)",
+                                       *_positive)
+    checkpoint_every: int = _f(500, "steps between writes of latest.npz", *_positive)
+    log_every: int = _f(10, "steps between lines of metrics.jsonl", *_positive)
+    seed: int = _f(42, "seeds the initialisation and dropout")
+
+
+@dataclass
+class OutputConfig:
+    dir: str = _f("runs/shakespeare", "run folder: checkpoints and metrics.jsonl")
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(Config)}
+
+
+def _closest(name, options):
+    m = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
+    return f" (did you mean {m[0]!r}?)" if m else ""
+
+
+def _check_type(key, value, tp):
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:  # Optional[X]
+        if value is None:
+            return None
+        tp = [a for a in typing.get_args(tp) if a is not type(None)][0]
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise AssertionError(tp)
+
+
+def _build_section(name, raw):
+    cls = SECTIONS[name]
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{name}: expected a mapping of keys, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for key, value in raw.items():
+        if key not in fields:
+            raise ConfigError(f"unknown key {name}.{key}{_closest(str(key), fields)}")
+        dotted = f"{name}.{key}"
+        value = _check_type(dotted, value, hints[key])
+        check, why = fields[key].metadata["check"], fields[key].metadata["why"]
+        if value is not None and check is not None and not check(value):
+            raise ConfigError(f"{dotted}: {why}, got {value!r}")
+        values[key] = value
+    return cls(**values)
+
+
+def from_dict(raw):
+    """Build a validated Config from a plain dict (as read from YAML or JSON)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError("the config must be a mapping with sections data, model, training, output")
+    for name in raw:
+        if name not in SECTIONS:
+            raise ConfigError(f"unknown section {name!r}{_closest(str(name), SECTIONS)}")
+    cfg = Config(**{name: _build_section(name, raw.get(name)) for name in SECTIONS})
+    t = cfg.training
+    if t.lr_schedule == "cosine" and t.lr_decay_steps is None and t.max_steps is None:
+        raise ConfigError("training.lr_decay_steps: the cosine schedule needs lr_decay_steps or max_steps")
+    return cfg
+
+
+def apply_overrides(raw, overrides):
+    """Apply `section.key=value` strings to a raw dict; values are parsed as YAML.
+
+    >>> apply_overrides({}, ["training.seed=7"])
+    {'training': {'seed': 7}}
+    """
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        return raw  # from_dict reports the shape problem
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected section.key=value")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        if len(parts) != 2 or not all(parts):
+            raise ConfigError(f"--set {item!r}: the key must look like section.key, e.g. training.seed")
+        section, name = parts
+        if section not in SECTIONS:
+            raise ConfigError(f"--set: unknown section {section!r}{_closest(section, SECTIONS)}")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
+        sec = raw.get(section)
+        if not isinstance(sec, dict):
+            sec = {}
+        sec[name] = value
+        raw[section] = sec
+    return raw
+
+
+def load_config(path, overrides=()):
+    """Read a YAML config file, apply overrides, validate. Raises ConfigError on any problem."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            raw = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config path is a directory: {path}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file is not UTF-8 text: {path}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or "could not be parsed"
+        raise ConfigError(f"invalid YAML in {path}{where}: {problem}") from None
+    return from_dict(apply_overrides(raw, overrides))
+
+
+def describe():
+    """Rows (dotted key, type, default, help) for every key: the README's config reference."""
+    rows = []
+    for section, cls in SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            tp = hints[f.name]
+            tname = getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+            rows.append((f"{section}.{f.name}", tname, f.default, f.metadata["help"]))
+    return rows

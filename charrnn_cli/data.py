@@ -1,0 +1,173 @@
+"""Text to integer streams: UTF-8 decoding, an on-disk encoded cache, and batched chunks.
+
+prepare() reads the file in fixed-size chunks twice (once for the vocabulary, once to encode),
+so memory stays flat however large the file is. The encoded text goes to a .npy file that is
+memory-mapped and reused while the source file's size and modification time are unchanged.
+
+Streams cut a split into `batch_size` contiguous streams. Chunk j of an epoch holds characters
+[j*T, j*T + T) of every stream as inputs and the characters one further on as targets, so
+the hidden state at the end of chunk j is the right start for chunk j + 1.
+"""
+
+import codecs
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .vocab import Vocab
+
+CHUNK_BYTES = 1 << 22  # 4 MiB per read: bounds memory, big enough for NumPy to be fast
+CACHE_VERSION = 1
+_MAX_CP = 0x110000
+
+
+class DataError(ValueError):
+    """A user error about the text file: the message says what and where."""
+
+
+def _codepoint_chunks(path):
+    """Yield the file's code points chunk by chunk (uint8 for pure-ASCII chunks, else uint32)."""
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    offset = 0
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        raise DataError(f"data file not found: {path}") from None
+    except IsADirectoryError:
+        raise DataError(f"data path is a directory, not a file: {path}") from None
+    except PermissionError:
+        raise DataError(f"data file is not readable: {path}") from None
+    with fh:
+        while True:
+            try:
+                b = fh.read(CHUNK_BYTES)
+            except IsADirectoryError:
+                raise DataError(f"data path is a directory, not a file: {path}") from None
+            final = not b
+            pending = len(decoder.getstate()[0])
+            raw = np.frombuffer(b, dtype=np.uint8)
+            if pending == 0 and raw.size and raw.max() < 128:
+                yield raw  # ASCII: bytes are code points
+            else:
+                try:
+                    text = decoder.decode(b, final)
+                except UnicodeDecodeError as e:
+                    raise DataError(f"{path} is not valid UTF-8: bad byte at offset {offset - pending + e.start}") from None
+                if text:
+                    yield np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+            offset += len(b)
+            if final:
+                return
+
+
+def scan_vocab(path):
+    """(Vocab, number of characters) of a UTF-8 file, read in chunks."""
+    seen = np.zeros(_MAX_CP, dtype=bool)
+    n = 0
+    for cps in _codepoint_chunks(path):
+        counts = np.bincount(cps)
+        seen[: counts.size] |= counts > 0
+        n += cps.size
+    return Vocab(np.flatnonzero(seen)), n
+
+
+def _cache_paths(path, cache_dir):
+    src = os.path.abspath(path)
+    tag = hashlib.sha1(src.encode("utf-8")).hexdigest()[:12]
+    stem = os.path.basename(src)
+    base = os.path.join(cache_dir, f"{stem}.{tag}")
+    return base + ".npy", base + ".json"
+
+
+def _source_stamp(path):
+    st = os.stat(path)
+    return {"source": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "version": CACHE_VERSION}
+
+
+@dataclass
+class Corpus:
+    data: np.ndarray  # (N,) indices, memory-mapped
+    vocab: Vocab
+    cache_path: str
+    reused: bool  # True when an existing cache was valid
+
+    def split(self, val_fraction):
+        """Contiguous (train, val): the last val_fraction of the characters is validation."""
+        n = len(self.data)
+        n_val = int(n * val_fraction)
+        return self.data[: n - n_val], self.data[n - n_val :]
+
+
+def prepare(path, cache_dir):
+    """Encode `path` into the cache (or reuse a valid one) and memory-map it."""
+    if os.path.isdir(path):
+        raise DataError(f"data path is a directory, not a file: {path}")
+    if not os.path.exists(path):
+        raise DataError(f"data file not found: {path}")
+    if os.path.getsize(path) == 0:
+        raise DataError(f"data file is empty: {path}")
+    npy, meta_path = _cache_paths(path, cache_dir)
+    stamp = _source_stamp(path)
+    try:
+        with open(meta_path, encoding="utf-8") as fh:
+            meta = json.load(fh)
+        if all(meta.get(k) == v for k, v in stamp.items()) and os.path.exists(npy):
+            data = np.load(npy, mmap_mode="r")
+            if data.shape == (meta["length"],):
+                return Corpus(data, Vocab(meta["vocab"]), npy, True)
+    except (OSError, ValueError, KeyError):
+        pass  # no usable cache: build it
+
+    vocab, n = scan_vocab(path)
+    os.makedirs(cache_dir, exist_ok=True)
+    lut = np.zeros(int(vocab.codepoints[-1]) + 1, dtype=np.int64)
+    lut[vocab.codepoints] = np.arange(len(vocab))
+    tmp = npy + f".tmp{os.getpid()}.npy"
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=vocab.index_dtype(), shape=(n,))
+    pos = 0
+    for cps in _codepoint_chunks(path):
+        out[pos : pos + cps.size] = lut[cps]
+        pos += cps.size
+    if pos != n:
+        raise DataError(f"data file changed while it was being read: {path}")
+    out.flush()
+    del out
+    os.replace(tmp, npy)
+    meta = dict(stamp, length=n, vocab=vocab.codepoints.tolist())
+    tmp_meta = meta_path + f".tmp{os.getpid()}"
+    with open(tmp_meta, "w", encoding="utf-8") as fh:
+        json.dump(meta, fh)
+    os.replace(tmp_meta, meta_path)
+    return Corpus(np.load(npy, mmap_mode="r"), vocab, npy, False)
+
+
+class Streams:
+    """`batch_size` contiguous streams over `data`, read `seq_length` characters at a time.
+
+    Stream b covers inputs data[b*L : (b+1)*L] and targets one character later, L = (N - 1) // B;
+    an epoch is ceil(L / T) chunks (the last may be shorter), so it reads every input once.
+    >>> s = Streams(np.arange(9), batch_size=2, seq_length=3); x, y = s.chunk(0); x.T.tolist(), y.T.tolist()
+    ([[0, 1, 2], [4, 5, 6]], [[1, 2, 3], [5, 6, 7]])
+    """
+
+    def __init__(self, data, batch_size, seq_length):
+        self.data = data
+        self.batch_size = batch_size
+        self.seq_length = seq_length
+        self.stream_len = (len(data) - 1) // batch_size
+        assert self.stream_len >= 1, "too little data for this many streams"
+        self.starts = np.arange(batch_size, dtype=np.int64) * self.stream_len  # (B,)
+        self.steps_per_epoch = -(-self.stream_len // seq_length)
+
+    def chunk(self, offset):
+        """(x, y) int64 arrays of shape (T', B) starting `offset` characters into every stream."""
+        assert 0 <= offset < self.stream_len
+        t = min(self.seq_length, self.stream_len - offset)
+        pos = self.starts[None, :] + np.arange(offset, offset + t, dtype=np.int64)[:, None]  # (T', B)
+        x = np.asarray(self.data[pos], dtype=np.int64)
+        y = np.asarray(self.data[pos + 1], dtype=np.int64)
+        return x, y

@@ -1,0 +1,90 @@
+"""Check every hand-written gradient against centred finite differences in float64.
+
+For a parameter entry w the numerical gradient is (L(w + eps) - L(w - eps)) / (2 eps) with the
+same inputs, initial state and dropout masks; the error reported is
+
+    |analytic - numeric| / max(|analytic| + |numeric|, floor)
+
+The floor (1e-4 by default) keeps entries whose true gradient is ~0 from reporting
+rounding noise as a large relative error; for every other entry it is the plain relative error.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .model import CharRNN
+
+EPS = 1e-4  # balances truncation (~eps^2) against rounding (~1e-16 / eps) in float64
+FLOOR = 1e-4
+
+
+@dataclass
+class CheckRow:
+    model: str
+    tensor: str  # PyTorch-style name, or the initial state ("h_0", "c_0")
+    shape: tuple
+    checked: int  # entries compared
+    max_rel_error: float
+
+
+def _entries(size, max_entries, rng):
+    if size <= max_entries:
+        return np.arange(size)
+    return rng.choice(size, size=max_entries, replace=False)
+
+
+_PUBLIC = {"Wx": "rnn.weight_ih_l{}", "Wh": "rnn.weight_hh_l{}", "bx": "rnn.bias_ih_l{}", "bh": "rnn.bias_hh_l{}"}
+
+
+def public_name(internal):
+    """public_name("Wh1") -> 'rnn.weight_hh_l1'; the decoder and state keep plain names."""
+    if internal == "Wy":
+        return "decoder.weight"
+    if internal == "by":
+        return "decoder.bias"
+    return _PUBLIC[internal[:2]].format(internal[2:])
+
+
+def check_model(model_type, num_layers=2, hidden_size=6, vocab_size=5, seq_length=5, batch_size=3,
+                dropout=0.25, seed=0, max_entries=60, init="pytorch", init_scale=None, forget_bias=0.0):
+    """Compare analytic and numerical gradients for one architecture; returns a list of CheckRow."""
+    rng = np.random.default_rng(seed)
+    model = CharRNN(model_type, vocab_size, hidden_size, num_layers, dropout, seed=seed, dtype=np.float64,
+                    init=init, init_scale=init_scale, forget_bias=forget_bias)
+    idx = rng.integers(0, vocab_size, size=(seq_length, batch_size))
+    targets = rng.integers(0, vocab_size, size=(seq_length, batch_size))
+    # a nonzero initial state, so its gradient and the first step's recurrent term are exercised
+    state = tuple(rng.normal(0, 0.5, size=s.shape) for s in model.zero_state(batch_size))
+    masks = model.dropout_masks(seq_length, batch_size, rng)  # fixed: the same for every evaluation
+
+    def loss():
+        return model.forward(idx, targets, state, masks)[0]
+
+    _, _, cache = model.forward(idx, targets, state, masks)
+    grads, dstate0 = model.backward(cache)
+    grads = {k: v.copy() for k, v in grads.items()}
+    dstate0 = tuple(d.copy() for d in dstate0)
+
+    # (name, array, analytic gradient, shape shown): 2-D weights are shown in PyTorch's (out, in) shape
+    targets_to_check = [(public_name(k), v, grads[k], v.shape[::-1]) for k, v in model.params.items()]
+    for name, s, d in zip(model.cell.state_names, state, dstate0):
+        targets_to_check.append((f"{name}_0", s, d, s.shape))
+
+    rows = []
+    for name, arr, analytic, shown in targets_to_check:
+        flat, aflat = arr.reshape(-1), analytic.reshape(-1)
+        worst = 0.0
+        entries = _entries(flat.size, max_entries, rng)
+        for j in entries:
+            old = flat[j]
+            flat[j] = old + EPS
+            lp = loss()
+            flat[j] = old - EPS
+            lm = loss()
+            flat[j] = old
+            num = (lp - lm) / (2 * EPS)
+            err = abs(aflat[j] - num) / max(abs(aflat[j]) + abs(num), FLOOR)
+            worst = max(worst, err)
+        rows.append(CheckRow(model_type, name, tuple(shown), len(entries), float(worst)))
+    return rows

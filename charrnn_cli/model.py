@@ -1,0 +1,266 @@
+"""The character model: a stack of recurrent layers and a linear decoder, forward and backward.
+
+    x_0   = one-hot(idx)                    input of layer 0 (done as a row lookup of W_ih)
+    y_k   = cell_k(x_k, state_k)            (T, B, H) for k = 0 .. L-1
+    x_k+1 = dropout(y_k)                    inverted dropout on every layer's output in training
+    logits = x_L W_dec^T + b_dec            (T, B, V)
+    loss  = mean over T*B of -log softmax(logits)[target]
+
+Parameters are held in an internal, faster layout (transposed, LSTM gate blocks reordered);
+`state_dict()` / `load_state_dict()` convert to and from PyTorch's names and shapes for a
+module with an `rnn` (nn.RNN / nn.LSTM / nn.GRU, batch_first=False) and a `decoder` (nn.Linear):
+
+    rnn.weight_ih_l{k} (G*H, V or H)   rnn.weight_hh_l{k} (G*H, H)
+    rnn.bias_ih_l{k}   (G*H,)          rnn.bias_hh_l{k}   (G*H,)
+    decoder.weight     (V, H)          decoder.bias       (V,)
+
+State is explicit: a tuple of (L, B, H) arrays, (h,) for RNN and GRU, (h, c) for LSTM,
+the same layout as PyTorch's h_0 / (h_0, c_0). The model holds only math: no files, no loop.
+"""
+
+import numpy as np
+
+from .cells import Workspace, make_cell
+
+
+def init_params(cell, vocab_size, hidden_size, num_layers, rng, dtype, init="pytorch", init_scale=None, forget_bias=0.0):
+    """Internal parameters: Wx{k} (In, G*H), Wh{k} (H, G*H), bx{k}, bh{k} (G*H,), Wy (H, V), by (V,).
+
+    init="pytorch": every tensor U(-1/sqrt(H), 1/sqrt(H)) (PyTorch's RNN and Linear default);
+    init="normal": weights N(0, init_scale^2), biases zero;
+    init="xavier": weights U(+-sqrt(6 / (fan_in + fan_out))) per gate block, biases zero.
+    forget_bias is added to the LSTM forget-gate input bias.
+    """
+    G, H, V = cell.gates, hidden_size, vocab_size
+    bound = 1.0 / np.sqrt(H)
+
+    def weight(fan_in, fan_out_total, shape):
+        if init == "pytorch":
+            return rng.uniform(-bound, bound, size=shape)
+        if init == "normal":
+            scale = 0.01 if init_scale is None else init_scale
+            return rng.normal(0.0, scale, size=shape)
+        if init == "xavier":
+            limit = np.sqrt(6.0 / (fan_in + fan_out_total))
+            if init_scale is not None:
+                limit *= init_scale
+            return rng.uniform(-limit, limit, size=shape)
+        raise ValueError(f"unknown init {init!r}")
+
+    def bias(shape):
+        if init == "pytorch":
+            return rng.uniform(-bound, bound, size=shape)
+        return np.zeros(shape)
+
+    p = {}
+    for k in range(num_layers):
+        n_in = V if k == 0 else H
+        p[f"Wx{k}"] = weight(n_in, H, (n_in, G * H))
+        p[f"Wh{k}"] = weight(H, H, (H, G * H))
+        p[f"bx{k}"] = bias((G * H,))
+        p[f"bh{k}"] = bias((G * H,))
+        if cell.name == "lstm":
+            p[f"bx{k}"][H : 2 * H] += forget_bias  # internal block 1 is the forget gate
+    p["Wy"] = weight(H, V, (H, V))
+    p["by"] = bias((V,))
+    return {k: np.ascontiguousarray(v, dtype=dtype) for k, v in p.items()}
+
+
+def _block_perm(blocks, H):
+    """Row order taking internal gate blocks to PyTorch's. _block_perm((0, 2, 1), 1) -> [0, 2, 1]"""
+    perm = np.empty(len(blocks) * H, dtype=np.int64)
+    for j, b in enumerate(blocks):
+        perm[b * H : (b + 1) * H] = np.arange(j * H, (j + 1) * H)
+    return perm
+
+
+def scatter_rows(idx, rows, out):
+    """out[v] = sum of rows[n] where idx[n] == v; the gradient of a row lookup.
+
+    >>> scatter_rows(np.array([1, 0, 1]), np.array([[1.], [2.], [3.]]), np.zeros((2, 1))).ravel().tolist()
+    [2.0, 4.0]
+    """
+    order = np.argsort(idx, kind="stable")
+    sorted_idx = idx[order]
+    starts = np.flatnonzero(np.r_[True, sorted_idx[1:] != sorted_idx[:-1]])
+    out[...] = 0
+    out[sorted_idx[starts]] = np.add.reduceat(rows[order], starts, axis=0)
+    return out
+
+
+class CharRNN:
+    """A stacked RNN / LSTM / GRU character model with hand-written backward."""
+
+    def __init__(self, cell_type, vocab_size, hidden_size, num_layers=1, dropout=0.0,
+                 seed=0, dtype=np.float32, init="pytorch", init_scale=None, forget_bias=0.0):
+        assert num_layers >= 1 and hidden_size >= 1 and vocab_size >= 1 and 0.0 <= dropout < 1.0
+        self.cell = make_cell(cell_type)
+        self.cell_type = cell_type
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.dropout = dropout
+        self.dtype = np.dtype(dtype)
+        rng = np.random.default_rng(seed)
+        self.params = init_params(self.cell, vocab_size, hidden_size, num_layers, rng, self.dtype,
+                                  init, init_scale, forget_bias)
+        self._ws = [Workspace() for _ in range(num_layers)]
+        self._ws_top = Workspace()
+
+    # ---- state -------------------------------------------------------------------------
+
+    def zero_state(self, batch_size):
+        """A fresh state: tuple of (L, B, H) zeros, (h,) or (h, c)."""
+        shape = (self.num_layers, batch_size, self.hidden_size)
+        return tuple(np.zeros(shape, dtype=self.dtype) for _ in self.cell.state_names)
+
+    def dropout_masks(self, T, B, rng):
+        """Inverted-dropout masks, one (T, B, H) per layer output, or None when dropout is off."""
+        if self.dropout <= 0.0:
+            return None
+        keep = 1.0 - self.dropout
+        return [(rng.random((T, B, self.hidden_size)) < keep).astype(self.dtype) / self.dtype.type(keep)
+                for _ in range(self.num_layers)]
+
+    # ---- forward / backward --------------------------------------------------------------
+
+    def forward(self, idx, targets, state, masks=None):
+        """Run a (T, B) chunk of indices from `state`.
+
+        Returns (loss, new_state, cache): loss is the mean cross-entropy in nats over T*B
+        targets (None when targets is None), cache feeds backward() and holds the logits.
+        `masks` (from dropout_masks) turns dropout on; None means evaluation.
+        """
+        T, B = idx.shape
+        p, cell, dt = self.params, self.cell, self.dtype
+        G = cell.gates * self.hidden_size
+        layers, new_state = [], [[] for _ in cell.state_names]
+        x = None
+        for k in range(self.num_layers):
+            ws = self._ws[k]
+            xw = ws.get("xw", (T, B, G), dt)
+            if k == 0:
+                np.take(p["Wx0"], idx, axis=0, out=xw)  # one-hot product as a row lookup
+            else:
+                np.matmul(x.reshape(T * B, -1), p[f"Wx{k}"], out=xw.reshape(T * B, G))
+            xw += cell.input_bias(p[f"bx{k}"], p[f"bh{k}"])
+            s0 = tuple(s[k] for s in state)
+            hs, sT, cache = cell.forward(xw, s0, p[f"Wh{k}"], p[f"bh{k}"], ws)
+            for j, s in enumerate(sT):
+                new_state[j].append(s)
+            if masks is not None:
+                x = ws.get("drop", hs.shape, dt)
+                np.multiply(hs, masks[k], out=x)
+            else:
+                x = hs
+            layers.append((x, cache))
+        new_state = tuple(np.stack(s) for s in new_state)
+        top = x.reshape(T * B, self.hidden_size)
+        logits = self._ws_top.get("logits", (T * B, self.vocab_size), dt)
+        np.matmul(top, p["Wy"], out=logits)
+        logits += p["by"]
+        cache = {"idx": idx, "targets": targets, "layers": layers, "masks": masks, "logits": logits}
+        loss = None
+        if targets is not None:
+            loss, probs = softmax_cross_entropy(logits, targets.reshape(-1), self._ws_top)
+            cache["probs"] = probs
+        return loss, new_state, cache
+
+    def backward(self, cache, dstate=None):
+        """Gradients of the mean loss: (grads with the keys of params, dstate0 like the state).
+
+        `dstate` is an optional gradient arriving at the final state (zero for truncated BPTT).
+        """
+        p, cell, dt = self.params, self.cell, self.dtype
+        idx, targets, layers, masks = cache["idx"], cache["targets"], cache["layers"], cache["masks"]
+        T, B = idx.shape
+        H, N = self.hidden_size, T * B
+        grads = {}
+        # backprop through softmax cross-entropy: (p - onehot) / N
+        dlogits = cache["probs"]
+        dlogits[np.arange(N), targets.reshape(-1)] -= 1.0
+        dlogits *= dt.type(1.0 / N)
+        top = layers[-1][0].reshape(N, H)
+        grads["Wy"] = top.T @ dlogits
+        grads["by"] = dlogits.sum(axis=0)
+        dx = (dlogits @ p["Wy"].T).reshape(T, B, H)
+        dstate0 = [[None] * self.num_layers for _ in cell.state_names]
+        for k in range(self.num_layers - 1, -1, -1):
+            _, lcache = layers[k]
+            if masks is not None:
+                dx *= masks[k]  # backprop through dropout
+            ds = tuple(np.zeros((B, H), dt) if dstate is None else dstate[j][k]
+                       for j in range(len(cell.state_names)))
+            dxw, ds0, dWh, dbh = cell.backward(dx, ds, lcache)
+            for j, s in enumerate(ds0):
+                dstate0[j][k] = s
+            G = dxw.shape[2]
+            dxw2 = dxw.reshape(N, G)
+            grads[f"Wh{k}"] = dWh
+            grads[f"bh{k}"] = dbh
+            grads[f"bx{k}"] = dxw2.sum(axis=0)
+            if k == 0:
+                grads["Wx0"] = scatter_rows(idx.reshape(-1), dxw2, np.empty_like(p["Wx0"]))
+            else:
+                x_in = layers[k - 1][0].reshape(N, H)
+                grads[f"Wx{k}"] = x_in.T @ dxw2
+                dx = (dxw2 @ p[f"Wx{k}"].T).reshape(T, B, H)
+        dstate0 = tuple(np.stack(s) for s in dstate0)
+        return grads, dstate0
+
+    # ---- PyTorch names -----------------------------------------------------------------
+
+    def state_dict(self):
+        """Parameters under PyTorch's state_dict names and shapes (new float arrays)."""
+        p, H = self.params, self.hidden_size
+        perm = _block_perm(self.cell.torch_blocks, H)
+        sd = {}
+        for k in range(self.num_layers):
+            sd[f"rnn.weight_ih_l{k}"] = np.ascontiguousarray(p[f"Wx{k}"].T[perm])
+            sd[f"rnn.weight_hh_l{k}"] = np.ascontiguousarray(p[f"Wh{k}"].T[perm])
+            sd[f"rnn.bias_ih_l{k}"] = p[f"bx{k}"][perm].copy()
+            sd[f"rnn.bias_hh_l{k}"] = p[f"bh{k}"][perm].copy()
+        sd["decoder.weight"] = np.ascontiguousarray(p["Wy"].T)
+        sd["decoder.bias"] = p["by"].copy()
+        return sd
+
+    def load_state_dict(self, sd):
+        """Set parameters from PyTorch-named arrays; shapes must match exactly."""
+        expected = self.state_dict()
+        missing = sorted(set(expected) - set(sd))
+        if missing:
+            raise ValueError(f"missing parameter arrays: {', '.join(missing)}")
+        for name, ref in expected.items():
+            if tuple(sd[name].shape) != ref.shape:
+                raise ValueError(f"parameter {name} has shape {tuple(sd[name].shape)}, expected {ref.shape}")
+        inv = np.argsort(_block_perm(self.cell.torch_blocks, self.hidden_size))
+        p, dt = self.params, self.dtype
+        for k in range(self.num_layers):
+            p[f"Wx{k}"] = np.ascontiguousarray(np.asarray(sd[f"rnn.weight_ih_l{k}"])[inv].T, dtype=dt)
+            p[f"Wh{k}"] = np.ascontiguousarray(np.asarray(sd[f"rnn.weight_hh_l{k}"])[inv].T, dtype=dt)
+            p[f"bx{k}"] = np.ascontiguousarray(np.asarray(sd[f"rnn.bias_ih_l{k}"])[inv], dtype=dt)
+            p[f"bh{k}"] = np.ascontiguousarray(np.asarray(sd[f"rnn.bias_hh_l{k}"])[inv], dtype=dt)
+        p["Wy"] = np.ascontiguousarray(np.asarray(sd["decoder.weight"]).T, dtype=dt)
+        p["by"] = np.ascontiguousarray(sd["decoder.bias"], dtype=dt)
+
+    def num_params(self):
+        return int(sum(v.size for v in self.params.values()))
+
+
+def softmax_cross_entropy(logits, targets, ws=None):
+    """Mean -log softmax(logits)[targets] computed stably; returns (loss, probs).
+
+    >>> round(softmax_cross_entropy(np.zeros((1, 4)), np.array([2]))[0], 6) == round(np.log(4), 6)
+    True
+    """
+    N, V = logits.shape
+    probs = np.empty_like(logits) if ws is None else ws.get("probs", (N, V), logits.dtype)
+    m = logits.max(axis=1, keepdims=True)
+    shifted_t = logits[np.arange(N), targets] - m[:, 0]
+    np.subtract(logits, m, out=probs)  # shift for stability
+    np.exp(probs, out=probs)
+    total = probs.sum(axis=1, keepdims=True)
+    # -log p[target] = log(sum exp(shifted)) - shifted[target]
+    loss = float(np.mean(np.log(total[:, 0], dtype=np.float64) - shifted_t.astype(np.float64)))
+    probs /= total
+    return loss, probs

@@ -1,0 +1,162 @@
+"""Optimizers (Adam, RMSprop, Adagrad, SGD with momentum), gradient clipping and the LR schedule.
+
+Every optimizer keeps its state as named arrays (`state_arrays()` / `load_state_arrays()`), so a
+checkpoint stores it exactly. Updates are in place, with preallocated scratch buffers.
+
+    adam     m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;  p -= lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+    rmsprop  v = a v + (1 - a) g^2;  p -= lr g / (sqrt(v) + eps)
+    adagrad  v = v + g^2;            p -= lr g / (sqrt(v) + eps)
+    sgd      u = mu u + g;           p -= lr u
+"""
+
+import math
+
+import numpy as np
+
+
+class Optimizer:
+    slots = ()  # names of the per-parameter state arrays
+
+    def __init__(self, params, **hyper):
+        self.hyper = hyper
+        self.t = 0  # updates taken
+        self.state = {s: {k: np.zeros_like(v) for k, v in params.items()} for s in self.slots}
+        self._tmp = {k: np.empty_like(v) for k, v in params.items()}
+
+    def step(self, params, grads, lr):
+        self.t += 1
+        for k, p in params.items():
+            self._update(k, p, grads[k], lr, self._tmp[k])
+
+    def _update(self, k, p, g, lr, tmp):
+        raise NotImplementedError
+
+    def state_arrays(self):
+        """{'optim.t': ..., 'optim.<slot>.<param>': ...}: everything needed to continue exactly."""
+        out = {"optim.t": np.array(self.t, dtype=np.int64)}
+        for s, d in self.state.items():
+            for k, v in d.items():
+                out[f"optim.{s}.{k}"] = v
+        return out
+
+    def load_state_arrays(self, arrays):
+        self.t = int(arrays["optim.t"])
+        for s, d in self.state.items():
+            for k, v in d.items():
+                src = arrays[f"optim.{s}.{k}"]
+                if src.shape != v.shape:
+                    raise ValueError(f"optimizer state {s}.{k} has shape {src.shape}, expected {v.shape}")
+                d[k] = np.array(src, dtype=v.dtype)
+
+
+class Adam(Optimizer):
+    slots = ("m", "v")
+
+    def _update(self, k, p, g, lr, tmp):
+        b1, b2, eps = self.hyper["beta1"], self.hyper["beta2"], self.hyper["eps"]
+        m, v = self.state["m"][k], self.state["v"][k]
+        m *= b1
+        np.multiply(g, 1 - b1, out=tmp)
+        m += tmp
+        np.multiply(g, g, out=tmp)
+        tmp *= 1 - b2
+        v *= b2
+        v += tmp
+        # bias corrections folded into two scalars: lr_t = lr sqrt(1 - b2^t) / (1 - b1^t)
+        c2 = math.sqrt(1 - b2**self.t)
+        lr_t = lr * c2 / (1 - b1**self.t)
+        np.sqrt(v, out=tmp)
+        tmp += eps * c2
+        np.divide(m, tmp, out=tmp)
+        tmp *= lr_t
+        p -= tmp
+
+
+class RMSprop(Optimizer):
+    slots = ("v",)
+
+    def _update(self, k, p, g, lr, tmp):
+        a, eps = self.hyper["alpha"], self.hyper["eps"]
+        v = self.state["v"][k]
+        np.multiply(g, g, out=tmp)
+        tmp *= 1 - a
+        v *= a
+        v += tmp
+        np.sqrt(v, out=tmp)
+        tmp += eps
+        np.divide(g, tmp, out=tmp)
+        tmp *= lr
+        p -= tmp
+
+
+class Adagrad(Optimizer):
+    slots = ("v",)
+
+    def _update(self, k, p, g, lr, tmp):
+        v = self.state["v"][k]
+        np.multiply(g, g, out=tmp)
+        v += tmp
+        np.sqrt(v, out=tmp)
+        tmp += self.hyper["eps"]
+        np.divide(g, tmp, out=tmp)
+        tmp *= lr
+        p -= tmp
+
+
+class SGD(Optimizer):
+    slots = ("u",)
+
+    def _update(self, k, p, g, lr, tmp):
+        u = self.state["u"][k]
+        u *= self.hyper["momentum"]
+        u += g
+        np.multiply(u, lr, out=tmp)
+        p -= tmp
+
+
+OPTIMIZERS = {"adam": Adam, "rmsprop": RMSprop, "adagrad": Adagrad, "sgd": SGD}
+
+
+def make_optimizer(name, params, tcfg):
+    """The optimizer a TrainingConfig names, with its hyper-parameters."""
+    return OPTIMIZERS[name](params, beta1=tcfg.beta1, beta2=tcfg.beta2, alpha=tcfg.alpha,
+                            momentum=tcfg.momentum, eps=tcfg.eps)
+
+
+def global_norm(grads):
+    """sqrt of the sum of squares of every gradient entry (float64 accumulation)."""
+    return math.sqrt(sum(float(np.dot(g.ravel(), g.ravel())) for g in grads.values()))
+
+
+def clip_gradients(grads, mode, threshold, norm=None):
+    """Clip in place. mode "norm": scale all so the global norm is <= threshold; "value": clamp
+    each element to [-threshold, threshold]. threshold 0 does nothing. Returns the pre-clip norm.
+
+    >>> g = {"w": np.array([3.0, 4.0])}; clip_gradients(g, "norm", 1.0), g["w"].tolist()
+    (5.0, [0.6000000000000001, 0.8])
+    """
+    if norm is None:
+        norm = global_norm(grads)
+    if threshold > 0:
+        if mode == "norm":
+            if norm > threshold:
+                scale = threshold / norm
+                for g in grads.values():
+                    g *= g.dtype.type(scale)
+        else:
+            for g in grads.values():
+                np.clip(g, -threshold, threshold, out=g)
+    return norm
+
+
+def learning_rate(tcfg, step):
+    """The learning rate for update number `step` (1-based) under the config's schedule."""
+    lr = tcfg.learning_rate
+    if tcfg.warmup_steps and step <= tcfg.warmup_steps:
+        return lr * step / tcfg.warmup_steps
+    if tcfg.lr_schedule == "cosine":
+        horizon = tcfg.lr_decay_steps or tcfg.max_steps
+        s = min(max(step - tcfg.warmup_steps, 0), horizon)
+        frac = tcfg.lr_min_fraction + (1 - tcfg.lr_min_fraction) * 0.5 * (1 + math.cos(math.pi * s / horizon))
+        return lr * frac
+    return lr * tcfg.lr_decay ** ((step - 1) // tcfg.lr_decay_every)

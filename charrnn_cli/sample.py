@@ -1,0 +1,58 @@
+"""Generating text from a model: priming, temperature, top-k and argmax sampling.
+
+State policy: generation starts from a zero state; the priming text is fed through the model
+to warm it, then each generated character is fed back in. Dropout is off.
+
+Temperature divides the logits: T < 1 sharpens the distribution (more conservative text),
+T > 1 flattens it (more surprising text). top_k keeps the k most likely characters; argmax
+(equivalent to top_k = 1) always takes the most likely one.
+"""
+
+import numpy as np
+
+
+def _choose(logits, temperature, top_k, argmax, rng):
+    """Pick one index per row of (N, V) logits."""
+    if argmax or top_k == 1:
+        return logits.argmax(axis=1)
+    z = logits.astype(np.float64) / temperature
+    if top_k is not None and top_k < z.shape[1]:
+        kth = np.partition(z, -top_k, axis=1)[:, -top_k][:, None]
+        z = np.where(z >= kth, z, -np.inf)
+    z -= z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    cdf = np.cumsum(p, axis=1)
+    u = rng.random(z.shape[0])[:, None] * cdf[:, -1:]
+    return np.minimum((cdf <= u).sum(axis=1), z.shape[1] - 1)  # inverse CDF
+
+
+def generate(model, vocab, prime, length, temperature=1.0, top_k=None, argmax=False, rng=None,
+             num_samples=1):
+    """Yield (sample_index, text) pieces: first the priming text, then one character per step.
+
+    All samples run as one batch; yields go sample by sample only when num_samples == 1,
+    otherwise whole samples are yielded at the end, in order.
+    """
+    assert temperature > 0 and length >= 0 and prime
+    rng = rng if rng is not None else np.random.default_rng()
+    N = num_samples
+    state = model.zero_state(N)
+    idx = vocab.encode(prime)
+    x = np.repeat(idx[:, None], N, axis=1)  # (P, N)
+    _, state, cache = model.forward(x, None, state)
+    logits = cache["logits"][-N:]  # (N, V): the prediction after the last priming character
+    out = np.empty((length, N), dtype=np.int64)
+    if N == 1:
+        yield 0, prime
+    chars = vocab.chars
+    for t in range(length):
+        nxt = _choose(logits, temperature, top_k, argmax, rng)
+        out[t] = nxt
+        if N == 1:
+            yield 0, chars[nxt[0]]
+        if t + 1 < length:
+            _, state, cache = model.forward(nxt[None, :], None, state)
+            logits = cache["logits"]
+    if N > 1:
+        for n in range(N):
+            yield n, prime + vocab.decode(out[:, n])
