@@ -36,7 +36,7 @@ import numpy as np
 class Workspace:
     """Scratch buffers reused across calls, so the time loops allocate nothing per step.
 
-    >>> ws = Workspace(); a = ws.get("A", (2, 3), np.float32); a is ws.get("A", (2, 3), np.float32)
+    >>> ws = Workspace(); a = ws.get("A", (2, 3), np.float32); np.shares_memory(a, ws.get("A", (3, 2), np.float32))
     True
     """
 

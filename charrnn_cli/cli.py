@@ -95,7 +95,7 @@ def _tqdm_echo(msg):
 
 
 @main.command(context_settings=CONTEXT)
-@click.argument("checkpoint", metavar="CHECKPOINT.npz", type=click.Path(dir_okay=False))
+@click.argument("checkpoint", metavar="CHECKPOINT.npz", type=click.Path())
 @click.option("--seed", "prime", default=None, metavar="TEXT",
               help="Priming text fed through the model first (default: a newline, if the vocabulary has one).")
 @click.option("--length", default=500, show_default=True, type=int, help="Characters to generate.")
@@ -141,7 +141,7 @@ def sample(checkpoint, prime, length, temperature, top_k, argmax, rng_seed, num_
             prime = "\n" if "\n" in vocab else vocab.chars[0]
     model = ck.build_model()
     rng = np.random.default_rng(rng_seed)
-    out = click.get_text_stream("stdout")
+    out = sys.stdout
     for n, text in generate(model, vocab, prime, length, temperature, top_k, argmax, rng, num_samples):
         if num_samples > 1:
             out.write(f"--- sample {n + 1} of {num_samples} ---\n{text}\n")
@@ -157,7 +157,7 @@ def sample(checkpoint, prime, length, temperature, top_k, argmax, rng_seed, num_
 
 
 @main.command("eval", context_settings=CONTEXT)
-@click.argument("checkpoint", metavar="CHECKPOINT.npz", type=click.Path(dir_okay=False))
+@click.argument("checkpoint", metavar="CHECKPOINT.npz", type=click.Path())
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def eval_(checkpoint, file, as_json):
@@ -200,7 +200,7 @@ def eval_(checkpoint, file, as_json):
 
 
 @main.command(context_settings=CONTEXT)
-@click.argument("checkpoint", metavar="CHECKPOINT.npz", type=click.Path(dir_okay=False))
+@click.argument("checkpoint", metavar="CHECKPOINT.npz", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def info(checkpoint, as_json):
     """Describe a checkpoint: model, vocabulary, progress, validation, config.
@@ -260,7 +260,7 @@ def info(checkpoint, as_json):
 
 
 def sparkline(values, width=40):
-    """A one-line text chart: sparkline([3, 2, 1]) == '█▄▁'"""
+    """A one-line text chart: sparkline([3, 2, 1]) == '█▅▁'"""
     blocks = "▁▂▃▄▅▆▇█"
     v = np.asarray(values, dtype=np.float64)
     if len(v) > width:  # keep the last `width` points evenly spread

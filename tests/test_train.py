@@ -1,0 +1,248 @@
+"""Training: exact resume, checkpoints, atomic writes, faults, signals, the CLI end to end."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from charrnn_cli import checkpoint as ckpt
+from charrnn_cli.cli import main
+from charrnn_cli.config import from_dict
+from charrnn_cli.train import train
+
+
+def make_text(path, n=3000, seed=0):
+    rng = np.random.default_rng(seed)
+    words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "é", "ß"]
+    out, size = [], 0
+    while size < n:
+        w = words[rng.integers(len(words))] + (" " if rng.random() < 0.85 else "\n")
+        out.append(w)
+        size += len(w)
+    path.write_text("".join(out)[:n], encoding="utf-8")
+    return path
+
+
+def make_config(tmp_path, **training):
+    text = make_text(tmp_path / "text.txt")
+    raw = {
+        "data": {"path": str(text), "val_fraction": 0.1},
+        "model": {"type": "lstm", "hidden_size": 12, "num_layers": 2, "dropout": 0.2},
+        "training": dict({"batch_size": 4, "seq_length": 16, "learning_rate": 0.01, "max_steps": 8,
+                          "eval_every": 4, "checkpoint_every": 4, "log_every": 2, "seed": 3}, **training),
+        "output": {"dir": str(tmp_path / "run")},
+    }
+    return raw
+
+
+def write_yaml(tmp_path, raw, name="cfg.yaml"):
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(raw))
+    return p
+
+
+def params_of(path):
+    ck = ckpt.load(path)
+    return {k: v for k, v in ck.arrays.items() if k.startswith(("rnn.", "decoder.", "optim.", "state."))}
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "rmsprop", "adagrad", "sgd"])
+@pytest.mark.parametrize("mt", ["lstm", "gru"])
+def test_exact_resume_is_bitwise(tmp_path, optimizer, mt):
+    # 3000 chars, 90% train, 4 streams of 16: 43 steps an epoch, so 50 steps cross an epoch wrap
+    raw = make_config(tmp_path, optimizer=optimizer, max_steps=50, eval_every=10, checkpoint_every=100)
+    raw["model"]["type"] = mt
+    straight = train(from_dict(raw), quiet=True)
+    assert straight.progress.epoch == 1
+    a = params_of(os.path.join(straight.out_dir, "latest.npz"))
+
+    raw2 = make_config(tmp_path, optimizer=optimizer, max_steps=23, eval_every=10, checkpoint_every=100)
+    raw2["model"]["type"] = mt
+    raw2["output"]["dir"] = str(tmp_path / "run2")
+    train(from_dict(raw2), quiet=True)
+    raw2["training"]["max_steps"] = 50
+    resumed = train(from_dict(raw2), resume=str(tmp_path / "run2" / "latest.npz"), quiet=True)
+    assert resumed.progress.step == 50
+    b = params_of(os.path.join(resumed.out_dir, "latest.npz"))
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_checkpoint_round_trip_and_contents(tmp_path):
+    res = train(from_dict(make_config(tmp_path)), quiet=True)
+    ck = ckpt.load(os.path.join(res.out_dir, "latest.npz"))
+    with np.load(os.path.join(res.out_dir, "latest.npz"), allow_pickle=False) as z:
+        names = set(z.files)
+    for required in ["format_version", "config_json", "vocab", "rnn.weight_ih_l0", "rnn.weight_hh_l1",
+                     "decoder.weight", "optim.t", "train.step", "train.epoch", "train.offset", "state.h",
+                     "state.c", "rng_state", "history.train", "history.val"]:
+        assert required in names, required
+    assert ck.scalar("train.step") == 8 and ck.config.model.hidden_size == 12
+    model = ck.build_model()
+    from charrnn_cli.model import CharRNN
+
+    assert isinstance(model, CharRNN)
+    sd = model.state_dict()
+    for k, v in sd.items():
+        np.testing.assert_array_equal(v, ck.arrays[k])
+    assert ck.history("val").shape[1] == 4 and len(ck.history("val")) >= 2
+    assert os.path.exists(os.path.join(res.out_dir, "best.npz"))
+    lines = [json.loads(x) for x in open(os.path.join(res.out_dir, "metrics.jsonl"))]
+    keys = {"step", "epoch", "chars_seen", "train_loss", "val_loss", "learning_rate", "chars_per_sec", "elapsed_s"}
+    assert all(keys <= set(r) for r in lines)
+    assert [r["step"] for r in lines if r["train_loss"] is not None] == [2, 4, 6, 8]
+
+
+def test_training_reduces_the_loss(tmp_path):
+    raw = make_config(tmp_path, max_steps=120, eval_every=40, learning_rate=0.02)
+    raw["model"]["dropout"] = 0.0
+    res = train(from_dict(raw), quiet=True)
+    val = res.progress.history["val"]
+    assert val[-1][3] < val[0][3] - 0.3
+    assert val[-1][3] < np.log(12)  # better than uniform over the vocabulary
+
+
+def test_resume_refuses_a_different_model(tmp_path):
+    raw = make_config(tmp_path)
+    train(from_dict(raw), quiet=True)
+    raw["model"]["hidden_size"] = 16
+    with pytest.raises(ckpt.CheckpointError, match="model.hidden_size is 12 in the checkpoint, 16 in the config"):
+        train(from_dict(raw), resume=str(tmp_path / "run" / "latest.npz"), quiet=True)
+
+
+def test_resume_refuses_a_different_vocabulary(tmp_path):
+    raw = make_config(tmp_path)
+    train(from_dict(raw), quiet=True)
+    other = tmp_path / "other.txt"
+    other.write_text("xyz" * 1000)
+    raw["data"]["path"] = str(other)
+    with pytest.raises(ckpt.CheckpointError, match="vocabulary"):
+        train(from_dict(raw), resume=str(tmp_path / "run" / "latest.npz"), quiet=True)
+
+
+def test_atomic_write_survives_a_crash_mid_write(tmp_path, monkeypatch):
+    path = tmp_path / "ck.npz"
+    ckpt.atomic_save_npz(str(path), {"format_version": np.array(1), "x": np.arange(5)})
+    real_savez = np.savez
+
+    def crashing_savez(fh, **arrays):
+        real_savez(fh, **arrays)
+        fh.truncate(40)  # half-written file, then the process "dies"
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", crashing_savez)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.atomic_save_npz(str(path), {"format_version": np.array(1), "x": np.arange(99)})
+    with np.load(path, allow_pickle=False) as z:
+        assert z["x"].tolist() == list(range(5))
+    assert os.listdir(tmp_path) == ["ck.npz"]  # no temporary file left behind
+
+
+def test_nan_loss_stops_with_the_last_good_checkpoint(tmp_path, monkeypatch):
+    from charrnn_cli.model import CharRNN
+
+    raw = make_config(tmp_path, max_steps=20, checkpoint_every=4)
+    real_forward = CharRNN.forward
+    calls = {"n": 0}
+
+    def forward(self, idx, targets, state, masks=None):
+        loss, st, cache = real_forward(self, idx, targets, state, masks)
+        if masks is not None:  # training steps only
+            calls["n"] += 1
+            if calls["n"] == 7:
+                loss = float("nan")
+        return loss, st, cache
+
+    monkeypatch.setattr(CharRNN, "forward", forward)
+    cfg_path = write_yaml(tmp_path, raw)
+    r = CliRunner().invoke(main, ["train", str(cfg_path), "--quiet"])
+    assert r.exit_code == 1
+    assert "loss became nan at step 7" in r.output and "Traceback" not in r.output
+    ck = ckpt.load(str(tmp_path / "run" / "latest.npz"))
+    assert ck.scalar("train.step") == 4
+    assert all(np.isfinite(v).all() for k, v in ck.arrays.items() if k.startswith("rnn."))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_saves_latest_and_exits_130(tmp_path, sig):
+    raw = make_config(tmp_path, max_steps=1_000_000, checkpoint_every=1_000_000, eval_every=1_000_000,
+                      log_every=1)
+    cfg_path = write_yaml(tmp_path, raw)
+    proc = subprocess.Popen([sys.executable, "-m", "charrnn_cli", "train", str(cfg_path), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (metrics.exists() and metrics.stat().st_size > 0):
+        time.sleep(0.05)
+    assert metrics.exists(), proc.communicate()
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted: saved" in err and "Traceback" not in err
+    ck = ckpt.load(str(tmp_path / "run" / "latest.npz"))
+    assert ck.scalar("train.step") >= 1
+
+
+def test_cli_train_end_to_end_then_sample_eval_info(tmp_path):
+    raw = make_config(tmp_path)
+    cfg_path = write_yaml(tmp_path, raw)
+    runner = CliRunner()
+    r = runner.invoke(main, ["train", str(cfg_path), "--quiet", "--set", "training.max_steps=6"])
+    assert r.exit_code == 0, r.output
+    assert "stopped at max_steps: step 6" in r.output and "bits/char" in r.output
+    latest = str(tmp_path / "run" / "latest.npz")
+    r = runner.invoke(main, ["sample", latest, "--seed", "the ", "--length", "30", "--rng-seed", "1"])
+    assert r.exit_code == 0 and r.output.startswith("the ") and len(r.output) == 4 + 30 + 1
+    r = runner.invoke(main, ["eval", latest, str(tmp_path / "text.txt"), "--json"])
+    d = json.loads(r.output)
+    assert d["chars"] == 2999 and d["bits_per_char"] == pytest.approx(d["nats_per_char"] / np.log(2))
+    r = runner.invoke(main, ["info", latest])
+    assert r.exit_code == 0 and "lstm, 2 layer(s) x 12 hidden" in r.output and "step 6" in r.output
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--set", "training.batch_size=0"], "training.batch_size: must be > 0"),
+    (["--set", "model.hiden_size=3"], "did you mean 'hidden_size'"),
+    (["--set", "data.path=nope.txt"], "data file not found: nope.txt"),
+    (["--set", "training.batch_size=500"], "needs at least"),
+    (["--resume", "missing.npz"], "checkpoint not found: missing.npz"),
+])
+def test_cli_train_user_errors_are_one_line(tmp_path, args, message, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg_path = write_yaml(tmp_path, make_config(tmp_path))
+    r = CliRunner().invoke(main, ["train", str(cfg_path), "--quiet"] + args)
+    assert r.exit_code == 1, r.output
+    assert message in r.output and "Traceback" not in r.output
+    assert r.output.strip().count("\n") == 0
+
+
+def test_cli_train_bad_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    (tmp_path / "bad.yaml").write_text("training: {batch_size: [")
+    r = runner.invoke(main, ["train", "bad.yaml"])
+    assert r.exit_code == 1 and "invalid YAML in bad.yaml" in r.output
+    r = runner.invoke(main, ["train", "none.yaml"])
+    assert r.exit_code == 1 and "config file not found" in r.output
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "d").mkdir()
+    for path, msg in [("empty.txt", "data file is empty"), ("d", "directory")]:
+        cfg = write_yaml(tmp_path, {"data": {"path": path}, "output": {"dir": "run"}})
+        r = runner.invoke(main, ["train", str(cfg)])
+        assert r.exit_code == 1 and msg in r.output and "Traceback" not in r.output
+
+
+def test_cli_tiny_config_runs(monkeypatch):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    monkeypatch.chdir(root)
+    r = CliRunner().invoke(main, ["train", "configs/tiny.yaml", "--quiet", "--set", "training.max_steps=5",
+                                  "--set", "output.dir=runs/test-tiny"])
+    assert r.exit_code == 0, r.output
