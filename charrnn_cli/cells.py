@@ -17,6 +17,7 @@ Every cell has one interface, used by the model for every layer:
 
     hs, state, cache      = cell.forward(xw, state0, Wh, bh, ws)
     dxw, dstate0, dWh, dbh = cell.backward(dhs, dstate, cache)
+    cell.step(xw_t, state, Wh, bh, scratch, out)               # one step, no cache: generation
 
     xw     (T, B, G*H) input contribution of the whole chunk, W_ih x_t plus cell.input_bias(bx, bh);
            the model computes it in one row lookup (layer 0) or one matrix product (higher layers)
@@ -93,6 +94,13 @@ class Cell:
     def backward(self, dhs, dstate, cache):
         raise NotImplementedError
 
+    def step(self, xw, state, Wh, bh, scratch, out):
+        """One time step for generation: xw (B, G*H) -> the new state written into `out`.
+
+        `scratch` is a (B, 2*G*H) buffer; `out` arrays must not share memory with `state`.
+        """
+        raise NotImplementedError
+
 
 class RNNCell(Cell):
     name = "rnn"
@@ -131,6 +139,12 @@ class RNNCell(Cell):
         dWh = _recurrent_weight_grad(h0, hs, dA)
         dbh = colsum(dA.reshape(-1, H))
         return dA, (dh_next,), dWh, dbh
+
+    def step(self, xw, state, Wh, bh, scratch, out):
+        (h,) = out
+        np.matmul(state[0], Wh, out=h)
+        h += xw
+        np.tanh(h, out=h)
 
 
 class LSTMCell(Cell):
@@ -209,6 +223,22 @@ class LSTMCell(Cell):
         dWh = _recurrent_weight_grad(h0, hs, dA)
         dbh = colsum(dA.reshape(-1, G))
         return dA, (dh_next, dc.copy()), dWh, dbh
+
+    def step(self, xw, state, Wh, bh, scratch, out):
+        G = xw.shape[1]
+        H = G // 4
+        h_prev, c_prev = state
+        h, c = out
+        a = scratch[:, :G]
+        np.matmul(h_prev, Wh, out=a)
+        a += xw
+        sigmoid(a[:, : 3 * H], out=a[:, : 3 * H])
+        np.tanh(a[:, 3 * H :], out=a[:, 3 * H :])
+        np.multiply(a[:, H : 2 * H], c_prev, out=c)  # f * c
+        np.multiply(a[:, :H], a[:, 3 * H :], out=h)  # i * g (h as scratch)
+        c += h
+        np.tanh(c, out=h)
+        h *= a[:, 2 * H : 3 * H]  # o * tanh(c)
 
 
 class GRUCell(Cell):
@@ -292,6 +322,24 @@ class GRUCell(Cell):
         dWh = _recurrent_weight_grad(h0, hs, dHW)
         dbh = colsum(dHW.reshape(-1, G))
         return dX, (dh_next,), dWh, dbh
+
+    def step(self, xw, state, Wh, bh, scratch, out):
+        G = xw.shape[1]
+        H = G // 3
+        (h_prev,) = state
+        (h,) = out
+        hw, a = scratch[:, :G], scratch[:, G:]
+        np.matmul(h_prev, Wh, out=hw)
+        hw[:, 2 * H :] += bh[2 * H :]
+        np.add(hw[:, : 2 * H], xw[:, : 2 * H], out=a[:, : 2 * H])
+        sigmoid(a[:, : 2 * H], out=a[:, : 2 * H])  # r, z
+        n = a[:, 2 * H :]
+        np.multiply(a[:, :H], hw[:, 2 * H :], out=n)
+        n += xw[:, 2 * H :]
+        np.tanh(n, out=n)
+        np.subtract(h_prev, n, out=h)  # h = n + z * (h_prev - n)
+        h *= a[:, H : 2 * H]
+        h += n
 
 
 CELLS = {"rnn": RNNCell, "lstm": LSTMCell, "gru": GRUCell}

@@ -270,6 +270,42 @@ def sparkline(values, width=40):
     return "".join(blocks[int(round((x - lo) / span * (len(blocks) - 1)))] for x in v)
 
 
+# ---- plot --------------------------------------------------------------------------------
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("run_dirs", metavar="RUN_DIR...", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--output", default="curves.png", show_default=True, type=click.Path(dir_okay=False),
+              help="PNG file to write.")
+@click.option("--title", default=None, help="Title above the panels.")
+def plot(run_dirs, output, title):
+    """Plot train and validation loss of one or more runs against characters seen and wall time.
+
+    Needs matplotlib: pip install "charrnn[plot]". Without it, `charrnn info` shows the validation
+    history as a text sparkline.
+
+    \b
+    Example:
+        charrnn plot runs/shakespeare -o curves.png
+        charrnn plot runs/rnn runs/gru runs/shakespeare -o compare.png
+    """
+    from .plot import PlotError, plot_runs
+
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        click.echo("Error: charrnn plot needs matplotlib: pip install \"charrnn[plot]\" (or pip install matplotlib)",
+                   err=True)
+        sys.exit(2)
+    try:
+        plot_runs(list(run_dirs), output, title)
+    except PlotError as e:
+        raise click.ClickException(str(e)) from None
+    except OSError as e:
+        raise click.ClickException(f"cannot write {output}: {e.strerror or e}") from None
+    click.echo(f"wrote {output}")
+
+
 # ---- gradcheck ---------------------------------------------------------------------------
 
 

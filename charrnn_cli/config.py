@@ -58,12 +58,14 @@ class TrainingConfig:
                           "must be one of adam, rmsprop, adagrad, sgd"))
     learning_rate: float = _f(0.002, "peak learning rate", *_positive)
     lr_schedule: str = _f("step", "step: multiply by lr_decay every lr_decay_every steps; "
-                          "cosine: cosine decay to learning_rate * lr_min_fraction over lr_decay_steps",
+                          "cosine: cosine decay to learning_rate * lr_min_fraction over lr_decay_steps, "
+                          "else max_steps, else max_minutes of wall time",
                           *(lambda v: v in ("step", "cosine"), "must be one of step, cosine"))
     lr_decay: float = _f(1.0, "step schedule: factor applied every lr_decay_every steps (1.0: constant)",
                          *(lambda v: 0.0 < v <= 1.0, "must be in (0, 1]"))
     lr_decay_every: int = _f(1000, "step schedule: steps between decays", *_positive)
-    lr_decay_steps: Optional[int] = _f(None, "cosine schedule: steps to decay over (null: max_steps)", *_positive)
+    lr_decay_steps: Optional[int] = _f(None, "cosine schedule: steps to decay over (null: max_steps, else max_minutes)",
+                                     *_positive)
     lr_min_fraction: float = _f(0.1, "cosine schedule: final learning rate as a fraction of the peak",
                                 *(lambda v: 0.0 <= v <= 1.0, "must be in [0, 1]"))
     warmup_steps: int = _f(0, "linear warm-up from 0 over this many steps", *_non_negative)
@@ -165,8 +167,9 @@ def from_dict(raw):
             raise ConfigError(f"unknown section {name!r}{_closest(str(name), SECTIONS)}")
     cfg = Config(**{name: _build_section(name, raw.get(name)) for name in SECTIONS})
     t = cfg.training
-    if t.lr_schedule == "cosine" and t.lr_decay_steps is None and t.max_steps is None:
-        raise ConfigError("training.lr_decay_steps: the cosine schedule needs lr_decay_steps or max_steps")
+    if t.lr_schedule == "cosine" and t.lr_decay_steps is None and t.max_steps is None and t.max_minutes is None:
+        raise ConfigError("training.lr_decay_steps: the cosine schedule needs lr_decay_steps, max_steps "
+                          "or max_minutes")
     return cfg
 
 
@@ -229,6 +232,10 @@ def describe():
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             tp = hints[f.name]
-            tname = getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+            if typing.get_origin(tp) is typing.Union:
+                inner = [a for a in typing.get_args(tp) if a is not type(None)][0]
+                tname = f"{inner.__name__} or null"
+            else:
+                tname = tp.__name__
             rows.append((f"{section}.{f.name}", tname, f.default, f.metadata["help"]))
     return rows

@@ -126,8 +126,13 @@ class CharRNN:
         if self.dropout <= 0.0:
             return None
         keep = 1.0 - self.dropout
-        return [(rng.random((T, B, self.hidden_size)) < keep).astype(self.dtype) / self.dtype.type(keep)
-                for _ in range(self.num_layers)]
+        masks = []
+        for _ in range(self.num_layers):
+            u = rng.random((T, B, self.hidden_size), dtype=np.float32)  # float32 draws: half the work
+            mask = np.less(u, np.float32(keep)).astype(self.dtype)
+            mask *= self.dtype.type(1.0 / keep)  # inverted dropout: kept units scaled by 1 / keep
+            masks.append(mask)
+        return masks
 
     # ---- forward / backward --------------------------------------------------------------
 
@@ -215,6 +220,52 @@ class CharRNN:
                 dx = (dxw2 @ p[f"Wx{k}"].T).reshape(T, B, H)
         dstate0 = tuple(np.stack(s) for s in dstate0)
         return grads, dstate0
+
+    def prepare_step(self, batch_size):
+        """Tables and buffers for step(): valid while the parameters stay as they are.
+
+        Layer 0's input table folds the biases into the rows of W_ih^T, so a step's input is one
+        row lookup; every buffer is allocated here, once, not per character.
+        """
+        p, cell, dt = self.params, self.cell, self.dtype
+        L, B, H, G = self.num_layers, batch_size, self.hidden_size, cell.gates * self.hidden_size
+        return {
+            "x0": p["Wx0"] + cell.input_bias(p["bx0"], p["bh0"]),  # (V, G)
+            # per layer: (W_ih^T, W_hh^T, b_hh, folded input bias), looked up once here
+            "layers": [(p[f"Wx{k}"], p[f"Wh{k}"], p[f"bh{k}"], cell.input_bias(p[f"bx{k}"], p[f"bh{k}"]))
+                       for k in range(L)],
+            "xw": np.empty((B, G), dt),
+            "scratch": np.empty((B, 2 * G), dt),
+            "logits": np.empty((B, self.vocab_size), dt),
+            "states": [tuple(np.zeros((L, B, H), dt) for _ in cell.state_names) for _ in range(2)],
+            "flip": 0,
+        }
+
+    def step(self, idx, state, ctx):
+        """One generation step for a (B,) array of indices: (logits (B, V), new state).
+
+        Evaluation mode (no dropout), no cache. `ctx` comes from prepare_step(B); the returned
+        arrays belong to it and stay valid for one more call (states alternate between two buffers).
+        """
+        out = ctx["states"][ctx["flip"]]
+        if np.shares_memory(out[0], state[0]):  # never write over the state being read
+            ctx["flip"] ^= 1
+            out = ctx["states"][ctx["flip"]]
+        ctx["flip"] ^= 1
+        xw, scratch, step = ctx["xw"], ctx["scratch"], self.cell.step
+        x = None
+        for k, (Wx, Wh, bh, bias) in enumerate(ctx["layers"]):
+            if k == 0:
+                np.take(ctx["x0"], idx, axis=0, out=xw)  # one-hot product as a row lookup
+            else:
+                np.matmul(x, Wx, out=xw)
+                xw += bias
+            step(xw, tuple(s[k] for s in state), Wh, bh, scratch, tuple(o[k] for o in out))
+            x = out[0][k]
+        logits = ctx["logits"]
+        np.matmul(x, self.params["Wy"], out=logits)
+        logits += self.params["by"]
+        return logits, out
 
     # ---- PyTorch names -----------------------------------------------------------------
 

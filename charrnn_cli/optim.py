@@ -149,14 +149,21 @@ def clip_gradients(grads, mode, threshold, norm=None):
     return norm
 
 
-def learning_rate(tcfg, step):
-    """The learning rate for update number `step` (1-based) under the config's schedule."""
+def learning_rate(tcfg, step, time_fraction=0.0):
+    """The learning rate for update number `step` (1-based) under the config's schedule.
+
+    The cosine schedule runs over lr_decay_steps, else max_steps; with neither it runs over
+    max_minutes, using `time_fraction` (elapsed / max_minutes) as its clock, so a time-limited run
+    always finishes its decay whatever the machine's speed (such a run is not bitwise repeatable).
+    """
     lr = tcfg.learning_rate
     if tcfg.warmup_steps and step <= tcfg.warmup_steps:
         return lr * step / tcfg.warmup_steps
     if tcfg.lr_schedule == "cosine":
         horizon = tcfg.lr_decay_steps or tcfg.max_steps
-        s = min(max(step - tcfg.warmup_steps, 0), horizon)
-        frac = tcfg.lr_min_fraction + (1 - tcfg.lr_min_fraction) * 0.5 * (1 + math.cos(math.pi * s / horizon))
-        return lr * frac
+        if horizon:
+            frac = min(max(step - tcfg.warmup_steps, 0) / max(horizon - tcfg.warmup_steps, 1), 1.0)
+        else:
+            frac = min(max(time_fraction, 0.0), 1.0)
+        return lr * (tcfg.lr_min_fraction + (1 - tcfg.lr_min_fraction) * 0.5 * (1 + math.cos(math.pi * frac)))
     return lr * tcfg.lr_decay ** ((step - 1) // tcfg.lr_decay_every)

@@ -12,18 +12,21 @@ import numpy as np
 
 
 def _choose(logits, temperature, top_k, argmax, rng):
-    """Pick one index per row of (N, V) logits."""
+    """Pick one index per row of (N, V) logits by inverse-CDF sampling of softmax(logits / T)."""
     if argmax or top_k == 1:
         return logits.argmax(axis=1)
-    z = logits.astype(np.float64) / temperature
+    z = logits if temperature == 1.0 else logits * (1.0 / temperature)
     if top_k is not None and top_k < z.shape[1]:
         kth = np.partition(z, -top_k, axis=1)[:, -top_k][:, None]
         z = np.where(z >= kth, z, -np.inf)
-    z -= z.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    cdf = np.cumsum(p, axis=1)
+    if z.shape[0] == 1:  # the common case, kept lean: one draw, one binary search
+        z = z[0]
+        cdf = np.exp(z - z.max()).cumsum()  # unnormalised, shifted for a stable exp
+        j = cdf.searchsorted(rng.random() * cdf[-1], side="right")
+        return np.array([min(j, z.shape[0] - 1)])
+    cdf = np.exp(z - z.max(axis=1, keepdims=True)).cumsum(axis=1, dtype=np.float64)
     u = rng.random(z.shape[0])[:, None] * cdf[:, -1:]
-    return np.minimum((cdf <= u).sum(axis=1), z.shape[1] - 1)  # inverse CDF
+    return np.minimum((cdf <= u).sum(axis=1), z.shape[1] - 1)
 
 
 def generate(model, vocab, prime, length, temperature=1.0, top_k=None, argmax=False, rng=None,
@@ -45,14 +48,14 @@ def generate(model, vocab, prime, length, temperature=1.0, top_k=None, argmax=Fa
     if N == 1:
         yield 0, prime
     chars = vocab.chars
+    ctx = model.prepare_step(N)
     for t in range(length):
         nxt = _choose(logits, temperature, top_k, argmax, rng)
         out[t] = nxt
         if N == 1:
             yield 0, chars[nxt[0]]
         if t + 1 < length:
-            _, state, cache = model.forward(nxt[None, :], None, state)
-            logits = cache["logits"]
+            logits, state = model.step(nxt, state, ctx)
     if N > 1:
         for n in range(N):
             yield n, prime + vocab.decode(out[:, n])

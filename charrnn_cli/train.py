@@ -227,7 +227,8 @@ def train(cfg, resume=None, quiet=False, echo=print):
                         f"stopped without saving (try a lower training.learning_rate or grad_clip). "
                         f"Last good checkpoint: {latest if os.path.exists(latest) else 'none yet'}")
                 clip_gradients(grads, t_cfg.clip_mode, t_cfg.grad_clip, norm)
-                lr = learning_rate(t_cfg, prog.step + 1)
+                time_fraction = prog.elapsed_s / (60 * t_cfg.max_minutes) if t_cfg.max_minutes else 0.0
+                lr = learning_rate(t_cfg, prog.step + 1, time_fraction)
                 optimizer.step(model.params, grads, lr)
                 state = new_state
                 prog.step += 1

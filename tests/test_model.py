@@ -243,3 +243,21 @@ def test_matches_pytorch(mt):
     hT = hT if mt == "lstm" else (hT,)
     for a, b in zip(new_state, hT):
         np.testing.assert_allclose(a, b.detach().numpy(), atol=1e-12)
+
+
+@pytest.mark.parametrize("mt", TYPES)
+def test_step_equals_forward(mt):
+    V, B = 6, 3
+    m = CharRNN(mt, V, 7, 2, seed=5, dtype=np.float64)
+    rng = np.random.default_rng(2)
+    idx = rng.integers(0, V, size=(5, B))
+    state = tuple(rng.normal(size=s.shape) for s in m.zero_state(B))
+    _, ref_state, cache = m.forward(idx, None, state)
+    ref = cache["logits"].reshape(5, B, V).copy()
+    s = state
+    ctx = m.prepare_step(B)
+    for t in range(5):
+        logits, s = m.step(idx[t], s, ctx)
+        np.testing.assert_allclose(logits, ref[t], atol=1e-12)
+    for a, b in zip(s, ref_state):
+        np.testing.assert_allclose(a, b, atol=1e-12)

@@ -1,0 +1,295 @@
+"""Speed benchmark: charrnn against PyTorch on this machine, side by side, in one run.
+
+    python benchmarks/bench.py                 # everything (PyTorch rows when torch is installed)
+    python benchmarks/bench.py --quick         # fewer repeats
+    python benchmarks/bench.py --large-gib 1   # also prepare and train on a 1 GiB generated file
+
+Each measurement runs in its own subprocess (so peak memory is per run and the two libraries never
+share a process). Training throughput is steady state: two warm-up steps are excluded, then the
+median over repeats of timed blocks of steps. Sampling is characters per second at batch 1.
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROWS = [  # (type, layers, hidden, batch, seq)
+    ("lstm", 1, 512, 64, 100),
+    ("lstm", 2, 256, 64, 64),
+    ("gru", 1, 512, 64, 100),
+    ("rnn", 1, 512, 64, 100),
+]
+VOCAB = 65  # tiny shakespeare's
+
+
+def peak_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ---- workers: each runs in a fresh process and prints one JSON line ---------------------------
+
+
+def charrnn_train(mt, L, H, B, T, steps, repeats):
+    import numpy as np
+
+    from charrnn_cli.config import TrainingConfig
+    from charrnn_cli.model import CharRNN
+    from charrnn_cli.optim import clip_gradients, global_norm, make_optimizer
+
+    model = CharRNN(mt, VOCAB, H, L)
+    opt = make_optimizer("adam", model.params, TrainingConfig())
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, VOCAB, size=(T + 1, B))
+    state = model.zero_state(B)
+
+    def step():
+        nonlocal state
+        loss, state, cache = model.forward(data[:-1], data[1:], state)
+        grads, _ = model.backward(cache)
+        clip_gradients(grads, "norm", 5.0, global_norm(grads))
+        opt.step(model.params, grads, 0.002)
+
+    for _ in range(2):
+        step()
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        rates.append(steps * B * T / (time.perf_counter() - t0))
+    return {"chars_per_sec": statistics.median(rates), "peak_mb": peak_mb()}
+
+
+def charrnn_sample(mt, L, H, n_chars, repeats):
+    import numpy as np
+
+    from charrnn_cli.model import CharRNN
+    from charrnn_cli.sample import generate
+    from charrnn_cli.vocab import Vocab
+
+    vocab = Vocab(range(40, 40 + VOCAB))  # includes "a"
+    model = CharRNN(mt, VOCAB, H, L)
+    rng = np.random.default_rng(0)
+    for _ in generate(model, vocab, "a", 50, rng=rng):
+        pass
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in generate(model, vocab, "a", n_chars, rng=rng):
+            pass
+        rates.append(n_chars / (time.perf_counter() - t0))
+    return {"chars_per_sec": statistics.median(rates), "peak_mb": peak_mb()}
+
+
+def torch_train(mt, L, H, B, T, steps, repeats):
+    import torch
+
+    torch.set_num_threads(os.cpu_count())
+    cls = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[mt]
+    rnn, dec = cls(VOCAB, H, L), torch.nn.Linear(H, VOCAB)
+    params = list(rnn.parameters()) + list(dec.parameters())
+    opt = torch.optim.Adam(params, lr=0.002)
+    g = torch.Generator().manual_seed(0)
+    data = torch.randint(0, VOCAB, (T + 1, B), generator=g)
+    x = torch.nn.functional.one_hot(data[:-1], VOCAB).float()
+    y = data[1:].reshape(-1)
+    hx = None
+
+    def step():
+        nonlocal hx
+        out, hx_new = rnn(x, hx)
+        loss = torch.nn.functional.cross_entropy(dec(out).reshape(-1, VOCAB), y)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 5.0)
+        opt.step()
+        hx = tuple(h.detach() for h in hx_new) if isinstance(hx_new, tuple) else hx_new.detach()
+
+    for _ in range(2):
+        step()
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        rates.append(steps * B * T / (time.perf_counter() - t0))
+    return {"chars_per_sec": statistics.median(rates), "peak_mb": peak_mb()}
+
+
+def torch_sample(mt, L, H, n_chars, repeats):
+    import torch
+
+    torch.set_num_threads(os.cpu_count())
+    cls = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[mt]
+    rnn, dec = cls(VOCAB, H, L), torch.nn.Linear(H, VOCAB)
+    g = torch.Generator().manual_seed(0)
+
+    def generate(n):
+        hx, c = None, 0
+        with torch.no_grad():
+            for _ in range(n):
+                x = torch.nn.functional.one_hot(torch.tensor([[c]]), VOCAB).float()
+                out, hx = rnn(x, hx)
+                p = torch.softmax(dec(out[0]), dim=-1)
+                c = int(torch.multinomial(p, 1, generator=g))
+
+    generate(50)
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        generate(n_chars)
+        rates.append(n_chars / (time.perf_counter() - t0))
+    return {"chars_per_sec": statistics.median(rates), "peak_mb": peak_mb()}
+
+
+def large_file(path, gib, steps):
+    """Prepare a generated UTF-8 file of `gib` GiB, then train a few steps on it."""
+    import numpy as np
+
+    from charrnn_cli.config import from_dict
+    from charrnn_cli.data import prepare
+    from charrnn_cli.train import train
+
+    cache = tempfile.mkdtemp(prefix="charrnn-bench-cache-")
+    t0 = time.perf_counter()
+    corpus = prepare(path, cache)
+    prep_s = time.perf_counter() - t0
+    prep_peak = peak_mb()
+    size = os.path.getsize(path)
+    cfg = from_dict({"data": {"path": path, "cache_dir": cache, "val_fraction": 0.0001},
+                     "model": {"type": "lstm", "hidden_size": 512},
+                     "training": {"batch_size": 64, "seq_length": 100, "max_steps": steps,
+                                  "eval_every": steps, "eval_max_chars": 100000, "checkpoint_every": steps},
+                     "output": {"dir": tempfile.mkdtemp(prefix="charrnn-bench-run-")}})
+    train(cfg, quiet=True)
+    return {"bytes": size, "chars": int(len(corpus.data)), "prepare_s": prep_s,
+            "prepare_mb_per_s": size / prep_s / 1e6, "prepare_peak_mb": prep_peak, "train_peak_mb": peak_mb(),
+            "vocab": len(corpus.vocab), "np": np.__version__}
+
+
+def make_large_file(path, gib):
+    """Tiny shakespeare repeated, with a line of non-ASCII text every ~64 KiB, to `gib` GiB."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    base = open(os.path.join(here, "..", "data", "tinyshakespeare.txt"), "rb").read()
+    extra = "Ünïcödé — ☃ 漢字 ✓\n".encode("utf-8")
+    block = bytearray()
+    for i in range(0, len(base), 65536):
+        block += base[i : i + 65536] + extra
+    target = int(gib * (1 << 30))
+    with open(path, "wb") as fh:
+        written = 0
+        while written < target:
+            piece = bytes(block[: target - written])
+            # never cut inside a multi-byte character
+            while piece and (piece[-1] & 0xC0) == 0x80 or (piece and piece[-1] >= 0xC0):
+                piece = piece[:-1]
+            fh.write(piece)
+            written += len(piece)
+            if len(piece) < len(block):
+                break
+
+
+# ---- driver ---------------------------------------------------------------------------------
+
+
+def run_worker(name, *args):
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, json.dumps(args)]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"worker {name}{args} failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def has_torch():
+    try:
+        import importlib.util
+
+        return importlib.util.find_spec("torch") is not None
+    except Exception:
+        return False
+
+
+def machine():
+    import platform
+
+    import numpy as np
+
+    cpu = platform.processor() or ""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, NumPy {np.__version__}"
+    if has_torch():
+        import torch
+
+        info += f", PyTorch {torch.__version__}"
+    return info
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("args", nargs="?", help=argparse.SUPPRESS)
+    ap.add_argument("--quick", action="store_true", help="fewer steps and repeats")
+    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch rows")
+    ap.add_argument("--large-gib", type=float, default=0.0, help="also benchmark a generated file of this size")
+    ap.add_argument("--sample-chars", type=int, default=2000, help="characters per sampling run")
+    a = ap.parse_args()
+    if a.worker:
+        fn = globals()[a.worker]
+        print(json.dumps(fn(*json.loads(a.args))))
+        return
+
+    steps, repeats = (3, 3) if a.quick else (5, 5)
+    use_torch = has_torch() and not a.no_torch
+    print(f"machine: {machine()}")
+    print(f"training: Adam, global-norm clip 5, float32; median of {repeats} blocks of {steps} steps "
+          f"after 2 warm-up steps; sampling: {a.sample_chars} characters at batch 1, median of {repeats}\n")
+    head = "| model | batch x seq | charrnn train ch/s | peak MB |"
+    sep = "| --- | --- | ---: | ---: |"
+    if use_torch:
+        head += " PyTorch train ch/s | ratio |"
+        sep += " ---: | ---: |"
+    head += " charrnn sample ch/s |"
+    sep += " ---: |"
+    if use_torch:
+        head += " PyTorch sample ch/s | ratio |"
+        sep += " ---: | ---: |"
+    print(head)
+    print(sep)
+    for mt, L, H, B, T in ROWS:
+        ours = run_worker("charrnn_train", mt, L, H, B, T, steps, repeats)
+        line = f"| {mt.upper()} {L}x{H} | {B} x {T} | {ours['chars_per_sec']:,.0f} | {ours['peak_mb']:,.0f} |"
+        if use_torch:
+            theirs = run_worker("torch_train", mt, L, H, B, T, steps, repeats)
+            line += f" {theirs['chars_per_sec']:,.0f} | {ours['chars_per_sec'] / theirs['chars_per_sec']:.2f}x |"
+        s_ours = run_worker("charrnn_sample", mt, L, H, a.sample_chars, repeats)
+        line += f" {s_ours['chars_per_sec']:,.0f} |"
+        if use_torch:
+            s_theirs = run_worker("torch_sample", mt, L, H, a.sample_chars, repeats)
+            line += f" {s_theirs['chars_per_sec']:,.0f} | {s_ours['chars_per_sec'] / s_theirs['chars_per_sec']:.2f}x |"
+        print(line, flush=True)
+    if a.large_gib > 0:
+        folder = tempfile.mkdtemp(prefix="charrnn-bench-")
+        path = os.path.join(folder, "large.txt")
+        make_large_file(path, a.large_gib)
+        r = run_worker("large_file", path, a.large_gib, 20)
+        print(f"\nlarge file: {r['bytes'] / (1 << 30):.2f} GiB, {r['chars']:,} characters, vocabulary {r['vocab']}: "
+              f"prepared in {r['prepare_s']:.1f} s ({r['prepare_mb_per_s']:.0f} MB/s), peak memory "
+              f"{r['prepare_peak_mb']:.0f} MB preparing, {r['train_peak_mb']:.0f} MB after 20 training steps "
+              f"(LSTM 1x512, batch 64 x 100)")
+        os.remove(path)
+
+
+if __name__ == "__main__":
+    main()
