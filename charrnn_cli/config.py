@@ -81,7 +81,8 @@ class TrainingConfig:
     max_epochs: Optional[float] = _f(None, "stop after this many passes over the training split", *_positive)
     max_minutes: Optional[float] = _f(None, "stop after this much wall time", *_positive)
     eval_every: int = _f(200, "steps between validation runs", *_positive)
-    eval_max_chars: Optional[int] = _f(None, "score at most this many validation characters (null: all)",
+    eval_max_chars: Optional[int] = _f(1_000_000, "score at most this many validation characters (null: all); "
+                                       "keeps validation quick on multi-GB files",
                                        *_positive)
     checkpoint_every: int = _f(500, "steps between writes of latest.npz", *_positive)
     log_every: int = _f(10, "steps between lines of metrics.jsonl", *_positive)

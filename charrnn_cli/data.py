@@ -2,7 +2,9 @@
 
 prepare() reads the file in fixed-size chunks twice (once for the vocabulary, once to encode),
 so memory stays flat however large the file is. The encoded text goes to a .npy file that is
-memory-mapped and reused while the source file's size and modification time are unchanged.
+reused while the source file's size and modification time are unchanged. Training reads it with
+positioned reads (os.pread) a chunk at a time rather than through a memory map, so pages of a
+multi-GB file never pile up in the process's resident memory.
 
 Streams cut a split into `batch_size` contiguous streams. Chunk j of an epoch holds characters
 [j*T, j*T + T) of every stream as inputs and the characters one further on as targets, so
@@ -88,9 +90,74 @@ def _source_stamp(path):
             "version": CACHE_VERSION}
 
 
+class Tokens:
+    """A read-only 1-D array of indices in a .npy file, read on demand with os.pread.
+
+    Slicing with a step of 1 gives another Tokens (no I/O); an integer array index reads the
+    smallest covering range once. np.asarray(tokens) reads everything.
+    """
+
+    def __init__(self, path, offset, dtype, length, start=0):
+        self.path, self.offset, self.dtype = path, offset, np.dtype(dtype)
+        self.start, self.length = start, length
+        self._fd = None
+
+    @classmethod
+    def open_npy(cls, path):
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(fh)
+            offset = fh.tell()
+        if len(shape) != 1 or fortran:
+            raise ValueError(f"{path}: not a 1-D array")
+        return cls(path, offset, dtype, shape[0])
+
+    def __len__(self):
+        return self.length
+
+    def __getstate__(self):  # a file descriptor does not travel
+        return dict(self.__dict__, _fd=None)
+
+    def read(self, i, n):
+        """Elements [i, i + n) as a new array."""
+        assert 0 <= i and i + n <= self.length, (i, n, self.length)
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        size = self.dtype.itemsize
+        buf = os.pread(self._fd, n * size, self.offset + (self.start + i) * size)
+        return np.frombuffer(buf, dtype=self.dtype, count=n).copy()
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            a, b, step = key.indices(self.length)
+            assert step == 1, "only contiguous slices"
+            return Tokens(self.path, self.offset, self.dtype, max(b - a, 0), self.start + a)
+        idx = np.asarray(key)
+        if idx.size == 0:
+            return np.zeros(idx.shape, dtype=self.dtype)
+        lo, hi = int(idx.min()), int(idx.max())
+        return self.read(lo, hi - lo + 1)[idx - lo]
+
+    def __array__(self, dtype=None, copy=None):
+        out = self.read(0, self.length)
+        return out if dtype is None else out.astype(dtype)
+
+    def __iter__(self):
+        return iter(np.asarray(self).tolist())
+
+    def __del__(self):
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+
+
 @dataclass
 class Corpus:
-    data: np.ndarray  # (N,) indices, memory-mapped
+    data: "Tokens"  # (N,) indices, read from the cache file on demand
     vocab: Vocab
     cache_path: str
     reused: bool  # True when an existing cache was valid
@@ -116,33 +183,39 @@ def prepare(path, cache_dir):
         with open(meta_path, encoding="utf-8") as fh:
             meta = json.load(fh)
         if all(meta.get(k) == v for k, v in stamp.items()) and os.path.exists(npy):
-            data = np.load(npy, mmap_mode="r")
-            if data.shape == (meta["length"],):
+            data = Tokens.open_npy(npy)
+            if len(data) == meta["length"]:
                 return Corpus(data, Vocab(meta["vocab"]), npy, True)
     except (OSError, ValueError, KeyError):
         pass  # no usable cache: build it
 
     vocab, n = scan_vocab(path)
     os.makedirs(cache_dir, exist_ok=True)
-    lut = np.zeros(int(vocab.codepoints[-1]) + 1, dtype=np.int64)
+    dtype = vocab.index_dtype()
+    lut = np.zeros(int(vocab.codepoints[-1]) + 1, dtype=dtype)  # code point -> index
     lut[vocab.codepoints] = np.arange(len(vocab))
     tmp = npy + f".tmp{os.getpid()}.npy"
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=vocab.index_dtype(), shape=(n,))
+    header = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n,))  # writes the header
+    offset = header.offset
+    del header
     pos = 0
-    for cps in _codepoint_chunks(path):
-        out[pos : pos + cps.size] = lut[cps]
-        pos += cps.size
+    with open(tmp, "r+b") as fh:  # plain sequential writes: nothing of the file stays mapped
+        fh.seek(offset)
+        for cps in _codepoint_chunks(path):
+            fh.write(lut[cps].tobytes())
+            pos += cps.size
+        fh.flush()
+        os.fsync(fh.fileno())
     if pos != n:
+        os.unlink(tmp)
         raise DataError(f"data file changed while it was being read: {path}")
-    out.flush()
-    del out
     os.replace(tmp, npy)
     meta = dict(stamp, length=n, vocab=vocab.codepoints.tolist())
     tmp_meta = meta_path + f".tmp{os.getpid()}"
     with open(tmp_meta, "w", encoding="utf-8") as fh:
         json.dump(meta, fh)
     os.replace(tmp_meta, meta_path)
-    return Corpus(np.load(npy, mmap_mode="r"), vocab, npy, False)
+    return Corpus(Tokens.open_npy(npy), vocab, npy, False)
 
 
 class Streams:
@@ -167,7 +240,10 @@ class Streams:
         """(x, y) int64 arrays of shape (T', B) starting `offset` characters into every stream."""
         assert 0 <= offset < self.stream_len
         t = min(self.seq_length, self.stream_len - offset)
-        pos = self.starts[None, :] + np.arange(offset, offset + t, dtype=np.int64)[:, None]  # (T', B)
-        x = np.asarray(self.data[pos], dtype=np.int64)
-        y = np.asarray(self.data[pos + 1], dtype=np.int64)
-        return x, y
+        if isinstance(self.data, Tokens):  # one positioned read per stream
+            xy = np.stack([self.data.read(int(s) + offset, t + 1) for s in self.starts], axis=1)
+        else:
+            pos = self.starts[None, :] + np.arange(offset, offset + t + 1, dtype=np.int64)[:, None]
+            xy = np.asarray(self.data)[pos]  # (T' + 1, B)
+        xy = xy.astype(np.int64)
+        return xy[:-1], xy[1:]

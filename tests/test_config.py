@@ -97,3 +97,11 @@ def test_bundled_configs_validate():
     assert paths
     for p in paths:
         load_config(p)
+
+
+def test_readme_documents_every_key():
+    import os
+
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md"), encoding="utf-8").read()
+    for key, _, _, _ in describe():
+        assert f"| `{key}` |" in readme, key

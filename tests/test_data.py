@@ -17,7 +17,8 @@ def test_vocab_is_sorted_code_points_and_encodes_unicode(tmp_path):
     corpus = prepare(str(p), str(tmp_path / "cache"))
     assert corpus.vocab.chars == "".join(sorted(set(text)))
     assert corpus.vocab.decode(corpus.data) == text
-    assert corpus.data.dtype == np.uint8 and isinstance(corpus.data, np.memmap)
+    assert corpus.data.dtype == np.uint8 and isinstance(corpus.data, data_mod.Tokens)
+    assert np.load(corpus.cache_path).tolist() == corpus.vocab.encode(text).tolist()  # a plain .npy
 
 
 def test_wide_vocabulary_uses_wider_ints(tmp_path):
@@ -79,6 +80,21 @@ def test_split_is_contiguous():
     corpus = data_mod.Corpus(np.arange(100), Vocab(range(100)), "", False)
     train, val = corpus.split(0.1)
     assert train.tolist() == list(range(90)) and val.tolist() == list(range(90, 100))
+
+
+def test_tokens_reads_and_slices(tmp_path):
+    arr = (np.arange(1000) % 251).astype(np.uint8)
+    np.save(tmp_path / "a.npy", arr)
+    tok = data_mod.Tokens.open_npy(str(tmp_path / "a.npy"))
+    assert len(tok) == 1000 and tok.read(10, 5).tolist() == arr[10:15].tolist()
+    part = tok[100:900]
+    assert len(part) == 800 and np.asarray(part).tolist() == arr[100:900].tolist()
+    idx = np.array([[3, 7], [500, 2]])
+    assert part[idx].tolist() == arr[100:900][idx].tolist()
+    s_tok, s_arr = Streams(part, 4, 9), Streams(arr[100:900], 4, 9)
+    for off in (0, 9, 198):
+        for a, b in zip(s_tok.chunk(off), s_arr.chunk(off)):
+            np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("n,B,T", [(101, 4, 5), (1000, 7, 13), (50, 1, 49), (64, 8, 3)])
