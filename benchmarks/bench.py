@@ -32,6 +32,19 @@ def peak_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def steady_rate(step, chars_per_step, steps, repeats):
+    """Median characters per second over `repeats` timed blocks of `steps` calls, after 2 warm-up calls."""
+    for _ in range(2):
+        step()
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        rates.append(steps * chars_per_step / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
 # ---- workers: each runs in a fresh process and prints one JSON line ---------------------------
 
 
@@ -55,15 +68,7 @@ def charrnn_train(mt, L, H, B, T, steps, repeats):
         clip_gradients(grads, "norm", 5.0, global_norm(grads))
         opt.step(model.params, grads, 0.002)
 
-    for _ in range(2):
-        step()
-    rates = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            step()
-        rates.append(steps * B * T / (time.perf_counter() - t0))
-    return {"chars_per_sec": statistics.median(rates), "peak_mb": peak_mb()}
+    return {"chars_per_sec": steady_rate(step, B * T, steps, repeats), "peak_mb": peak_mb()}
 
 
 def charrnn_sample(mt, L, H, n_chars, repeats):
@@ -111,15 +116,7 @@ def torch_train(mt, L, H, B, T, steps, repeats):
         opt.step()
         hx = tuple(h.detach() for h in hx_new) if isinstance(hx_new, tuple) else hx_new.detach()
 
-    for _ in range(2):
-        step()
-    rates = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            step()
-        rates.append(steps * B * T / (time.perf_counter() - t0))
-    return {"chars_per_sec": statistics.median(rates), "peak_mb": peak_mb()}
+    return {"chars_per_sec": steady_rate(step, B * T, steps, repeats), "peak_mb": peak_mb()}
 
 
 def torch_sample(mt, L, H, n_chars, repeats):

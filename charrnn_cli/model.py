@@ -228,20 +228,23 @@ class CharRNN:
         """Tables and buffers for step(): valid while the parameters stay as they are.
 
         Layer 0's input table folds the biases into the rows of W_ih^T, so a step's input is one
-        row lookup; every buffer is allocated here, once, not per character.
+        row lookup; every buffer and every per-layer view is made here, once, not per character.
         """
         p, cell, dt = self.params, self.cell, self.dtype
         L, B, H, G = self.num_layers, batch_size, self.hidden_size, cell.gates * self.hidden_size
+        states = [tuple(np.zeros((L, B, H), dt) for _ in cell.state_names) for _ in range(2)]
+        layers = []  # per buffer parity: per layer (W_ih^T, W_hh^T, b_hh, input bias, state in, state out)
+        for src, dst in ((states[1], states[0]), (states[0], states[1])):
+            layers.append([(p[f"Wx{k}"], p[f"Wh{k}"], p[f"bh{k}"], cell.input_bias(p[f"bx{k}"], p[f"bh{k}"]),
+                            tuple(s[k] for s in src), tuple(s[k] for s in dst)) for k in range(L)])
         return {
             "x0": p["Wx0"] + cell.input_bias(p["bx0"], p["bh0"]),  # (V, G)
-            # per layer: (W_ih^T, W_hh^T, b_hh, folded input bias), looked up once here
-            "layers": [(p[f"Wx{k}"], p[f"Wh{k}"], p[f"bh{k}"], cell.input_bias(p[f"bx{k}"], p[f"bh{k}"]))
-                       for k in range(L)],
+            "layers": layers,
             "xw": np.empty((B, G), dt),
             "scratch": np.empty((B, 2 * G), dt),
             "logits": np.empty((B, self.vocab_size), dt),
-            "states": [tuple(np.zeros((L, B, H), dt) for _ in cell.state_names) for _ in range(2)],
-            "flip": 0,
+            "states": states,
+            "flip": 0,  # the step writes states[flip], reading states[1 - flip]
         }
 
     def step(self, idx, state, ctx):
@@ -250,25 +253,26 @@ class CharRNN:
         Evaluation mode (no dropout), no cache. `ctx` comes from prepare_step(B); the returned
         arrays belong to it and stay valid for one more call (states alternate between two buffers).
         """
-        out = ctx["states"][ctx["flip"]]
-        if np.shares_memory(out[0], state[0]):  # never write over the state being read
-            ctx["flip"] ^= 1
-            out = ctx["states"][ctx["flip"]]
-        ctx["flip"] ^= 1
+        flip = ctx["flip"]
+        src = ctx["states"][1 - flip]
+        if state[0] is not src[0]:  # a state from elsewhere: copy it in (once per generation)
+            for s, d in zip(state, src):
+                np.copyto(d, s)
+        ctx["flip"] = 1 - flip
         xw, scratch, step = ctx["xw"], ctx["scratch"], self.cell.step
         x = None
-        for k, (Wx, Wh, bh, bias) in enumerate(ctx["layers"]):
+        for k, (Wx, Wh, bh, bias, s_in, s_out) in enumerate(ctx["layers"][flip]):
             if k == 0:
                 np.take(ctx["x0"], idx, axis=0, out=xw, mode="clip")  # one-hot product as a row lookup
             else:
                 np.matmul(x, Wx, out=xw)
                 xw += bias
-            step(xw, tuple(s[k] for s in state), Wh, bh, scratch, tuple(o[k] for o in out))
-            x = out[0][k]
+            step(xw, s_in, Wh, bh, scratch, s_out)
+            x = s_out[0]
         logits = ctx["logits"]
         np.matmul(x, self.params["Wy"], out=logits)
         logits += self.params["by"]
-        return logits, out
+        return logits, ctx["states"][flip]
 
     # ---- PyTorch names -----------------------------------------------------------------
 

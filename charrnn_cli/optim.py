@@ -72,21 +72,26 @@ class Adam(Optimizer):
         p -= tmp
 
 
+def _rescaled_step(p, g, v, lr, eps, tmp):
+    """p -= lr g / (sqrt(v) + eps), in place: the update RMSprop and Adagrad share."""
+    np.sqrt(v, out=tmp)
+    tmp += eps
+    np.divide(g, tmp, out=tmp)
+    tmp *= lr
+    p -= tmp
+
+
 class RMSprop(Optimizer):
     slots = ("v",)
 
     def _update(self, k, p, g, lr, tmp):
-        a, eps = self.hyper["alpha"], self.hyper["eps"]
+        a = self.hyper["alpha"]
         v = self.state["v"][k]
         np.multiply(g, g, out=tmp)
         tmp *= 1 - a
         v *= a
-        v += tmp
-        np.sqrt(v, out=tmp)
-        tmp += eps
-        np.divide(g, tmp, out=tmp)
-        tmp *= lr
-        p -= tmp
+        v += tmp  # v = a v + (1 - a) g^2
+        _rescaled_step(p, g, v, lr, self.hyper["eps"], tmp)
 
 
 class Adagrad(Optimizer):
@@ -95,12 +100,8 @@ class Adagrad(Optimizer):
     def _update(self, k, p, g, lr, tmp):
         v = self.state["v"][k]
         np.multiply(g, g, out=tmp)
-        v += tmp
-        np.sqrt(v, out=tmp)
-        tmp += self.hyper["eps"]
-        np.divide(g, tmp, out=tmp)
-        tmp *= lr
-        p -= tmp
+        v += tmp  # v = v + g^2
+        _rescaled_step(p, g, v, lr, self.hyper["eps"], tmp)
 
 
 class SGD(Optimizer):

@@ -245,7 +245,9 @@ def train(cfg, resume=None, quiet=False, echo=print):
 
                 evaluated = has_val and prog.step % t_cfg.eval_every == 0
                 if evaluated:
+                    t_eval = time.monotonic()
                     last_val = validate()
+                    window_t += time.monotonic() - t_eval  # chars/s counts training time only
                 if prog.step % t_cfg.log_every == 0 or evaluated:
                     now = time.monotonic()
                     cps = window_chars / max(now - window_t, 1e-9)
@@ -254,7 +256,8 @@ def train(cfg, resume=None, quiet=False, echo=print):
                     log(last_val if evaluated else None, train_loss, round(cps, 1), lr)
                     bar.set_postfix_str(
                         f"ep {prog.epoch + prog.offset / streams.stream_len:.2f} loss {train_loss:.3f} "
-                        f"val {last_val:.3f} {cps:,.0f} ch/s" + _eta(t_cfg, prog))
+                        f"val {'-' if math.isnan(last_val) else f'{last_val:.3f}'} {cps:,.0f} ch/s"
+                        + _eta(t_cfg, prog))
                     window_loss, window_n, window_chars, window_t = 0.0, 0, 0, now
                 if prog.step % t_cfg.checkpoint_every == 0:
                     save(latest)

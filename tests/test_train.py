@@ -246,3 +246,31 @@ def test_cli_tiny_config_runs(monkeypatch):
     r = CliRunner().invoke(main, ["train", "configs/tiny.yaml", "--quiet", "--set", "training.max_steps=5",
                                   "--set", "output.dir=runs/test-tiny"])
     assert r.exit_code == 0, r.output
+
+
+def test_state_is_carried_between_steps_and_reset_at_the_epoch_wrap(tmp_path, monkeypatch):
+    from charrnn_cli.model import CharRNN
+
+    raw = make_config(tmp_path, max_steps=50, eval_every=1000, checkpoint_every=1000)
+    raw["model"]["dropout"] = 0.0
+    seen = []  # (input state, output state, inputs) of every training step
+    real_forward = CharRNN.forward
+
+    def forward(self, idx, targets, state, masks=None):
+        loss, new_state, cache = real_forward(self, idx, targets, state, masks)
+        seen.append(([s.copy() for s in state], [s.copy() for s in new_state], idx.copy()))
+        return loss, new_state, cache
+
+    monkeypatch.setattr(CharRNN, "forward", forward)
+    res = train(from_dict(raw), quiet=True)
+    seen = seen[:50]  # the training steps; validation runs once, after them
+    steps_per_epoch = 43  # 2,700 training characters: 4 streams of 674, chunks of 16 -> 43 steps
+    assert res.progress.step == 50 and res.progress.epoch == 1
+    for j, (s_in, _, _) in enumerate(seen):
+        if j in (0, steps_per_epoch):  # a fresh start and the wrap: zero state
+            assert all(not s.any() for s in s_in), j
+        else:  # otherwise exactly the state the previous step ended with
+            for a, b in zip(s_in, seen[j - 1][1]):
+                np.testing.assert_array_equal(a, b)
+    # the wrap restarts every stream at its beginning
+    np.testing.assert_array_equal(seen[steps_per_epoch][2], seen[0][2])
