@@ -105,3 +105,17 @@ def test_readme_documents_every_key():
     readme = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md"), encoding="utf-8").read()
     for key, _, _, _ in describe():
         assert f"| `{key}` |" in readme, key
+
+
+def test_ci_installs_exactly_as_the_readme_says():
+    import os
+    import re
+
+    root = os.path.dirname(os.path.dirname(__file__))
+    readme = open(os.path.join(root, "README.md"), encoding="utf-8").read()
+    ci = open(os.path.join(root, ".ci", "run"), encoding="utf-8").read()
+    test_cmd = [line for line in readme.splitlines() if line.strip().endswith("&& pytest")]
+    assert len(test_cmd) == 1
+    for step in test_cmd[0].split("&&"):
+        step = step.strip()
+        assert re.search(r"^" + re.escape(step) + r"$", ci, flags=re.M), step
