@@ -263,7 +263,7 @@ class CharRNN:
         x = None
         for k, (Wx, Wh, bh, bias, s_in, s_out) in enumerate(ctx["layers"][flip]):
             if k == 0:
-                np.take(ctx["x0"], idx, axis=0, out=xw, mode="clip")  # one-hot product as a row lookup
+                ctx["x0"].take(idx, 0, xw, "clip")  # one-hot product as a row lookup (the method: no wrapper)
             else:
                 np.matmul(x, Wx, out=xw)
                 xw += bias

@@ -21,7 +21,7 @@ def _choose(logits, temperature, top_k, argmax, rng):
         z = np.where(z >= kth, z, -np.inf)
     if z.shape[0] == 1:  # the common case, kept lean: one draw, one binary search
         z = z[0]
-        cdf = np.exp(z - z.max()).cumsum()  # unnormalised, shifted for a stable exp
+        cdf = np.exp(z - np.maximum.reduce(z)).cumsum()  # unnormalised, shifted for a stable exp
         j = cdf.searchsorted(rng.random() * cdf[-1], side="right")
         return np.array([min(j, z.shape[0] - 1)])
     cdf = np.exp(z - z.max(axis=1, keepdims=True)).cumsum(axis=1, dtype=np.float64)
@@ -53,7 +53,7 @@ def generate(model, vocab, prime, length, temperature=1.0, top_k=None, argmax=Fa
         nxt = _choose(logits, temperature, top_k, argmax, rng)
         out[t] = nxt
         if N == 1:
-            yield 0, chars[nxt[0]]
+            yield 0, chars[int(nxt[0])]
         if t + 1 < length:
             logits, state = model.step(nxt, state, ctx)
     if N > 1:
