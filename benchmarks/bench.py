@@ -1,7 +1,7 @@
 """Speed benchmark: charrnn against PyTorch on this machine, side by side, in one run.
 
     python benchmarks/bench.py                 # everything (PyTorch rows when torch is installed)
-    python benchmarks/bench.py --quick         # fewer repeats
+    python benchmarks/bench.py --quick         # fewer repeats, one round
     python benchmarks/bench.py --large-gib 1   # also prepare and train on a 1 GiB generated file
 
 Each measurement runs in its own subprocess (so peak memory is per run and the two libraries never
@@ -241,6 +241,7 @@ def main():
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch rows")
     ap.add_argument("--large-gib", type=float, default=0.0, help="also benchmark a generated file of this size")
     ap.add_argument("--sample-chars", type=int, default=2000, help="characters per sampling run")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per row; medians are reported")
     a = ap.parse_args()
     if a.worker:
         fn = globals()[a.worker]
@@ -248,10 +249,13 @@ def main():
         return
 
     steps, repeats = (3, 3) if a.quick else (5, 5)
+    if a.quick:
+        a.rounds = 1
     use_torch = has_torch() and not a.no_torch
     print(f"machine: {machine()}")
     print(f"training: Adam, global-norm clip 5, float32; median of {repeats} blocks of {steps} steps "
-          f"after 2 warm-up steps; sampling: {a.sample_chars} characters at batch 1, median of {repeats}\n")
+          f"after 2 warm-up steps; sampling: {a.sample_chars} characters at batch 1, median of {repeats}; "
+          f"each row the median of {a.rounds} alternating rounds, every run in a fresh process\n")
     head = "| model | batch x seq | charrnn train ch/s | peak MB |"
     sep = "| --- | --- | ---: | ---: |"
     if use_torch:
@@ -265,16 +269,24 @@ def main():
     print(head)
     print(sep)
     for mt, L, H, B, T in ROWS:
-        ours = run_worker("charrnn_train", mt, L, H, B, T, steps, repeats)
-        line = f"| {mt.upper()} {L}x{H} | {B} x {T} | {ours['chars_per_sec']:,.0f} | {ours['peak_mb']:,.0f} |"
+        # alternate the two libraries over several rounds, so drift on a shared machine hits both
+        rates = {"ours": [], "theirs": [], "s_ours": [], "s_theirs": [], "peak": []}
+        for _ in range(a.rounds):
+            r = run_worker("charrnn_train", mt, L, H, B, T, steps, repeats)
+            rates["ours"].append(r["chars_per_sec"])
+            rates["peak"].append(r["peak_mb"])
+            if use_torch:
+                rates["theirs"].append(run_worker("torch_train", mt, L, H, B, T, steps, repeats)["chars_per_sec"])
+            rates["s_ours"].append(run_worker("charrnn_sample", mt, L, H, a.sample_chars, repeats)["chars_per_sec"])
+            if use_torch:
+                rates["s_theirs"].append(run_worker("torch_sample", mt, L, H, a.sample_chars, repeats)["chars_per_sec"])
+        med = {k: statistics.median(v) for k, v in rates.items() if v}
+        line = f"| {mt.upper()} {L}x{H} | {B} x {T} | {med['ours']:,.0f} | {max(rates['peak']):,.0f} |"
         if use_torch:
-            theirs = run_worker("torch_train", mt, L, H, B, T, steps, repeats)
-            line += f" {theirs['chars_per_sec']:,.0f} | {ours['chars_per_sec'] / theirs['chars_per_sec']:.2f}x |"
-        s_ours = run_worker("charrnn_sample", mt, L, H, a.sample_chars, repeats)
-        line += f" {s_ours['chars_per_sec']:,.0f} |"
+            line += f" {med['theirs']:,.0f} | {med['ours'] / med['theirs']:.2f}x |"
+        line += f" {med['s_ours']:,.0f} |"
         if use_torch:
-            s_theirs = run_worker("torch_sample", mt, L, H, a.sample_chars, repeats)
-            line += f" {s_theirs['chars_per_sec']:,.0f} | {s_ours['chars_per_sec'] / s_theirs['chars_per_sec']:.2f}x |"
+            line += f" {med['s_theirs']:,.0f} | {med['s_ours'] / med['s_theirs']:.2f}x |"
         print(line, flush=True)
     if a.large_gib > 0:
         folder = tempfile.mkdtemp(prefix="charrnn-bench-")
