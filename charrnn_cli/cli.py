@@ -76,6 +76,12 @@ def train(config_path, overrides, resume, quiet):
         sys.exit(130)
     except MemoryError:
         raise click.ClickException("out of memory: try a smaller model.hidden_size or training.batch_size") from None
+    except KeyboardInterrupt:  # before the training loop's own handler is installed
+        click.echo("interrupted before training started; nothing was saved", err=True)
+        sys.exit(130)
+    except OSError as e:  # e.g. an output folder that cannot be written
+        where = f" {e.filename}" if getattr(e, "filename", None) else ""
+        raise click.ClickException(f"cannot read or write{where}: {e.strerror or e}") from None
     p = result.progress
     val = result.val_loss
     val_text = (f"validation {val:.4f} nats/char ({val / math.log(2):.4f} bits/char), "
@@ -173,8 +179,10 @@ def eval_(checkpoint, file, as_json):
     from .evaluate import bits, score_file
 
     ck = _load_checkpoint(checkpoint)
-    if not os.path.isfile(file):
+    if not os.path.exists(file):
         raise click.ClickException(f"file not found: {file}")
+    if not os.path.isfile(file):
+        raise click.ClickException(f"not a file: {file}")
     model = ck.build_model()
     try:
         nats, count, unknown = score_file(model, ck.vocab, file)

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import checkpoint as ckpt
 from .data import DataError, Streams, prepare
-from .evaluate import bits, score
+from .evaluate import score
 from .model import CharRNN
 from .optim import clip_gradients, global_norm, learning_rate, make_optimizer
 

@@ -103,6 +103,7 @@ def test_an_epoch_covers_every_input_once_with_shifted_targets(n, B, T):
     s = Streams(data, B, T)
     seen = []
     offset = 0
+    prev_last = None
     for _ in range(s.steps_per_epoch):
         x, y = s.chunk(offset)
         assert x.shape[1] == B and 1 <= x.shape[0] <= T

@@ -274,3 +274,12 @@ def test_state_is_carried_between_steps_and_reset_at_the_epoch_wrap(tmp_path, mo
                 np.testing.assert_array_equal(a, b)
     # the wrap restarts every stream at its beginning
     np.testing.assert_array_equal(seen[steps_per_epoch][2], seen[0][2])
+
+
+def test_cli_train_unwritable_output_is_one_line(tmp_path):
+    raw = make_config(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    raw["output"]["dir"] = str(tmp_path / "afile" / "run")  # a folder inside a regular file
+    raw["data"]["cache_dir"] = str(tmp_path / "cache")
+    r = CliRunner().invoke(main, ["train", str(write_yaml(tmp_path, raw)), "--quiet"])
+    assert r.exit_code == 1 and "cannot read or write" in r.output and "Traceback" not in r.output
