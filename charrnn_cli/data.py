@@ -124,9 +124,14 @@ class Tokens:
         """Elements [i, i + n) as a new array."""
         assert 0 <= i and i + n <= self.length, (i, n, self.length)
         if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDONLY)
+            self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         size = self.dtype.itemsize
-        buf = os.pread(self._fd, n * size, self.offset + (self.start + i) * size)
+        where = self.offset + (self.start + i) * size
+        if hasattr(os, "pread"):
+            buf = os.pread(self._fd, n * size, where)
+        else:  # Windows has no pread: seek, then read
+            os.lseek(self._fd, where, os.SEEK_SET)
+            buf = os.read(self._fd, n * size)
         return np.frombuffer(buf, dtype=self.dtype, count=n).copy()
 
     def __getitem__(self, key):
