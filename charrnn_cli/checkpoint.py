@@ -6,7 +6,8 @@ Arrays (all load with numpy.load(path, allow_pickle=False)):
     config_json        ()        str, the full resolved config as JSON
     vocab              (V,)      int64 Unicode code points, sorted; index i is chr(vocab[i])
     rnn.* / decoder.*            the parameters under PyTorch's state_dict names (model.py)
-    optim.t, optim.<slot>.<p>    optimizer state (optim.py), internal parameter names
+    optim.name, optim.t          the optimizer and its update count
+    optim.<slot>.<p>             optimizer state (optim.py), internal parameter names
     train.step, train.epoch, train.offset, train.chars_seen, train.elapsed_s, train.best_val
     state.h, state.c   (L, B, H) the hidden state carried into the next chunk (c for LSTM only)
     rng_state          ()        str, JSON of the dropout generator's bit_generator.state

@@ -15,6 +15,7 @@ import numpy as np
 
 
 class Optimizer:
+    name = ""
     slots = ()  # names of the per-parameter state arrays
 
     def __init__(self, params, **hyper):
@@ -33,13 +34,16 @@ class Optimizer:
 
     def state_arrays(self):
         """{'optim.t': ..., 'optim.<slot>.<param>': ...}: everything needed to continue exactly."""
-        out = {"optim.t": np.array(self.t, dtype=np.int64)}
+        out = {"optim.name": np.array(self.name), "optim.t": np.array(self.t, dtype=np.int64)}
         for s, d in self.state.items():
             for k, v in d.items():
                 out[f"optim.{s}.{k}"] = v
         return out
 
     def load_state_arrays(self, arrays):
+        """Restore the state saved by state_arrays(); KeyError if it belongs to another optimizer."""
+        if str(arrays.get("optim.name", "")) != self.name:
+            raise KeyError("optim.name")
         self.t = int(arrays["optim.t"])
         for s, d in self.state.items():
             for k, v in d.items():
@@ -50,6 +54,7 @@ class Optimizer:
 
 
 class Adam(Optimizer):
+    name = "adam"
     slots = ("m", "v")
 
     def _update(self, k, p, g, lr, tmp):
@@ -82,6 +87,7 @@ def _rescaled_step(p, g, v, lr, eps, tmp):
 
 
 class RMSprop(Optimizer):
+    name = "rmsprop"
     slots = ("v",)
 
     def _update(self, k, p, g, lr, tmp):
@@ -95,6 +101,7 @@ class RMSprop(Optimizer):
 
 
 class Adagrad(Optimizer):
+    name = "adagrad"
     slots = ("v",)
 
     def _update(self, k, p, g, lr, tmp):
@@ -105,6 +112,7 @@ class Adagrad(Optimizer):
 
 
 class SGD(Optimizer):
+    name = "sgd"
     slots = ("u",)
 
     def _update(self, k, p, g, lr, tmp):

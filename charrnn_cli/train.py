@@ -140,9 +140,9 @@ def train(cfg, resume=None, quiet=False, echo=print):
         model.load_state_dict(ck.arrays)
         try:
             optimizer.load_state_arrays(ck.arrays)
-        except KeyError:
-            raise ckpt.CheckpointError(f"{ck.path} has no {t_cfg.optimizer} optimizer state to resume from "
-                                       f"(it was trained with {ck.config.training.optimizer})") from None
+        except KeyError:  # another optimizer: its state means something else, so start this one fresh
+            echo(f"warning: {ck.path} was trained with {ck.config.training.optimizer}; "
+                 f"{t_cfg.optimizer} starts with fresh state (the resume is not exact)")
         except ValueError as e:
             raise ckpt.CheckpointError(f"{ck.path}: {e}") from None
         prog = Progress(step=ck.scalar("train.step", 0), epoch=ck.scalar("train.epoch", 0),

@@ -283,3 +283,25 @@ def test_cli_train_unwritable_output_is_one_line(tmp_path):
     raw["data"]["cache_dir"] = str(tmp_path / "cache")
     r = CliRunner().invoke(main, ["train", str(write_yaml(tmp_path, raw)), "--quiet"])
     assert r.exit_code == 1 and "cannot read or write" in r.output and "Traceback" not in r.output
+
+
+def test_resume_with_another_seq_length_continues_from_the_same_characters(tmp_path):
+    raw = make_config(tmp_path, max_steps=5, checkpoint_every=100)
+    train(from_dict(raw), quiet=True)
+    ck = ckpt.load(str(tmp_path / "run" / "latest.npz"))
+    assert ck.scalar("train.offset") == 5 * 16
+    raw["training"].update(seq_length=8, max_steps=9)
+    res = train(from_dict(raw), resume=str(tmp_path / "run" / "latest.npz"), quiet=True)
+    assert res.progress.offset == 5 * 16 + 4 * 8 and res.progress.chars_seen == 4 * (5 * 16 + 4 * 8)
+
+
+def test_resume_with_another_optimizer_starts_its_state_fresh(tmp_path):
+    raw = make_config(tmp_path, max_steps=2)
+    train(from_dict(raw), quiet=True)
+    raw["training"].update(optimizer="rmsprop", max_steps=4)
+    said = []
+    res = train(from_dict(raw), resume=str(tmp_path / "run" / "latest.npz"), quiet=True, echo=said.append)
+    assert any("was trained with adam; rmsprop starts with fresh state" in s for s in said)
+    ck = ckpt.load(str(tmp_path / "run" / "latest.npz"))
+    assert str(ck.arrays["optim.name"]) == "rmsprop" and int(ck.arrays["optim.t"]) == 2  # fresh: 2 updates
+    assert res.progress.step == 4
