@@ -26,7 +26,7 @@ import zipfile
 import numpy as np
 
 from . import config as config_mod
-from .model import CharRNN
+from .model import CharRNN, state_dict_names
 from .vocab import Vocab
 
 FORMAT_VERSION = 1
@@ -176,8 +176,7 @@ def load(path):
     if missing:
         raise CheckpointError(f"{path} is missing arrays: {', '.join(missing)}")
     ck = Checkpoint(path, arrays)
-    expected = CharRNN(ck.config.model.type, len(ck.vocab), 1, ck.config.model.num_layers).state_dict()
-    missing = [n for n in expected if n not in arrays]
+    missing = [n for n in state_dict_names(ck.config.model.num_layers) if n not in arrays]
     if missing:
         raise CheckpointError(f"{path} is missing parameter arrays: {', '.join(missing)}")
     return ck

@@ -93,8 +93,7 @@ def _source_stamp(path):
 class Tokens:
     """A read-only 1-D array of indices in a .npy file, read on demand with os.pread.
 
-    Slicing with a step of 1 gives another Tokens (no I/O); an integer array index reads the
-    smallest covering range once. np.asarray(tokens) reads everything.
+    Slicing with a step of 1 gives another Tokens (no I/O); np.asarray(tokens) reads everything.
     """
 
     def __init__(self, path, offset, dtype, length, start=0):
@@ -135,15 +134,10 @@ class Tokens:
         return np.frombuffer(buf, dtype=self.dtype, count=n).copy()
 
     def __getitem__(self, key):
-        if isinstance(key, slice):
-            a, b, step = key.indices(self.length)
-            assert step == 1, "only contiguous slices"
-            return Tokens(self.path, self.offset, self.dtype, max(b - a, 0), self.start + a)
-        idx = np.asarray(key)
-        if idx.size == 0:
-            return np.zeros(idx.shape, dtype=self.dtype)
-        lo, hi = int(idx.min()), int(idx.max())
-        return self.read(lo, hi - lo + 1)[idx - lo]
+        assert isinstance(key, slice), "Tokens supports contiguous slices; use read() for values"
+        a, b, step = key.indices(self.length)
+        assert step == 1, "only contiguous slices"
+        return Tokens(self.path, self.offset, self.dtype, max(b - a, 0), self.start + a)
 
     def __array__(self, dtype=None, copy=None):
         out = self.read(0, self.length)
@@ -197,8 +191,7 @@ def prepare(path, cache_dir):
     vocab, n = scan_vocab(path)
     os.makedirs(cache_dir, exist_ok=True)
     dtype = vocab.index_dtype()
-    lut = np.zeros(int(vocab.codepoints[-1]) + 1, dtype=dtype)  # code point -> index
-    lut[vocab.codepoints] = np.arange(len(vocab))
+    lut = vocab.lookup_table(dtype)  # code point -> index
     tmp = npy + f".tmp{os.getpid()}.npy"
     header = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n,))  # writes the header
     offset = header.offset

@@ -48,8 +48,7 @@ def score_file(model, vocab, path, seq_length=256):
     """
     from .data import _codepoint_chunks
 
-    lut = np.full(int(max(vocab.codepoints[-1], 0)) + 1, -1, dtype=np.int64)
-    lut[vocab.codepoints] = np.arange(len(vocab))
+    lut = vocab.lookup_table(np.int64, fill=-1)  # -1: not in the vocabulary
     unknown = {}
     state = model.zero_state(1)
     total, count = 0.0, 0

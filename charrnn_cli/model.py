@@ -74,6 +74,14 @@ def _block_perm(blocks, H):
     return perm
 
 
+def state_dict_names(num_layers):
+    """The PyTorch-style parameter names of a model. state_dict_names(1)[0] == 'rnn.weight_ih_l0'"""
+    names = []
+    for k in range(num_layers):
+        names += [f"rnn.weight_ih_l{k}", f"rnn.weight_hh_l{k}", f"rnn.bias_ih_l{k}", f"rnn.bias_hh_l{k}"]
+    return names + ["decoder.weight", "decoder.bias"]
+
+
 def scatter_rows(idx, rows, out):
     """out[v] = sum of rows[n] where idx[n] == v; the gradient of a row lookup.
 

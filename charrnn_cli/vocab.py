@@ -44,6 +44,15 @@ class Vocab:
     def decode(self, indices):
         return "".join(self.chars[i] for i in indices)
 
+    def lookup_table(self, dtype, fill=0):
+        """table[code point] = index, for every code point up to the largest in the vocabulary;
+        code points outside it map to `fill`. Vocab.from_text("ab").lookup_table(np.int64, -1)[97:]
+        -> array([0, 1])
+        """
+        table = np.full(int(self.codepoints[-1]) + 1, fill, dtype=dtype)
+        table[self.codepoints] = np.arange(len(self))
+        return table
+
     def index_dtype(self):
         """Smallest unsigned type holding every index: uint8 up to 256 characters."""
         n = len(self)
