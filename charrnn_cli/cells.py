@@ -25,7 +25,8 @@ Every cell has one interface, used by the model for every layer:
     Wh     (H, G*H) the transposed recurrent weight; bh (G*H,) the recurrent bias
     hs     (T, B, H) hidden state at every step; cache is valid until the next forward on `ws`
 
-Internal gate blocks are laid out for speed: the LSTM keeps (i, f, o, g) so its three
+Each cell writes one step's equations once, in `_cell`, into buffers it is given: forward keeps
+every step's buffers for backward, step() reuses scratch. Internal gate blocks are laid out for speed: the LSTM keeps (i, f, o, g) so its three
 sigmoids are one contiguous pass; `torch_blocks` maps them back to PyTorch's (i, f, g, o).
 The loops are written for NumPy: one matrix product per step into a preallocated buffer,
 elementwise work with out=, weight gradients as one large product per chunk.
@@ -114,11 +115,8 @@ class RNNCell(Cell):
         hs = ws.get("H", (T, B, H), xw.dtype)
         h = h0
         for t in range(T):
-            ht = hs[t]
-            np.matmul(h, Wh, out=ht)  # (B, H)
-            ht += xw[t]
-            np.tanh(ht, out=ht)
-            h = ht
+            self._cell(xw[t], h, Wh, hs[t])
+            h = hs[t]
         return hs, (hs[-1].copy(),), (h0, hs, Wh, ws)
 
     def backward(self, dhs, dstate, cache):
@@ -141,10 +139,14 @@ class RNNCell(Cell):
         return dA, (dh_next,), dWh, dbh
 
     def step(self, xw, state, Wh, bh, scratch, out):
-        (h,) = out
-        np.matmul(state[0], Wh, out=h)
-        h += xw
-        np.tanh(h, out=h)
+        self._cell(xw, state[0], Wh, out[0])
+
+    @staticmethod
+    def _cell(xw_t, h, Wh, h_out):
+        """One step: h_t = tanh(xw_t + h W_hh^T) into h_out (B, H)."""
+        np.matmul(h, Wh, out=h_out)
+        h_out += xw_t
+        np.tanh(h_out, out=h_out)
 
 
 class LSTMCell(Cell):
@@ -161,22 +163,10 @@ class LSTMCell(Cell):
         cs = ws.get("C", (T, B, H), xw.dtype)
         tcs = ws.get("TC", (T, B, H), xw.dtype)  # tanh(c_t)
         hs = ws.get("H", (T, B, H), xw.dtype)
-        tmp = ws.get("tmp", (B, H), xw.dtype)
         h, c = h0, c0
-        for t in range(T):
-            a = A[t]
-            np.matmul(h, Wh, out=a)  # (B, 4H)
-            a += xw[t]
-            sigmoid(a[:, : 3 * H], out=a[:, : 3 * H])  # i, f, o in one pass
-            np.tanh(a[:, 3 * H :], out=a[:, 3 * H :])  # g
-            i, f, o, g = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
-            ct = cs[t]
-            np.multiply(f, c, out=ct)
-            np.multiply(i, g, out=tmp)
-            ct += tmp
-            np.tanh(ct, out=tcs[t])
-            np.multiply(o, tcs[t], out=hs[t])
-            h, c = hs[t], ct
+        for t in range(T):  # keep every intermediate for backward
+            self._cell(xw[t], h, c, Wh, A[t], cs[t], tcs[t], hs[t])
+            h, c = hs[t], cs[t]
         state = (hs[-1].copy(), cs[-1].copy())
         return hs, state, (h0, c0, A, cs, tcs, hs, Wh, ws)
 
@@ -226,19 +216,22 @@ class LSTMCell(Cell):
 
     def step(self, xw, state, Wh, bh, scratch, out):
         G = xw.shape[1]
-        H = G // 4
-        h_prev, c_prev = state
-        h, c = out
-        a = scratch[:, :G]
-        np.matmul(h_prev, Wh, out=a)
-        a += xw
-        sigmoid(a[:, : 3 * H], out=a[:, : 3 * H])
-        np.tanh(a[:, 3 * H :], out=a[:, 3 * H :])
-        np.multiply(a[:, H : 2 * H], c_prev, out=c)  # f * c
-        np.multiply(a[:, :H], a[:, 3 * H :], out=h)  # i * g (h as scratch)
-        c += h
-        np.tanh(c, out=h)
-        h *= a[:, 2 * H : 3 * H]  # o * tanh(c)
+        self._cell(xw, state[0], state[1], Wh, scratch[:, :G], out[1], scratch[:, G : G + G // 4], out[0])
+
+    @staticmethod
+    def _cell(xw_t, h, c, Wh, a, c_out, tc_out, h_out):
+        """One step: gates into a (B, 4H), c_t into c_out, tanh(c_t) into tc_out, h_t into h_out."""
+        H = h_out.shape[1]
+        np.matmul(h, Wh, out=a)  # (B, 4H)
+        a += xw_t
+        sigmoid(a[:, : 3 * H], out=a[:, : 3 * H])  # i, f, o in one pass
+        np.tanh(a[:, 3 * H :], out=a[:, 3 * H :])  # g
+        i, f, o, g = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
+        np.multiply(f, c, out=c_out)
+        np.multiply(i, g, out=h_out)  # h_out as scratch for i * g
+        c_out += h_out
+        np.tanh(c_out, out=tc_out)
+        np.multiply(o, tc_out, out=h_out)
 
 
 class GRUCell(Cell):
@@ -263,23 +256,9 @@ class GRUCell(Cell):
         HN = ws.get("HN", (T, B, H), dt)  # W_hn h_{t-1} + b_hn
         hs = ws.get("H", (T, B, H), dt)
         hw = ws.get("hw", (B, G), dt)
-        tmp = ws.get("tmp", (B, H), dt)
-        bhn = bh[2 * H :]
         h = h0
-        for t in range(T):
-            a, x = A[t], xw[t]
-            np.matmul(h, Wh, out=hw)  # (B, 3H)
-            np.add(hw[:, : 2 * H], x[:, : 2 * H], out=a[:, : 2 * H])
-            sigmoid(a[:, : 2 * H], out=a[:, : 2 * H])  # r, z
-            r, z, n = a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
-            np.add(hw[:, 2 * H :], bhn, out=HN[t])
-            np.multiply(r, HN[t], out=n)
-            n += x[:, 2 * H :]
-            np.tanh(n, out=n)
-            # h_t = n + z * (h_{t-1} - n)
-            np.subtract(h, n, out=tmp)
-            tmp *= z
-            np.add(n, tmp, out=hs[t])
+        for t in range(T):  # keep every intermediate for backward
+            self._cell(xw[t], h, Wh, bh[2 * H :], hw, A[t], HN[t], hs[t])
             h = hs[t]
         return hs, (hs[-1].copy(),), (h0, A, HN, hs, Wh, ws)
 
@@ -325,21 +304,24 @@ class GRUCell(Cell):
 
     def step(self, xw, state, Wh, bh, scratch, out):
         G = xw.shape[1]
-        H = G // 3
-        (h_prev,) = state
-        (h,) = out
-        hw, a = scratch[:, :G], scratch[:, G:]
-        np.matmul(h_prev, Wh, out=hw)
-        hw[:, 2 * H :] += bh[2 * H :]
-        np.add(hw[:, : 2 * H], xw[:, : 2 * H], out=a[:, : 2 * H])
+        hw = scratch[:, :G]
+        self._cell(xw, state[0], Wh, bh[2 * G // 3 :], hw, scratch[:, G:], hw[:, 2 * G // 3 :], out[0])
+
+    @staticmethod
+    def _cell(xw_t, h, Wh, bhn, hw, a, hn, h_out):
+        """One step: W_hh h into hw (B, 3H), gates into a, W_hn h + b_hn into hn, h_t into h_out."""
+        H = h_out.shape[1]
+        np.matmul(h, Wh, out=hw)  # (B, 3H)
+        np.add(hw[:, : 2 * H], xw_t[:, : 2 * H], out=a[:, : 2 * H])
         sigmoid(a[:, : 2 * H], out=a[:, : 2 * H])  # r, z
-        n = a[:, 2 * H :]
-        np.multiply(a[:, :H], hw[:, 2 * H :], out=n)
-        n += xw[:, 2 * H :]
+        r, z, n = a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
+        np.add(hw[:, 2 * H :], bhn, out=hn)
+        np.multiply(r, hn, out=n)
+        n += xw_t[:, 2 * H :]
         np.tanh(n, out=n)
-        np.subtract(h_prev, n, out=h)  # h = n + z * (h_prev - n)
-        h *= a[:, H : 2 * H]
-        h += n
+        np.subtract(h, n, out=h_out)  # h_t = n + z * (h_{t-1} - n)
+        h_out *= z
+        h_out += n
 
 
 CELLS = {"rnn": RNNCell, "lstm": LSTMCell, "gru": GRUCell}
