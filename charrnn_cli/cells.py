@@ -26,8 +26,8 @@ Every cell has one interface, used by the model for every layer:
     hs     (T, B, H) hidden state at every step; cache is valid until the next forward on `ws`
 
 Each cell writes one step's equations once, in `_cell`, into buffers it is given: forward keeps
-every step's buffers for backward, step() reuses scratch. Internal gate blocks are laid out for speed: the LSTM keeps (i, f, o, g) so its three
-sigmoids are one contiguous pass; `torch_blocks` maps them back to PyTorch's (i, f, g, o).
+every step's buffers for backward, step() reuses scratch. Internal gate blocks are laid out for
+speed: the LSTM keeps (i, f, o, g) so its three sigmoids are one contiguous pass; `torch_blocks` maps them back to PyTorch's (i, f, g, o).
 The loops are written for NumPy: one matrix product per step into a preallocated buffer,
 elementwise work with out=, weight gradients as one large product per chunk.
 """

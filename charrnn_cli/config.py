@@ -113,12 +113,17 @@ def _closest(name, options):
     return f" (did you mean {m[0]!r}?)" if m else ""
 
 
+def _unwrap_optional(tp):
+    """(X, True) for Optional[X], (tp, False) otherwise. _unwrap_optional(Optional[int]) == (int, True)"""
+    if typing.get_origin(tp) is typing.Union:
+        return [a for a in typing.get_args(tp) if a is not type(None)][0], True
+    return tp, False
+
+
 def _check_type(key, value, tp):
-    origin = typing.get_origin(tp)
-    if origin is typing.Union:  # Optional[X]
-        if value is None:
-            return None
-        tp = [a for a in typing.get_args(tp) if a is not type(None)][0]
+    tp, nullable = _unwrap_optional(tp)
+    if nullable and value is None:
+        return None
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
@@ -232,11 +237,7 @@ def describe():
     for section, cls in SECTIONS.items():
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
-            tp = hints[f.name]
-            if typing.get_origin(tp) is typing.Union:
-                inner = [a for a in typing.get_args(tp) if a is not type(None)][0]
-                tname = f"{inner.__name__} or null"
-            else:
-                tname = tp.__name__
+            tp, nullable = _unwrap_optional(hints[f.name])
+            tname = tp.__name__ + (" or null" if nullable else "")
             rows.append((f"{section}.{f.name}", tname, f.default, f.metadata["help"]))
     return rows

@@ -30,7 +30,7 @@ class DataError(ValueError):
     """A user error about the text file: the message says what and where."""
 
 
-def _codepoint_chunks(path):
+def codepoint_chunks(path):
     """Yield the file's code points chunk by chunk (uint8 for pure-ASCII chunks, else uint32)."""
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
     offset = 0
@@ -69,7 +69,7 @@ def scan_vocab(path):
     """(Vocab, number of characters) of a UTF-8 file, read in chunks."""
     seen = np.zeros(_MAX_CP, dtype=bool)
     n = 0
-    for cps in _codepoint_chunks(path):
+    for cps in codepoint_chunks(path):
         counts = np.bincount(cps)
         seen[: counts.size] |= counts > 0
         n += cps.size
@@ -199,7 +199,7 @@ def prepare(path, cache_dir):
     pos = 0
     with open(tmp, "r+b") as fh:  # plain sequential writes: nothing of the file stays mapped
         fh.seek(offset)
-        for cps in _codepoint_chunks(path):
+        for cps in codepoint_chunks(path):
             fh.write(lut[cps].tobytes())
             pos += cps.size
         fh.flush()

@@ -46,14 +46,14 @@ def score_file(model, vocab, path, seq_length=256):
     used as context. Returns (nats_per_char, chars_scored, {unknown char: count}).
     Memory is bounded by the read size, whatever the file's length.
     """
-    from .data import _codepoint_chunks
+    from .data import codepoint_chunks
 
     lut = vocab.lookup_table(np.int64, fill=-1)  # -1: not in the vocabulary
     unknown = {}
     state = model.zero_state(1)
     total, count = 0.0, 0
     carry = np.zeros(0, dtype=np.int64)  # the last character of the previous piece: next input
-    for cps in _codepoint_chunks(path):
+    for cps in codepoint_chunks(path):
         cps = cps.astype(np.int64)
         inside = cps < lut.size
         idx = np.full(cps.shape, -1, dtype=np.int64)

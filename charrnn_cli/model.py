@@ -241,12 +241,13 @@ class CharRNN:
         p, cell, dt = self.params, self.cell, self.dtype
         L, B, H, G = self.num_layers, batch_size, self.hidden_size, cell.gates * self.hidden_size
         states = [tuple(np.zeros((L, B, H), dt) for _ in cell.state_names) for _ in range(2)]
+        biases = [cell.input_bias(p[f"bx{k}"], p[f"bh{k}"]) for k in range(L)]
         layers = []  # per buffer parity: per layer (W_ih^T, W_hh^T, b_hh, input bias, state in, state out)
         for src, dst in ((states[1], states[0]), (states[0], states[1])):
-            layers.append([(p[f"Wx{k}"], p[f"Wh{k}"], p[f"bh{k}"], cell.input_bias(p[f"bx{k}"], p[f"bh{k}"]),
+            layers.append([(p[f"Wx{k}"], p[f"Wh{k}"], p[f"bh{k}"], biases[k],
                             tuple(s[k] for s in src), tuple(s[k] for s in dst)) for k in range(L)])
         return {
-            "x0": p["Wx0"] + cell.input_bias(p["bx0"], p["bh0"]),  # (V, G)
+            "x0": p["Wx0"] + biases[0],  # (V, G)
             "layers": layers,
             "xw": np.empty((B, G), dt),
             "scratch": np.empty((B, 2 * G), dt),
