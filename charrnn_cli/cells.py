@@ -13,23 +13,31 @@ The equations are PyTorch's (nn.RNN, nn.LSTM, nn.GRU documentation):
           n = tanh(W_in x_t + b_in + r * (W_hn h_{t-1} + b_hn))
           h_t = (1 - z) * n + z * h_{t-1}
 
+Layout: vectors are columns. A step's state is (H, B), one column per stream, and its gates are
+(G*H, B) = W_hh (G*H, H) @ h (H, B), so every gate block is a contiguous run of rows and each
+elementwise pass reads and writes contiguous memory (column-sliced (B, G*H) gates cost 2-4x more
+per pass in NumPy). Per-chunk arrays come in two orders:
+
+    time-major     (T, F, B)   step t is the contiguous block [t]: what the time loops read and write
+    feature-major  (F, T, B)   as an (F, T*B) matrix: what the weight gradients multiply, in one product
+
 Every cell has one interface, used by the model for every layer:
 
-    hs, state, cache      = cell.forward(xw, state0, Wh, bh, ws)
+    HS, state, cache       = cell.forward(xw, state0, Wh, bh, ws)
     dxw, dstate0, dWh, dbh = cell.backward(dhs, dstate, cache)
-    cell.step(xw_t, state, Wh, bh, scratch, out)               # one step, no cache: generation
+    cell.step(xw_t, state, Wh, bh, scratch, out)                # one step, no cache: generation
 
-    xw     (T, B, G*H) input contribution of the whole chunk, W_ih x_t plus cell.input_bias(bx, bh);
-           the model computes it in one row lookup (layer 0) or one matrix product (higher layers)
-    state  tuple of (B, H) arrays: (h,) for RNN and GRU, (h, c) for LSTM
-    Wh     (H, G*H) the transposed recurrent weight; bh (G*H,) the recurrent bias
-    hs     (T, B, H) hidden state at every step; cache is valid until the next forward on `ws`
+    xw      (T, G*H, B) time-major: W_ih x_t plus cell.input_bias(bx, bh), for the whole chunk
+    state   tuple of (H, B) arrays: (h,) for RNN and GRU, (h, c) for LSTM
+    Wh      (G*H, H) the recurrent weight; bh (G*H,) its bias
+    HS      (H, T+1, B) feature-major: HS[:, 0] = h_0, HS[:, t+1] = h_t; the outputs are HS[:, 1:]
+    dhs     (T, H, B) the loss gradient at each output (any strides)
+    dxw     (G*H, T, B) feature-major gradient of xw; dWh (G*H, H), dbh (G*H,)
 
-Each cell writes one step's equations once, in `_cell`, into buffers it is given: forward keeps
-every step's buffers for backward, step() reuses scratch. Internal gate blocks are laid out for
-speed: the LSTM keeps (i, f, o, g) so its three sigmoids are one contiguous pass; `torch_blocks` maps them back to PyTorch's (i, f, g, o).
-The loops are written for NumPy: one matrix product per step into a preallocated buffer,
-elementwise work with out=, weight gradients as one large product per chunk.
+The cache and HS live in the workspace `ws` and are valid until its next forward. Each cell writes
+one step's equations once, in `_cell`, into buffers it is given: forward keeps every step's buffers
+for backward, step() reuses scratch. The LSTM keeps its gate blocks as (i, f, o, g) so the three
+sigmoids are one pass; `torch_blocks` maps them back to PyTorch's (i, f, g, o).
 """
 
 import numpy as np
@@ -54,9 +62,9 @@ class Workspace:
         return buf[:n].reshape(shape)
 
 
-def colsum(x):
-    """Sum over the rows of a 2-D array as one BLAS product. colsum(np.ones((3, 2))).tolist() == [3.0, 3.0]"""
-    return np.ones(x.shape[0], dtype=x.dtype) @ x
+def rowsum(x):
+    """Sum over the columns of a 2-D array as one BLAS product. rowsum(np.ones((2, 3))).tolist() == [3.0, 3.0]"""
+    return x @ np.ones(x.shape[1], dtype=x.dtype)
 
 
 def sigmoid(x, out):
@@ -68,13 +76,15 @@ def sigmoid(x, out):
     return out
 
 
-def _recurrent_weight_grad(h0, hs, dA):
-    """dWh = sum_t h_{t-1}^T dA_t as two large products (no per-step work, no concatenation)."""
-    T, B, H = hs.shape
-    dWh = h0.T @ dA[0]  # (H, G)
-    if T > 1:
-        dWh += hs[:-1].reshape(-1, H).T @ dA[1:].reshape(-1, dA.shape[2])
-    return dWh
+def _matrix(a):
+    """(F, T, B) -> (F, T*B) without a copy (the rows may be strided)."""
+    return a.reshape(a.shape[0], -1)
+
+
+def _recurrent_weight_grad(dA, HS, out=None):
+    """dWh = sum_t dA_t h_{t-1}^T: one (G, T*B) @ (T*B, H) product over the whole chunk."""
+    T = dA.shape[1]
+    return np.matmul(_matrix(dA), _matrix(HS[:, :T]).T, out=out)
 
 
 class Cell:
@@ -96,11 +106,19 @@ class Cell:
         raise NotImplementedError
 
     def step(self, xw, state, Wh, bh, scratch, out):
-        """One time step for generation: xw (B, G*H) -> the new state written into `out`.
+        """One time step for generation: xw (G*H, B) -> the new state written into `out`.
 
-        `scratch` is a (B, 2*G*H) buffer; `out` arrays must not share memory with `state`.
+        `scratch` is a (2*G*H, B) buffer; `out` arrays must not share memory with `state`.
         """
         raise NotImplementedError
+
+
+def _hidden_buffer(h0, T, ws):
+    """HS (H, T+1, B) with h_0 in column block 0."""
+    H, B = h0.shape
+    HS = ws.get("HS", (H, T + 1, B), h0.dtype)
+    HS[:, 0] = h0
+    return HS
 
 
 class RNNCell(Cell):
@@ -110,41 +128,39 @@ class RNNCell(Cell):
     torch_blocks = (0,)
 
     def forward(self, xw, state0, Wh, bh, ws):
-        T, B, H = xw.shape
-        (h0,) = state0
-        hs = ws.get("H", (T, B, H), xw.dtype)
-        h = h0
+        T = xw.shape[0]
+        HS = _hidden_buffer(state0[0], T, ws)
         for t in range(T):
-            self._cell(xw[t], h, Wh, hs[t])
-            h = hs[t]
-        return hs, (hs[-1].copy(),), (h0, hs, Wh, ws)
+            self._cell(xw[t], HS[:, t], Wh, HS[:, t + 1])
+        return HS, (HS[:, T].copy(),), (HS, Wh, ws)
 
     def backward(self, dhs, dstate, cache):
-        h0, hs, Wh, ws = cache
-        T, B, H = hs.shape
-        WhT = np.ascontiguousarray(Wh.T)  # (G*H, H): contiguous makes the per-step products faster
-        dA = ws.get("dA", (T, B, H), hs.dtype)
-        tmp = ws.get("tmp", (B, H), hs.dtype)
-        dh_next = dstate[0]
+        HS, Wh, ws = cache
+        H, T, B = HS.shape[0], HS.shape[1] - 1, HS.shape[2]
+        dt = HS.dtype
+        dA = ws.get("dA", (H, T, B), dt)  # feature-major, for the weight gradient
+        da = ws.get("da", (H, B), dt)
+        dh = ws.get("dh", (H, B), dt)
+        np.copyto(dh, dstate[0])
         for t in range(T - 1, -1, -1):
-            da = dA[t]
-            np.add(dhs[t], dh_next, out=da)
+            h = HS[:, t + 1]
+            dh += dhs[t]
             # backprop through tanh: da = dh * (1 - h^2)
-            np.multiply(hs[t], hs[t], out=tmp)
-            np.subtract(1.0, tmp, out=tmp)
-            da *= tmp
-            dh_next = da @ WhT  # (B, H)
-        dWh = _recurrent_weight_grad(h0, hs, dA)
-        dbh = colsum(dA.reshape(-1, H))
-        return dA, (dh_next,), dWh, dbh
+            np.multiply(h, h, out=da)
+            np.subtract(1.0, da, out=da)
+            da *= dh
+            np.matmul(Wh.T, da, out=dh)  # dh_{t-1} (H, B)
+            dA[:, t] = da
+        dWh = _recurrent_weight_grad(dA, HS)
+        return dA, (dh.copy(),), dWh, rowsum(_matrix(dA))
 
     def step(self, xw, state, Wh, bh, scratch, out):
         self._cell(xw, state[0], Wh, out[0])
 
     @staticmethod
     def _cell(xw_t, h, Wh, h_out):
-        """One step: h_t = tanh(xw_t + h W_hh^T) into h_out (B, H)."""
-        np.matmul(h, Wh, out=h_out)
+        """One step: h_t = tanh(W_hh h + xw_t) into h_out (H, B)."""
+        np.matmul(Wh, h, out=h_out)
         h_out += xw_t
         np.tanh(h_out, out=h_out)
 
@@ -156,41 +172,37 @@ class LSTMCell(Cell):
     torch_blocks = (0, 1, 3, 2)  # internal (i, f, o, g) <- PyTorch (i, f, g, o)
 
     def forward(self, xw, state0, Wh, bh, ws):
-        T, B, G = xw.shape
+        T, G, B = xw.shape
         H = G // 4
         h0, c0 = state0
-        A = ws.get("A", (T, B, G), xw.dtype)  # activated gates i f o g
-        cs = ws.get("C", (T, B, H), xw.dtype)
-        tcs = ws.get("TC", (T, B, H), xw.dtype)  # tanh(c_t)
-        hs = ws.get("H", (T, B, H), xw.dtype)
-        h, c = h0, c0
+        dt = xw.dtype
+        HS = _hidden_buffer(h0, T, ws)
+        A = ws.get("A", (T, G, B), dt)  # activated gates i f o g
+        C = ws.get("C", (T + 1, H, B), dt)  # C[0] = c_0, C[t+1] = c_t
+        TC = ws.get("TC", (T, H, B), dt)  # tanh(c_t)
+        C[0] = c0
         for t in range(T):  # keep every intermediate for backward
-            self._cell(xw[t], h, c, Wh, A[t], cs[t], tcs[t], hs[t])
-            h, c = hs[t], cs[t]
-        state = (hs[-1].copy(), cs[-1].copy())
-        return hs, state, (h0, c0, A, cs, tcs, hs, Wh, ws)
+            self._cell(xw[t], HS[:, t], C[t], Wh, A[t], C[t + 1], TC[t], HS[:, t + 1])
+        return HS, (HS[:, T].copy(), C[T].copy()), (HS, A, C, TC, Wh, ws)
 
     def backward(self, dhs, dstate, cache):
-        h0, c0, A, cs, tcs, hs, Wh, ws = cache
-        T, B, H = hs.shape
-        G = 4 * H
-        WhT = np.ascontiguousarray(Wh.T)  # (G*H, H): contiguous makes the per-step products faster
-        dt = hs.dtype
-        dA = ws.get("dA", (T, B, G), dt)
-        dh = ws.get("dh", (B, H), dt)
-        dc = ws.get("dc", (B, H), dt)
-        tmp = ws.get("tmp", (B, H), dt)
-        dsig = ws.get("dsig", (B, 3 * H), dt)
-        dh_next = dstate[0]
+        HS, A, C, TC, Wh, ws = cache
+        T, G, B = A.shape
+        H = G // 4
+        dt = A.dtype
+        dA = ws.get("dA", (G, T, B), dt)  # feature-major, for the weight gradient
+        da = ws.get("da", (G, B), dt)
+        dh = ws.get("dh", (H, B), dt)
+        dc = ws.get("dc", (H, B), dt)
+        tmp = ws.get("tmp", (H, B), dt)
+        dsig = ws.get("dsig", (3 * H, B), dt)
+        dai, daf, dao, dag = da[:H], da[H : 2 * H], da[2 * H : 3 * H], da[3 * H :]
+        np.copyto(dh, dstate[0])
         np.copyto(dc, dstate[1])
         for t in range(T - 1, -1, -1):
-            a = A[t]
-            i, f, o, g = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
-            c_prev = cs[t - 1] if t > 0 else c0
-            tc = tcs[t]
-            da = dA[t]
-            dai, daf, dao, dag = da[:, :H], da[:, H : 2 * H], da[:, 2 * H : 3 * H], da[:, 3 * H :]
-            np.add(dhs[t], dh_next, out=dh)
+            a, tc, c_prev = A[t], TC[t], C[t]
+            i, f, o, g = a[:H], a[H : 2 * H], a[2 * H : 3 * H], a[3 * H :]
+            dh += dhs[t]
             # backprop through h = o * tanh(c): dc += dh * o * (1 - tanh(c)^2)
             np.multiply(tc, tc, out=tmp)
             np.subtract(1.0, tmp, out=tmp)
@@ -201,35 +213,35 @@ class LSTMCell(Cell):
             np.multiply(dh, tc, out=dao)  # d o
             np.multiply(dc, g, out=dai)  # d i
             np.multiply(dc, c_prev, out=daf)  # d f
-            np.subtract(1.0, a[:, : 3 * H], out=dsig)  # backprop through the sigmoids: s (1 - s)
-            dsig *= a[:, : 3 * H]
-            da[:, : 3 * H] *= dsig
+            np.subtract(1.0, a[: 3 * H], out=dsig)  # backprop through the sigmoids: s (1 - s)
+            dsig *= a[: 3 * H]
+            da[: 3 * H] *= dsig
             np.multiply(g, g, out=tmp)  # backprop through tanh(g)
             np.subtract(1.0, tmp, out=tmp)
             np.multiply(dc, i, out=dag)
             dag *= tmp
             dc *= f  # dc_{t-1}
-            dh_next = da @ WhT  # (B, H)
-        dWh = _recurrent_weight_grad(h0, hs, dA)
-        dbh = colsum(dA.reshape(-1, G))
-        return dA, (dh_next, dc.copy()), dWh, dbh
+            np.matmul(Wh.T, da, out=dh)  # dh_{t-1} (H, B)
+            dA[:, t] = da
+        dWh = _recurrent_weight_grad(dA, HS)
+        return dA, (dh.copy(), dc.copy()), dWh, rowsum(_matrix(dA))
 
     def step(self, xw, state, Wh, bh, scratch, out):
-        G = xw.shape[1]
-        self._cell(xw, state[0], state[1], Wh, scratch[:, :G], out[1], scratch[:, G : G + G // 4], out[0])
+        G = xw.shape[0]
+        self._cell(xw, state[0], state[1], Wh, scratch[:G], out[1], scratch[G : G + G // 4], out[0])
 
     @staticmethod
     def _cell(xw_t, h, c, Wh, a, c_out, tc_out, h_out):
-        """One step: gates into a (B, 4H), c_t into c_out, tanh(c_t) into tc_out, h_t into h_out."""
-        H = h_out.shape[1]
-        np.matmul(h, Wh, out=a)  # (B, 4H)
+        """One step: gates into a (4H, B), c_t into c_out, tanh(c_t) into tc_out, h_t into h_out."""
+        H = c.shape[0]
+        np.matmul(Wh, h, out=a)  # (4H, B)
         a += xw_t
-        sigmoid(a[:, : 3 * H], out=a[:, : 3 * H])  # i, f, o in one pass
-        np.tanh(a[:, 3 * H :], out=a[:, 3 * H :])  # g
-        i, f, o, g = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
+        sigmoid(a[: 3 * H], out=a[: 3 * H])  # i, f, o in one pass
+        np.tanh(a[3 * H :], out=a[3 * H :])  # g
+        i, f, o, g = a[:H], a[H : 2 * H], a[2 * H : 3 * H], a[3 * H :]
         np.multiply(f, c, out=c_out)
-        np.multiply(i, g, out=h_out)  # h_out as scratch for i * g
-        c_out += h_out
+        np.multiply(i, g, out=tc_out)  # tc_out as scratch for i * g
+        c_out += tc_out
         np.tanh(c_out, out=tc_out)
         np.multiply(o, tc_out, out=h_out)
 
@@ -248,40 +260,37 @@ class GRUCell(Cell):
         return b
 
     def forward(self, xw, state0, Wh, bh, ws):
-        T, B, G = xw.shape
+        T, G, B = xw.shape
         H = G // 3
-        (h0,) = state0
         dt = xw.dtype
-        A = ws.get("A", (T, B, G), dt)  # activated r, z, n
-        HN = ws.get("HN", (T, B, H), dt)  # W_hn h_{t-1} + b_hn
-        hs = ws.get("H", (T, B, H), dt)
-        hw = ws.get("hw", (B, G), dt)
-        h = h0
+        HS = _hidden_buffer(state0[0], T, ws)
+        A = ws.get("A", (T, G, B), dt)  # activated r, z, n
+        HN = ws.get("HN", (T, H, B), dt)  # W_hn h_{t-1} + b_hn
+        hw = ws.get("hw", (G, B), dt)
+        bhn = bh[2 * H :, None]
         for t in range(T):  # keep every intermediate for backward
-            self._cell(xw[t], h, Wh, bh[2 * H :], hw, A[t], HN[t], hs[t])
-            h = hs[t]
-        return hs, (hs[-1].copy(),), (h0, A, HN, hs, Wh, ws)
+            self._cell(xw[t], HS[:, t], Wh, bhn, hw, A[t], HN[t], HS[:, t + 1])
+        return HS, (HS[:, T].copy(),), (HS, A, HN, Wh, ws)
 
     def backward(self, dhs, dstate, cache):
-        h0, A, HN, hs, Wh, ws = cache
-        T, B, H = hs.shape
-        G = 3 * H
-        WhT = np.ascontiguousarray(Wh.T)  # (G*H, H): contiguous makes the per-step products faster
-        dt = hs.dtype
-        dX = ws.get("dX", (T, B, G), dt)  # gradient of the input-side pre-activations
-        dHW = ws.get("dHW", (T, B, G), dt)  # gradient of W_hh h + b_hh
-        dh = ws.get("dh", (B, H), dt)
-        tmp = ws.get("tmp", (B, H), dt)
-        dsig = ws.get("dsig", (B, 2 * H), dt)
-        dh_next = dstate[0]
+        HS, A, HN, Wh, ws = cache
+        T, G, B = A.shape
+        H = G // 3
+        dt = A.dtype
+        dX = ws.get("dX", (G, T, B), dt)  # feature-major gradient of the input-side pre-activations
+        dHN = ws.get("dHN", (H, T, B), dt)  # feature-major gradient of W_hn h + b_hn
+        dhw = ws.get("dhw", (G, B), dt)  # one step's gradient of W_hh h + b_hh: d r, d z, d hn
+        dan = ws.get("dan", (H, B), dt)  # one step's gradient of the n pre-activation
+        dh = ws.get("dh", (H, B), dt)
+        tmp = ws.get("tmp", (H, B), dt)
+        dsig = ws.get("dsig", (2 * H, B), dt)
+        dar, daz, dhn = dhw[:H], dhw[H : 2 * H], dhw[2 * H :]
+        np.copyto(dh, dstate[0])
         for t in range(T - 1, -1, -1):
             a = A[t]
-            r, z, n = a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
-            h_prev = hs[t - 1] if t > 0 else h0
-            dx, dhw = dX[t], dHW[t]
-            dar, daz, dan = dx[:, :H], dx[:, H : 2 * H], dx[:, 2 * H :]
-            np.add(dhs[t], dh_next, out=dh)
-            np.subtract(h_prev, n, out=daz)  # d z = dh * (h_{t-1} - n)
+            r, z, n = a[:H], a[H : 2 * H], a[2 * H :]
+            dh += dhs[t]
+            np.subtract(HS[:, t], n, out=daz)  # d z = dh * (h_{t-1} - n)
             daz *= dh
             np.subtract(1.0, z, out=dan)  # d n = dh * (1 - z)
             dan *= dh
@@ -289,35 +298,37 @@ class GRUCell(Cell):
             np.subtract(1.0, tmp, out=tmp)
             dan *= tmp
             np.multiply(dan, HN[t], out=dar)  # d r = dan * (W_hn h + b_hn)
-            np.subtract(1.0, a[:, : 2 * H], out=dsig)  # backprop through the sigmoids
-            dsig *= a[:, : 2 * H]
-            dx[:, : 2 * H] *= dsig
-            dhw[:, : 2 * H] = dx[:, : 2 * H]
-            np.multiply(dan, r, out=dhw[:, 2 * H :])
-            dh_prev = dhw @ WhT  # (B, H)
-            np.multiply(dh, z, out=tmp)
-            dh_prev += tmp
-            dh_next = dh_prev
-        dWh = _recurrent_weight_grad(h0, hs, dHW)
-        dbh = colsum(dHW.reshape(-1, G))
-        return dX, (dh_next,), dWh, dbh
+            np.subtract(1.0, a[: 2 * H], out=dsig)  # backprop through the sigmoids
+            dsig *= a[: 2 * H]
+            dhw[: 2 * H] *= dsig
+            np.multiply(dan, r, out=dhn)  # d hn = dan * r
+            dh *= z  # the direct path z * h_{t-1}
+            dh += np.matmul(Wh.T, dhw, out=tmp)  # dh_{t-1} (H, B)
+            dX[: 2 * H, t] = dhw[: 2 * H]
+            dX[2 * H :, t] = dan
+            dHN[:, t] = dhn
+        dWh = np.empty_like(Wh)
+        _recurrent_weight_grad(dX[: 2 * H], HS, out=dWh[: 2 * H])
+        _recurrent_weight_grad(dHN, HS, out=dWh[2 * H :])
+        dbh = np.concatenate([rowsum(_matrix(dX[: 2 * H])), rowsum(_matrix(dHN))])
+        return dX, (dh.copy(),), dWh, dbh
 
     def step(self, xw, state, Wh, bh, scratch, out):
-        G = xw.shape[1]
-        hw = scratch[:, :G]
-        self._cell(xw, state[0], Wh, bh[2 * G // 3 :], hw, scratch[:, G:], hw[:, 2 * G // 3 :], out[0])
+        G = xw.shape[0]
+        hw = scratch[:G]
+        self._cell(xw, state[0], Wh, bh[2 * G // 3 :, None], hw, scratch[G:], hw[2 * G // 3 :], out[0])
 
     @staticmethod
     def _cell(xw_t, h, Wh, bhn, hw, a, hn, h_out):
-        """One step: W_hh h into hw (B, 3H), gates into a, W_hn h + b_hn into hn, h_t into h_out."""
-        H = h_out.shape[1]
-        np.matmul(h, Wh, out=hw)  # (B, 3H)
-        np.add(hw[:, : 2 * H], xw_t[:, : 2 * H], out=a[:, : 2 * H])
-        sigmoid(a[:, : 2 * H], out=a[:, : 2 * H])  # r, z
-        r, z, n = a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
-        np.add(hw[:, 2 * H :], bhn, out=hn)
+        """One step: W_hh h into hw (3H, B), gates into a, W_hn h + b_hn into hn, h_t into h_out."""
+        H = h.shape[0]
+        np.matmul(Wh, h, out=hw)  # (3H, B)
+        np.add(hw[: 2 * H], xw_t[: 2 * H], out=a[: 2 * H])
+        sigmoid(a[: 2 * H], out=a[: 2 * H])  # r, z
+        r, z, n = a[:H], a[H : 2 * H], a[2 * H :]
+        np.add(hw[2 * H :], bhn, out=hn)
         np.multiply(r, hn, out=n)
-        n += xw_t[:, 2 * H :]
+        n += xw_t[2 * H :]
         np.tanh(n, out=n)
         np.subtract(h, n, out=h_out)  # h_t = n + z * (h_{t-1} - n)
         h_out *= z

@@ -7,12 +7,15 @@ Arrays (all load with numpy.load(path, allow_pickle=False)):
     vocab              (V,)      int64 Unicode code points, sorted; index i is chr(vocab[i])
     rnn.* / decoder.*            the parameters under PyTorch's state_dict names (model.py)
     optim.name, optim.t          the optimizer and its update count
-    optim.<slot>.<p>             optimizer state (optim.py), internal parameter names
+    optim.<slot>.<p>             optimizer state (optim.py), internal parameter names and shapes
     train.step, train.epoch, train.offset, train.chars_seen, train.elapsed_s, train.best_val
     state.h, state.c   (L, B, H) the hidden state carried into the next chunk (c for LSTM only)
     rng_state          ()        str, JSON of the dropout generator's bit_generator.state
     history.train      (n, 4)    step, chars_seen, elapsed_s, train loss (nats/char)
     history.val        (m, 4)    step, chars_seen, elapsed_s, validation loss (nats/char)
+
+Version 2 holds the optimizer state of the weight matrices in PyTorch's (out, in) shape, the
+model's internal layout since then; version 1 held it transposed and is converted on load.
 
 Writes are atomic: a temporary file in the same folder is written, flushed and fsynced, then
 renamed over the target, so a crash at any moment leaves the previous file intact.
@@ -29,7 +32,8 @@ from . import config as config_mod
 from .model import CharRNN, state_dict_names
 from .vocab import Vocab
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 REQUIRED = ("format_version", "config_json", "vocab")
 
 
@@ -138,6 +142,14 @@ class Checkpoint:
         return np.zeros((0, 4)) if rows is None else rows
 
 
+def _upgrade_v1(arrays):
+    """Version 1 stored the optimizer state of weight matrices as (in, out): transpose it to (out, in)."""
+    for name in list(arrays):
+        if name.startswith("optim.") and arrays[name].ndim == 2:
+            arrays[name] = np.ascontiguousarray(arrays[name].T)
+    arrays["format_version"] = np.array(FORMAT_VERSION, dtype=np.int64)
+
+
 def load(path):
     """Read and check a checkpoint; raises CheckpointError with a clear reason."""
     if not os.path.exists(path):
@@ -169,9 +181,11 @@ def load(path):
         version = int(arrays["format_version"])
     except (TypeError, ValueError):
         raise CheckpointError(f"{path}: format_version is not an integer") from None
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise CheckpointError(f"{path} has checkpoint format version {version}; "
-                              f"this charrnn reads version {FORMAT_VERSION}")
+                              f"this charrnn reads versions {', '.join(map(str, READABLE_VERSIONS))}")
+    if version == 1:
+        _upgrade_v1(arrays)
     missing = [n for n in REQUIRED if n not in arrays]
     if missing:
         raise CheckpointError(f"{path} is missing arrays: {', '.join(missing)}")

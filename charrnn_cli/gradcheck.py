@@ -66,8 +66,8 @@ def check_model(model_type, num_layers=2, hidden_size=6, vocab_size=5, seq_lengt
     grads = {k: v.copy() for k, v in grads.items()}
     dstate0 = tuple(d.copy() for d in dstate0)
 
-    # (name, array, analytic gradient, shape shown): 2-D weights are shown in PyTorch's (out, in) shape
-    targets_to_check = [(public_name(k), v, grads[k], v.shape[::-1]) for k, v in model.params.items()]
+    # (name, array, analytic gradient, shape shown): parameters have PyTorch's (out, in) shapes
+    targets_to_check = [(public_name(k), v, grads[k], v.shape) for k, v in model.params.items()]
     for name, s, d in zip(model.cell.state_names, state, dstate0):
         targets_to_check.append((f"{name}_0", s, d, s.shape))
 

@@ -1,31 +1,34 @@
 """The character model: a stack of recurrent layers and a linear decoder, forward and backward.
 
-    x_0   = one-hot(idx)                    input of layer 0 (done as a row lookup of W_ih)
-    y_k   = cell_k(x_k, state_k)            (T, B, H) for k = 0 .. L-1
+    x_0   = one-hot(idx)                    input of layer 0 (done as a column lookup of W_ih)
+    y_k   = cell_k(x_k, state_k)            (H, T, B) for k = 0 .. L-1
     x_k+1 = dropout(y_k)                    inverted dropout on every layer's output in training
-    logits = x_L W_dec^T + b_dec            (T, B, V)
+    logits = x_L^T W_dec^T + b_dec          (T*B, V)
     loss  = mean over T*B of -log softmax(logits)[target]
 
-Parameters are held in an internal, faster layout (transposed, LSTM gate blocks reordered);
-`state_dict()` / `load_state_dict()` convert to and from PyTorch's names and shapes for a
+Parameters are held with PyTorch's shapes, the LSTM's gate blocks reordered (cells.py);
+`state_dict()` / `load_state_dict()` convert to and from PyTorch's names and block order for a
 module with an `rnn` (nn.RNN / nn.LSTM / nn.GRU, batch_first=False) and a `decoder` (nn.Linear):
 
     rnn.weight_ih_l{k} (G*H, V or H)   rnn.weight_hh_l{k} (G*H, H)
     rnn.bias_ih_l{k}   (G*H,)          rnn.bias_hh_l{k}   (G*H,)
     decoder.weight     (V, H)          decoder.bias       (V,)
 
+Inside, activations are columns: a layer's outputs are (H, T, B) feature-major, so each weight
+gradient is one (out, T*B) @ (T*B, in) product over the chunk (cells.py explains the layouts).
 State is explicit: a tuple of (L, B, H) arrays, (h,) for RNN and GRU, (h, c) for LSTM,
 the same layout as PyTorch's h_0 / (h_0, c_0). The model holds only math: no files, no loop.
 """
 
 import numpy as np
 
-from .cells import Workspace, colsum, make_cell
+from .cells import Workspace, make_cell, rowsum
 
 
 def init_params(cell, vocab_size, hidden_size, num_layers, rng, dtype, init="pytorch", init_scale=None, forget_bias=0.0):
-    """Internal parameters: Wx{k} (In, G*H), Wh{k} (H, G*H), bx{k}, bh{k} (G*H,), Wy (H, V), by (V,).
+    """Internal parameters: Wx{k} (G*H, In), Wh{k} (G*H, H), bx{k}, bh{k} (G*H,), Wy (V, H), by (V,).
 
+    PyTorch's shapes, with the gate blocks in the cell's internal order.
     init="pytorch": every tensor U(-1/sqrt(H), 1/sqrt(H)) (PyTorch's RNN and Linear default);
     init="normal": weights N(0, init_scale^2), biases zero;
     init="xavier": weights U(+-sqrt(6 / (fan_in + fan_out))) per gate block, biases zero.
@@ -55,13 +58,13 @@ def init_params(cell, vocab_size, hidden_size, num_layers, rng, dtype, init="pyt
     p = {}
     for k in range(num_layers):
         n_in = V if k == 0 else H
-        p[f"Wx{k}"] = weight(n_in, H, (n_in, G * H))
-        p[f"Wh{k}"] = weight(H, H, (H, G * H))
+        p[f"Wx{k}"] = weight(n_in, H, (G * H, n_in))
+        p[f"Wh{k}"] = weight(H, H, (G * H, H))
         p[f"bx{k}"] = bias((G * H,))
         p[f"bh{k}"] = bias((G * H,))
         if cell.name == "lstm":
             p[f"bx{k}"][H : 2 * H] += forget_bias  # internal block 1 is the forget gate
-    p["Wy"] = weight(H, V, (H, V))
+    p["Wy"] = weight(H, V, (V, H))
     p["by"] = bias((V,))
     return {k: np.ascontiguousarray(v, dtype=dtype) for k, v in p.items()}
 
@@ -82,25 +85,54 @@ def state_dict_names(num_layers):
     return names + ["decoder.weight", "decoder.bias"]
 
 
-def scatter_rows(idx, rows, out):
-    """out[v] = sum of rows[n] where idx[n] == v; the gradient of a row lookup.
+ONE_HOT_MAX = 128  # distinct characters in a chunk up to which lookups and scatters are one-hot products
 
-    Done as one matrix product of a one-hot matrix over the characters present in the chunk
-    (BLAS-fast; np.add.at is ~10x slower); many distinct characters fall back to sorting.
-    >>> scatter_rows(np.array([1, 0, 1]), np.array([[1.], [2.], [3.]]), np.zeros((2, 1))).ravel().tolist()
-    [2.0, 4.0]
+
+def lookup_columns(table, idx, out):
+    """out[t, :, b] = table[:, idx[t, b]]: the one-hot product W_ih x for a (T, B) chunk, time-major.
+
+    Done as one batched matrix product of the table's columns for the characters present in the
+    chunk with a (T, U, B) one-hot array (BLAS-fast, exact: each sum has one nonzero term); with
+    many distinct characters, one gather per step.
+    >>> lookup_columns(np.array([[1., 2.], [3., 4.]]), np.array([[1, 0]]), np.empty((1, 2, 2))).tolist()
+    [[[2.0, 1.0], [4.0, 3.0]]]
+    """
+    T, B = idx.shape
+    uniq, inv = np.unique(idx, return_inverse=True)
+    if len(uniq) <= ONE_HOT_MAX:
+        onehot = np.zeros((T, len(uniq), B), dtype=table.dtype)  # (T, U, B)
+        onehot[np.arange(T)[:, None], inv.reshape(T, B), np.arange(B)] = 1
+        np.matmul(table[:, uniq], onehot, out=out)
+    else:
+        for t in range(T):
+            np.take(table, idx[t], axis=1, out=out[t], mode="clip")
+    return out
+
+
+def scatter_columns(idx, cols, out):
+    """out[:, v] = sum of cols[:, n] where idx[n] == v; the gradient of lookup_columns.
+
+    One matrix product with a one-hot matrix over the characters present (np.add.at is ~10x
+    slower); many distinct characters fall back to sorting.
+    >>> scatter_columns(np.array([1, 0, 1]), np.array([[1., 2., 3.]]), np.zeros((1, 2))).tolist()
+    [[2.0, 4.0]]
     """
     uniq, inv = np.unique(idx, return_inverse=True)
     out[...] = 0
-    if len(uniq) <= 512:
-        onehot = np.zeros((len(uniq), len(idx)), dtype=rows.dtype)  # (U, N)
-        onehot[inv, np.arange(len(idx))] = 1
-        out[uniq] = onehot @ rows
+    if len(uniq) <= ONE_HOT_MAX:
+        onehot = np.zeros((len(idx), len(uniq)), dtype=cols.dtype)  # (N, U)
+        onehot[np.arange(len(idx)), inv] = 1
+        out[:, uniq] = cols @ onehot
     else:
         order = np.argsort(inv, kind="stable")
         starts = np.flatnonzero(np.r_[True, np.diff(inv[order]) != 0])
-        out[uniq] = np.add.reduceat(rows[order], starts, axis=0)
+        out[:, uniq] = np.add.reduceat(cols[:, order], starts, axis=1)
     return out
+
+
+def _matrix(a):
+    """(F, T, B) -> (F, T*B) without a copy (the rows may be strided)."""
+    return a.reshape(a.shape[0], -1)
 
 
 class CharRNN:
@@ -130,13 +162,13 @@ class CharRNN:
         return tuple(np.zeros(shape, dtype=self.dtype) for _ in self.cell.state_names)
 
     def dropout_masks(self, T, B, rng):
-        """Inverted-dropout masks, one (T, B, H) per layer output, or None when dropout is off."""
+        """Inverted-dropout masks, one (H, T, B) per layer output, or None when dropout is off."""
         if self.dropout <= 0.0:
             return None
         keep = 1.0 - self.dropout
         masks = []
         for _ in range(self.num_layers):
-            u = rng.random((T, B, self.hidden_size), dtype=np.float32)  # float32 draws: half the work
+            u = rng.random((self.hidden_size, T, B), dtype=np.float32)  # float32 draws: half the work
             mask = np.less(u, np.float32(keep)).astype(self.dtype)
             mask *= self.dtype.type(1.0 / keep)  # inverted dropout: kept units scaled by 1 / keep
             masks.append(mask)
@@ -148,39 +180,39 @@ class CharRNN:
         """Run a (T, B) chunk of indices from `state`.
 
         Returns (loss, new_state, cache): loss is the mean cross-entropy in nats over T*B
-        targets (None when targets is None), cache feeds backward() and holds the logits.
-        `masks` (from dropout_masks) turns dropout on; None means evaluation.
+        targets (None when targets is None), cache feeds backward() and holds the (T*B, V)
+        logits, row t*B + b for step t of stream b. `masks` (from dropout_masks) turns dropout
+        on; None means evaluation.
         """
         T, B = idx.shape
         p, cell, dt = self.params, self.cell, self.dtype
         G = cell.gates * self.hidden_size
         layers, new_state = [], [[] for _ in cell.state_names]
-        x = None
+        x = None  # (H, T, B) feature-major input of the next layer
         for k in range(self.num_layers):
             ws = self._ws[k]
-            xw = ws.get("xw", (T, B, G), dt)
+            xw = ws.get("xw", (T, G, B), dt)  # time-major input contribution
             bias = cell.input_bias(p[f"bx{k}"], p[f"bh{k}"])
             if k == 0:
-                # one-hot product as a row lookup of a (V, G) table with the biases folded in;
-                # mode="clip" skips take's buffered out= path (5x faster; indices are in range)
-                np.take(p["Wx0"] + bias, idx, axis=0, out=xw, mode="clip")
+                # the one-hot product W_ih x as a lookup of a (G, V) table with the biases folded in
+                lookup_columns(p["Wx0"] + bias[:, None], idx, xw)
             else:
-                np.matmul(x.reshape(T * B, -1), p[f"Wx{k}"], out=xw.reshape(T * B, G))
-                xw += bias
-            s0 = tuple(s[k] for s in state)
-            hs, sT, cache = cell.forward(xw, s0, p[f"Wh{k}"], p[f"bh{k}"], ws)
+                np.matmul(p[f"Wx{k}"], x.transpose(1, 0, 2), out=xw)  # (G, H) @ (T, H, B), per step
+                xw += bias[:, None]
+            s0 = tuple(np.ascontiguousarray(s[k].T) for s in state)  # (H, B) columns
+            HS, sT, cache = cell.forward(xw, s0, p[f"Wh{k}"], p[f"bh{k}"], ws)
             for j, s in enumerate(sT):
-                new_state[j].append(s)
+                new_state[j].append(s.T)
+            hs = HS[:, 1:]  # (H, T, B)
             if masks is not None:
                 x = ws.get("drop", hs.shape, dt)
                 np.multiply(hs, masks[k], out=x)
             else:
                 x = hs
             layers.append((x, cache))
-        new_state = tuple(np.stack(s) for s in new_state)
-        top = x.reshape(T * B, self.hidden_size)
+        new_state = tuple(np.stack(s) for s in new_state)  # (L, B, H)
         logits = self._ws_top.get("logits", (T * B, self.vocab_size), dt)
-        np.matmul(top, p["Wy"], out=logits)
+        np.matmul(_matrix(x).T, p["Wy"].T, out=logits)  # (T*B, H) @ (H, V)
         logits += p["by"]
         cache = {"idx": idx, "targets": targets, "layers": layers, "masks": masks, "logits": logits}
         loss = None
@@ -200,35 +232,35 @@ class CharRNN:
         H, N = self.hidden_size, T * B
         grads = {}
         # backprop through softmax cross-entropy: (p - onehot) / N
-        dlogits = cache["probs"]
+        dlogits = cache["probs"]  # (N, V)
         dlogits[np.arange(N), targets.reshape(-1)] -= 1.0
         dlogits *= dt.type(1.0 / N)
-        top = layers[-1][0].reshape(N, H)
-        grads["Wy"] = top.T @ dlogits
-        grads["by"] = colsum(dlogits)
-        dx = (dlogits @ p["Wy"].T).reshape(T, B, H)
+        top = _matrix(layers[-1][0])  # (H, N)
+        grads["Wy"] = dlogits.T @ top.T  # (V, H)
+        grads["by"] = np.ones(N, dtype=dt) @ dlogits
+        dx = self._ws_top.get("dx", (H, T, B), dt)  # feature-major gradient at the top layer's output
+        np.matmul(p["Wy"].T, dlogits.T, out=_matrix(dx))
         dstate0 = [[None] * self.num_layers for _ in cell.state_names]
         for k in range(self.num_layers - 1, -1, -1):
             _, lcache = layers[k]
             if masks is not None:
                 dx *= masks[k]  # backprop through dropout
-            ds = tuple(np.zeros((B, H), dt) if dstate is None else dstate[j][k]
+            ds = tuple(np.zeros((H, B), dt) if dstate is None else np.ascontiguousarray(dstate[j][k].T)
                        for j in range(len(cell.state_names)))
-            dxw, ds0, dWh, dbh = cell.backward(dx, ds, lcache)
+            dxw, ds0, dWh, dbh = cell.backward(dx.transpose(1, 0, 2), ds, lcache)
             for j, s in enumerate(ds0):
-                dstate0[j][k] = s
-            G = dxw.shape[2]
-            dxw2 = dxw.reshape(N, G)
+                dstate0[j][k] = s.T
+            dxw2 = _matrix(dxw)  # (G, N)
             grads[f"Wh{k}"] = dWh
             grads[f"bh{k}"] = dbh
             if k == 0:
-                grads["Wx0"] = scatter_rows(idx.reshape(-1), dxw2, np.empty_like(p["Wx0"]))
-                grads["bx0"] = grads["Wx0"].sum(axis=0)  # one-hot input: every row of dxw lands in one row
+                grads["Wx0"] = scatter_columns(idx.reshape(-1), dxw2, np.empty_like(p["Wx0"]))
+                grads["bx0"] = rowsum(grads["Wx0"])  # one-hot input: every column of dxw lands in one column
             else:
-                grads[f"bx{k}"] = colsum(dxw2)
-                x_in = layers[k - 1][0].reshape(N, H)
-                grads[f"Wx{k}"] = x_in.T @ dxw2
-                dx = (dxw2 @ p[f"Wx{k}"].T).reshape(T, B, H)
+                grads[f"bx{k}"] = rowsum(dxw2)
+                grads[f"Wx{k}"] = dxw2 @ _matrix(layers[k - 1][0]).T  # (G, N) @ (N, H)
+                dx = self._ws[k].get("dx_in", (H, T, B), dt)
+                np.matmul(p[f"Wx{k}"].T, dxw2, out=_matrix(dx))
         dstate0 = tuple(np.stack(s) for s in dstate0)
         return grads, dstate0
 
@@ -240,19 +272,21 @@ class CharRNN:
         """
         p, cell, dt = self.params, self.cell, self.dtype
         L, B, H, G = self.num_layers, batch_size, self.hidden_size, cell.gates * self.hidden_size
-        states = [tuple(np.zeros((L, B, H), dt) for _ in cell.state_names) for _ in range(2)]
-        biases = [cell.input_bias(p[f"bx{k}"], p[f"bh{k}"]) for k in range(L)]
-        layers = []  # per buffer parity: per layer (W_ih^T, W_hh^T, b_hh, input bias, state in, state out)
+        states = [tuple(np.zeros((L, H, B), dt) for _ in cell.state_names) for _ in range(2)]
+        biases = [cell.input_bias(p[f"bx{k}"], p[f"bh{k}"])[:, None] for k in range(L)]
+        layers = []  # per buffer parity: per layer (W_ih, W_hh, b_hh, input bias, state in, state out)
         for src, dst in ((states[1], states[0]), (states[0], states[1])):
             layers.append([(p[f"Wx{k}"], p[f"Wh{k}"], p[f"bh{k}"], biases[k],
                             tuple(s[k] for s in src), tuple(s[k] for s in dst)) for k in range(L)])
         return {
-            "x0": p["Wx0"] + biases[0],  # (V, G)
+            "x0": np.ascontiguousarray((p["Wx0"] + biases[0]).T),  # (V, G): a character's row is contiguous
             "layers": layers,
-            "xw": np.empty((B, G), dt),
-            "scratch": np.empty((B, 2 * G), dt),
+            "xw": np.empty((G, B), dt),
+            "scratch": np.empty((2 * G, B), dt),
             "logits": np.empty((B, self.vocab_size), dt),
             "states": states,
+            "views": [tuple(s.transpose(0, 2, 1) for s in st) for st in states],  # (L, B, H) views
+            "WyT": p["Wy"].T,
             "flip": 0,  # the step writes states[flip], reading states[1 - flip]
         }
 
@@ -263,7 +297,7 @@ class CharRNN:
         arrays belong to it and stay valid for one more call (states alternate between two buffers).
         """
         flip = ctx["flip"]
-        src = ctx["states"][1 - flip]
+        src = ctx["views"][1 - flip]
         if state[0] is not src[0]:  # a state from elsewhere: copy it in (once per generation)
             for s, d in zip(state, src):
                 np.copyto(d, s)
@@ -272,16 +306,16 @@ class CharRNN:
         x = None
         for k, (Wx, Wh, bh, bias, s_in, s_out) in enumerate(ctx["layers"][flip]):
             if k == 0:
-                ctx["x0"].take(idx, 0, xw, "clip")  # one-hot product as a row lookup (the method: no wrapper)
+                np.copyto(xw.T, ctx["x0"].take(idx, 0))  # one-hot product as a row lookup
             else:
-                np.matmul(x, Wx, out=xw)
+                np.matmul(Wx, x, out=xw)
                 xw += bias
             step(xw, s_in, Wh, bh, scratch, s_out)
             x = s_out[0]
         logits = ctx["logits"]
-        np.matmul(x, self.params["Wy"], out=logits)
+        np.matmul(x.T, ctx["WyT"], out=logits)
         logits += self.params["by"]
-        return logits, ctx["states"][flip]
+        return logits, ctx["views"][flip]
 
     # ---- PyTorch names -----------------------------------------------------------------
 
@@ -291,11 +325,11 @@ class CharRNN:
         perm = _block_perm(self.cell.torch_blocks, H)
         sd = {}
         for k in range(self.num_layers):
-            sd[f"rnn.weight_ih_l{k}"] = np.ascontiguousarray(p[f"Wx{k}"].T[perm])
-            sd[f"rnn.weight_hh_l{k}"] = np.ascontiguousarray(p[f"Wh{k}"].T[perm])
-            sd[f"rnn.bias_ih_l{k}"] = p[f"bx{k}"][perm].copy()
-            sd[f"rnn.bias_hh_l{k}"] = p[f"bh{k}"][perm].copy()
-        sd["decoder.weight"] = np.ascontiguousarray(p["Wy"].T)
+            sd[f"rnn.weight_ih_l{k}"] = p[f"Wx{k}"][perm]
+            sd[f"rnn.weight_hh_l{k}"] = p[f"Wh{k}"][perm]
+            sd[f"rnn.bias_ih_l{k}"] = p[f"bx{k}"][perm]
+            sd[f"rnn.bias_hh_l{k}"] = p[f"bh{k}"][perm]
+        sd["decoder.weight"] = p["Wy"].copy()
         sd["decoder.bias"] = p["by"].copy()
         return sd
 
@@ -311,11 +345,11 @@ class CharRNN:
         inv = np.argsort(_block_perm(self.cell.torch_blocks, self.hidden_size))
         p, dt = self.params, self.dtype
         for k in range(self.num_layers):
-            p[f"Wx{k}"] = np.ascontiguousarray(np.asarray(sd[f"rnn.weight_ih_l{k}"])[inv].T, dtype=dt)
-            p[f"Wh{k}"] = np.ascontiguousarray(np.asarray(sd[f"rnn.weight_hh_l{k}"])[inv].T, dtype=dt)
+            p[f"Wx{k}"] = np.ascontiguousarray(np.asarray(sd[f"rnn.weight_ih_l{k}"])[inv], dtype=dt)
+            p[f"Wh{k}"] = np.ascontiguousarray(np.asarray(sd[f"rnn.weight_hh_l{k}"])[inv], dtype=dt)
             p[f"bx{k}"] = np.ascontiguousarray(np.asarray(sd[f"rnn.bias_ih_l{k}"])[inv], dtype=dt)
             p[f"bh{k}"] = np.ascontiguousarray(np.asarray(sd[f"rnn.bias_hh_l{k}"])[inv], dtype=dt)
-        p["Wy"] = np.ascontiguousarray(np.asarray(sd["decoder.weight"]).T, dtype=dt)
+        p["Wy"] = np.ascontiguousarray(sd["decoder.weight"], dtype=dt)
         p["by"] = np.ascontiguousarray(sd["decoder.bias"], dtype=dt)
 
     def num_params(self):

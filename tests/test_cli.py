@@ -141,12 +141,12 @@ def test_info(tmp_path):
     path = make_checkpoint(tmp_path / "m.npz", mt="gru", layers=2, history=hist)[0]
     r = run("info", path)
     assert r.exit_code == 0
-    for s in ["gru, 2 layer(s) x 8 hidden", "format version 1", "step 12", "epoch 1", "best 2.5000 nats/char",
+    for s in ["gru, 2 layer(s) x 8 hidden", "format version 2", "step 12", "epoch 1", "best 2.5000 nats/char",
               "latest 2.2000", "training.learning_rate", "val history"]:
         assert s in r.output, s
     d = json.loads(run("info", path, "--json").output)
     assert d["model"]["type"] == "gru" and d["vocab_size"] == len(set(TEXT)) and d["parameters"] > 0
-    assert d["best_val_loss"] == 2.5 and d["latest_val_loss"] == 2.2 and d["format_version"] == 1
+    assert d["best_val_loss"] == 2.5 and d["latest_val_loss"] == 2.2 and d["format_version"] == 2
 
 
 def test_sparkline():

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from charrnn_cli.gradcheck import check_model
-from charrnn_cli.model import CharRNN, scatter_rows, softmax_cross_entropy
+from charrnn_cli import model as model_mod
+from charrnn_cli.model import CharRNN, lookup_columns, scatter_columns, softmax_cross_entropy
 
 TYPES = ["rnn", "lstm", "gru"]
 
@@ -200,13 +201,25 @@ def test_float32_gradients_match_float64(mt):
         assert np.abs(g32[k] - g64[k]).max() <= 1e-5 * max(scale, 1e-3), k
 
 
-def test_scatter_rows_matches_add_at():
+@pytest.mark.parametrize("one_hot_max", [128, 2])  # the one-hot product and the many-characters fallback
+def test_scatter_columns_matches_add_at(monkeypatch, one_hot_max):
+    monkeypatch.setattr(model_mod, "ONE_HOT_MAX", one_hot_max)
     rng = np.random.default_rng(0)
     idx = rng.integers(0, 7, size=200)
-    rows = rng.normal(size=(200, 5))
+    cols = rng.normal(size=(5, 200))
     ref = np.zeros((9, 5))
-    np.add.at(ref, idx, rows)
-    np.testing.assert_allclose(scatter_rows(idx, rows, np.full((9, 5), 3.0)), ref, atol=1e-12)
+    np.add.at(ref, idx, cols.T)
+    np.testing.assert_allclose(scatter_columns(idx, cols, np.full((5, 9), 3.0)), ref.T, atol=1e-12)
+
+
+@pytest.mark.parametrize("one_hot_max", [128, 2])
+def test_lookup_columns_is_an_exact_gather(monkeypatch, one_hot_max):
+    monkeypatch.setattr(model_mod, "ONE_HOT_MAX", one_hot_max)
+    rng = np.random.default_rng(1)
+    table = rng.normal(size=(6, 9)).astype(np.float32)
+    idx = rng.integers(0, 9, size=(4, 3))
+    out = lookup_columns(table, idx, np.empty((4, 6, 3), np.float32))
+    np.testing.assert_array_equal(out, table[:, idx].transpose(1, 0, 2))  # bit for bit, not approximately
 
 
 def test_softmax_cross_entropy_is_stable():

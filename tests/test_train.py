@@ -76,6 +76,27 @@ def test_exact_resume_is_bitwise(tmp_path, optimizer, mt):
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
+def test_version_1_checkpoint_resumes_exactly(tmp_path):
+    # version 1 stored the optimizer state of weight matrices transposed; load converts it
+    raw = make_config(tmp_path, max_steps=6, checkpoint_every=100)
+    train(from_dict(raw), quiet=True)
+    with np.load(tmp_path / "run" / "latest.npz", allow_pickle=False) as z:
+        arrays = dict(z)
+    assert int(arrays["format_version"]) == 2
+    old = {k: (np.ascontiguousarray(v.T) if k.startswith("optim.") and v.ndim == 2 else v) for k, v in arrays.items()}
+    old["format_version"] = np.array(1)
+    assert any(old[k].shape != arrays[k].shape for k in arrays)  # the test converts something
+    np.savez(tmp_path / "v1.npz", **old)
+    results = []
+    for name, src in (("a", tmp_path / "run" / "latest.npz"), ("b", tmp_path / "v1.npz")):
+        raw["output"]["dir"] = str(tmp_path / name)
+        raw["training"]["max_steps"] = 10
+        train(from_dict(raw), resume=str(src), quiet=True)
+        results.append(params_of(str(tmp_path / name / "latest.npz")))
+    for k in results[0]:
+        np.testing.assert_array_equal(results[0][k], results[1][k], err_msg=k)
+
+
 def test_checkpoint_round_trip_and_contents(tmp_path):
     res = train(from_dict(make_config(tmp_path)), quiet=True)
     ck = ckpt.load(os.path.join(res.out_dir, "latest.npz"))
