@@ -25,7 +25,7 @@ Every cell has one interface, used by the model for every layer:
 
     HS, state, cache       = cell.forward(xw, state0, Wh, bh, ws)
     dxw, dstate0, dWh, dbh = cell.backward(dhs, dstate, cache)
-    cell.step(xw_t, state, Wh, bh, scratch, out)                # one step, no cache: generation
+    cell.step(xw_t, hw, state, bh, scratch)                     # one step in place: generation
 
     xw      (T, G*H, B) time-major: W_ih x_t plus cell.input_bias(bx, bh), for the whole chunk
     state   tuple of (H, B) arrays: (h,) for RNN and GRU, (h, c) for LSTM
@@ -35,8 +35,10 @@ Every cell has one interface, used by the model for every layer:
     dxw     (G*H, T, B) feature-major gradient of xw; dWh (G*H, H), dbh (G*H,)
 
 The cache and HS live in the workspace `ws` and are valid until its next forward. Each cell writes
-one step's equations once, in `_cell`, into buffers it is given: forward keeps every step's buffers
-for backward, step() reuses scratch. The LSTM keeps its gate blocks as (i, f, o, g) so the three
+one step's pointwise equations once, in `_gates`, into buffers it is given; forward calls it after
+the step's product W_hh h_{t-1} and keeps every step's buffers for backward; step() is given the
+product already made (the model makes it together with the next layer's, see CharRNN.step)
+and updates the state in place. The LSTM keeps its gate blocks as (i, f, o, g) so the three
 sigmoids are one pass; `torch_blocks` maps them back to PyTorch's (i, f, g, o).
 """
 
@@ -105,10 +107,10 @@ class Cell:
     def backward(self, dhs, dstate, cache):
         raise NotImplementedError
 
-    def step(self, xw, state, Wh, bh, scratch, out):
-        """One time step for generation: xw (G*H, B) -> the new state written into `out`.
+    def step(self, xw, hw, state, bh, scratch):
+        """One time step for generation, updating `state` in place.
 
-        `scratch` is a (2*G*H, B) buffer; `out` arrays must not share memory with `state`.
+        xw (G*H, B) input contribution, hw (G*H, B) = W_hh h_{t-1}, `scratch` a (2*G*H, B) buffer.
         """
         raise NotImplementedError
 
@@ -131,7 +133,9 @@ class RNNCell(Cell):
         T = xw.shape[0]
         HS = _hidden_buffer(state0[0], T, ws)
         for t in range(T):
-            self._cell(xw[t], HS[:, t], Wh, HS[:, t + 1])
+            h_out = HS[:, t + 1]
+            np.matmul(Wh, HS[:, t], out=h_out)
+            self._gates(xw[t], h_out, h_out)
         return HS, (HS[:, T].copy(),), (HS, Wh, ws)
 
     def backward(self, dhs, dstate, cache):
@@ -154,14 +158,13 @@ class RNNCell(Cell):
         dWh = _recurrent_weight_grad(dA, HS)
         return dA, (dh.copy(),), dWh, rowsum(_matrix(dA))
 
-    def step(self, xw, state, Wh, bh, scratch, out):
-        self._cell(xw, state[0], Wh, out[0])
+    def step(self, xw, hw, state, bh, scratch):
+        self._gates(xw, hw, state[0])
 
     @staticmethod
-    def _cell(xw_t, h, Wh, h_out):
-        """One step: h_t = tanh(W_hh h + xw_t) into h_out (H, B)."""
-        np.matmul(Wh, h, out=h_out)
-        h_out += xw_t
+    def _gates(xw_t, hw, h_out):
+        """h_t = tanh(W_hh h_{t-1} + xw_t) into h_out (H, B); hw holds W_hh h_{t-1} (may be h_out)."""
+        np.add(hw, xw_t, out=h_out)
         np.tanh(h_out, out=h_out)
 
 
@@ -182,7 +185,8 @@ class LSTMCell(Cell):
         TC = ws.get("TC", (T, H, B), dt)  # tanh(c_t)
         C[0] = c0
         for t in range(T):  # keep every intermediate for backward
-            self._cell(xw[t], HS[:, t], C[t], Wh, A[t], C[t + 1], TC[t], HS[:, t + 1])
+            np.matmul(Wh, HS[:, t], out=A[t])  # (4H, B)
+            self._gates(xw[t], A[t], C[t], A[t], C[t + 1], TC[t], HS[:, t + 1])
         return HS, (HS[:, T].copy(), C[T].copy()), (HS, A, C, TC, Wh, ws)
 
     def backward(self, dhs, dstate, cache):
@@ -226,16 +230,19 @@ class LSTMCell(Cell):
         dWh = _recurrent_weight_grad(dA, HS)
         return dA, (dh.copy(), dc.copy()), dWh, rowsum(_matrix(dA))
 
-    def step(self, xw, state, Wh, bh, scratch, out):
+    def step(self, xw, hw, state, bh, scratch):
         G = xw.shape[0]
-        self._cell(xw, state[0], state[1], Wh, scratch[:G], out[1], scratch[G : G + G // 4], out[0])
+        h, c = state
+        self._gates(xw, hw, c, scratch[:G], c, scratch[G : G + G // 4], h)
 
     @staticmethod
-    def _cell(xw_t, h, c, Wh, a, c_out, tc_out, h_out):
-        """One step: gates into a (4H, B), c_t into c_out, tanh(c_t) into tc_out, h_t into h_out."""
+    def _gates(xw_t, hw, c, a, c_out, tc_out, h_out):
+        """Gates of W_hh h_{t-1} (hw) + xw_t into a (4H, B), c_t into c_out, tanh(c_t) into tc_out, h_t into h_out.
+
+        hw may be a; c_out may be c.
+        """
         H = c.shape[0]
-        np.matmul(Wh, h, out=a)  # (4H, B)
-        a += xw_t
+        np.add(hw, xw_t, out=a)
         sigmoid(a[: 3 * H], out=a[: 3 * H])  # i, f, o in one pass
         np.tanh(a[3 * H :], out=a[3 * H :])  # g
         i, f, o, g = a[:H], a[H : 2 * H], a[2 * H : 3 * H], a[3 * H :]
@@ -269,7 +276,8 @@ class GRUCell(Cell):
         hw = ws.get("hw", (G, B), dt)
         bhn = bh[2 * H :, None]
         for t in range(T):  # keep every intermediate for backward
-            self._cell(xw[t], HS[:, t], Wh, bhn, hw, A[t], HN[t], HS[:, t + 1])
+            np.matmul(Wh, HS[:, t], out=hw)  # (3H, B)
+            self._gates(xw[t], hw, HS[:, t], bhn, A[t], HN[t], HS[:, t + 1])
         return HS, (HS[:, T].copy(),), (HS, A, HN, Wh, ws)
 
     def backward(self, dhs, dstate, cache):
@@ -313,16 +321,15 @@ class GRUCell(Cell):
         dbh = np.concatenate([rowsum(_matrix(dX[: 2 * H])), rowsum(_matrix(dHN))])
         return dX, (dh.copy(),), dWh, dbh
 
-    def step(self, xw, state, Wh, bh, scratch, out):
+    def step(self, xw, hw, state, bh, scratch):
         G = xw.shape[0]
-        hw = scratch[:G]
-        self._cell(xw, state[0], Wh, bh[2 * G // 3 :, None], hw, scratch[G:], hw[2 * G // 3 :], out[0])
+        h = state[0]
+        self._gates(xw, hw, h, bh[2 * G // 3 :, None], scratch[:G], scratch[G : G + G // 3], h)
 
     @staticmethod
-    def _cell(xw_t, h, Wh, bhn, hw, a, hn, h_out):
-        """One step: W_hh h into hw (3H, B), gates into a, W_hn h + b_hn into hn, h_t into h_out."""
+    def _gates(xw_t, hw, h, bhn, a, hn, h_out):
+        """Gates of hw = W_hh h_{t-1} (3H, B) and xw_t into a, W_hn h + b_hn into hn, h_t into h_out (may be h)."""
         H = h.shape[0]
-        np.matmul(Wh, h, out=hw)  # (3H, B)
         np.add(hw[: 2 * H], xw_t[: 2 * H], out=a[: 2 * H])
         sigmoid(a[: 2 * H], out=a[: 2 * H])  # r, z
         r, z, n = a[:H], a[H : 2 * H], a[2 * H :]

@@ -267,55 +267,60 @@ class CharRNN:
     def prepare_step(self, batch_size):
         """Tables and buffers for step(): valid while the parameters stay as they are.
 
-        Layer 0's input table folds the biases into the rows of W_ih^T, so a step's input is one
-        row lookup; every buffer and every per-layer view is made here, once, not per character.
+        Each layer's new h_t is multiplied once, by its W_hh stacked on the next layer's W_ih (the
+        decoder's weight for the top layer): one product gives this layer's recurrent term for the
+        next step and the next layer's input term (or the logits) for this one. Layer 0's input is
+        a row of W_ih^T with the biases folded in. Every buffer and view is made here, once.
         """
         p, cell, dt = self.params, self.cell, self.dtype
-        L, B, H, G = self.num_layers, batch_size, self.hidden_size, cell.gates * self.hidden_size
-        states = [tuple(np.zeros((L, H, B), dt) for _ in cell.state_names) for _ in range(2)]
-        biases = [cell.input_bias(p[f"bx{k}"], p[f"bh{k}"])[:, None] for k in range(L)]
-        layers = []  # per buffer parity: per layer (W_ih, W_hh, b_hh, input bias, state in, state out)
-        for src, dst in ((states[1], states[0]), (states[0], states[1])):
-            layers.append([(p[f"Wx{k}"], p[f"Wh{k}"], p[f"bh{k}"], biases[k],
-                            tuple(s[k] for s in src), tuple(s[k] for s in dst)) for k in range(L)])
+        L, B, H, G, V = self.num_layers, batch_size, self.hidden_size, cell.gates * self.hidden_size, self.vocab_size
+        state = tuple(np.zeros((L, H, B), dt) for _ in cell.state_names)
+        layers = []  # per layer: (stacked weight, product buffer, input bias, b_hh, state)
+        for k in range(L):
+            nxt = p[f"Wx{k + 1}"] if k + 1 < L else p["Wy"]
+            bias = cell.input_bias(p[f"bx{k}"], p[f"bh{k}"])[:, None]
+            layers.append((np.concatenate([p[f"Wh{k}"], nxt]), np.zeros((G + nxt.shape[0], B), dt), bias,
+                           p[f"bh{k}"], tuple(s[k] for s in state)))
+        x0 = np.ascontiguousarray((p["Wx0"] + layers[0][2]).T)  # (V, G): a character's row is contiguous
         return {
-            "x0": np.ascontiguousarray((p["Wx0"] + biases[0]).T),  # (V, G): a character's row is contiguous
+            "x0": x0,
+            "rows": [x0[j : j + 1].T for j in range(V)],  # (G, 1) views: batch 1 needs no copy
             "layers": layers,
             "xw": np.empty((G, B), dt),
             "scratch": np.empty((2 * G, B), dt),
-            "logits": np.empty((B, self.vocab_size), dt),
-            "states": states,
-            "views": [tuple(s.transpose(0, 2, 1) for s in st) for st in states],  # (L, B, H) views
-            "WyT": p["Wy"].T,
-            "flip": 0,  # the step writes states[flip], reading states[1 - flip]
+            "by": p["by"][:, None],
+            "logits": np.empty((V, B), dt),
+            "state": state,
+            "view": tuple(s.transpose(0, 2, 1) for s in state),  # (L, B, H) views
         }
 
     def step(self, idx, state, ctx):
-        """One generation step for a (B,) array of indices: (logits (B, V), new state).
+        """One generation step for a (B,) array of indices (or an int when B is 1): (logits (B, V), new state).
 
         Evaluation mode (no dropout), no cache. `ctx` comes from prepare_step(B); the returned
-        arrays belong to it and stay valid for one more call (states alternate between two buffers).
+        arrays belong to it and are valid until the next call, which updates them in place.
         """
-        flip = ctx["flip"]
-        src = ctx["views"][1 - flip]
-        if state[0] is not src[0]:  # a state from elsewhere: copy it in (once per generation)
-            for s, d in zip(state, src):
+        layers, xw, scratch, step, G = ctx["layers"], ctx["xw"], ctx["scratch"], self.cell.step, ctx["xw"].shape[0]
+        if state[0] is not ctx["view"][0]:  # a state from elsewhere: copy it in (once per generation)
+            for s, d in zip(state, ctx["view"]):
                 np.copyto(d, s)
-        ctx["flip"] = 1 - flip
-        xw, scratch, step = ctx["xw"], ctx["scratch"], self.cell.step
-        x = None
-        for k, (Wx, Wh, bh, bias, s_in, s_out) in enumerate(ctx["layers"][flip]):
-            if k == 0:
-                np.copyto(xw.T, ctx["x0"].take(idx, 0))  # one-hot product as a row lookup
-            else:
-                np.matmul(Wx, x, out=xw)
-                xw += bias
-            step(xw, s_in, Wh, bh, scratch, s_out)
-            x = s_out[0]
+            for W, P, _, _, s in layers:
+                np.matmul(W[:G], s[0], out=P[:G])  # the recurrent term of the first step
+        if isinstance(idx, (int, np.integer)):
+            x = ctx["rows"][idx]  # one-hot product as a row lookup, no copy
+        else:
+            x = xw
+            np.copyto(xw.T, ctx["x0"].take(idx, 0))
+        for k, (W, P, bias, bh, s) in enumerate(layers):
+            if k > 0:
+                np.add(x, bias, out=xw)
+                x = xw
+            step(x, P[:G], s, bh, scratch)
+            np.matmul(W, s[0], out=P)  # [W_hh; W_next] h_t: next step's recurrent term, next layer's input
+            x = P[G:]
         logits = ctx["logits"]
-        np.matmul(x.T, ctx["WyT"], out=logits)
-        logits += self.params["by"]
-        return logits, ctx["views"][flip]
+        np.add(x, ctx["by"], out=logits)
+        return logits.T, ctx["view"]
 
     # ---- PyTorch names -----------------------------------------------------------------
 
