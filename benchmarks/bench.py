@@ -4,6 +4,12 @@
     python benchmarks/bench.py --quick         # fewer repeats, one round
     python benchmarks/bench.py --large-gib 1   # also prepare and train on a 1 GiB generated file
 
+Where OPENBLAS_CORETYPE pins NumPy's OpenBLAS to older kernels (set on some shared machines),
+NumPy's products run up to 2x slower than the CPU allows while PyTorch's MKL is unaffected;
+the `blas:` line says which kernels ran. `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python
+benchmarks/bench.py` measures with the kernels OpenBLAS picks for the CPU, as on a machine
+without the pin.
+
 Each measurement runs in its own subprocess (so peak memory is per run and the two libraries never
 share a process). Training throughput is steady state: two warm-up steps are excluded, then the
 median over repeats of timed blocks of steps. Sampling is characters per second at batch 1.
@@ -212,6 +218,21 @@ def has_torch():
         return False
 
 
+def blas_kernels():
+    """Which BLAS kernels NumPy runs: OpenBLAS may be pinned to older ones by OPENBLAS_CORETYPE."""
+    pinned = os.environ.get("OPENBLAS_CORETYPE")
+    try:
+        from threadpoolctl import threadpool_info
+
+        for d in threadpool_info():
+            if d.get("internal_api") == "openblas":
+                return f"NumPy's OpenBLAS {d.get('version')}: {d.get('architecture')} kernels" + \
+                    (f" (pinned by OPENBLAS_CORETYPE={pinned})" if pinned else "")
+    except ImportError:
+        pass
+    return f"OPENBLAS_CORETYPE={pinned}" if pinned else "BLAS kernels as the library chooses them"
+
+
 def machine():
     import platform
 
@@ -253,6 +274,7 @@ def main():
         a.rounds = 1
     use_torch = has_torch() and not a.no_torch
     print(f"machine: {machine()}")
+    print(f"blas: {blas_kernels()}")
     print(f"training: Adam, global-norm clip 5, float32; median of {repeats} blocks of {steps} steps "
           f"after 2 warm-up steps; sampling: {a.sample_chars} characters at batch 1, median of {repeats}; "
           f"each row the median of {a.rounds} alternating rounds, every run in a fresh process\n")
