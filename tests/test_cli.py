@@ -63,6 +63,27 @@ def test_argmax_ignores_the_rng_and_equals_top_k_1(ck):
     assert a.startswith("\n")  # no --seed: a newline when the vocabulary has one
 
 
+def test_uniforms_in_blocks_are_the_single_draws():
+    from charrnn_cli.sample import _uniforms
+
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    u = _uniforms(a, block=4)
+    assert [next(u) for _ in range(10)] == [b.random() for _ in range(10)]
+
+
+def test_choose_one_matches_choose():
+    from charrnn_cli.sample import _choose_one
+
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        z = rng.normal(size=(1, 9)).astype(np.float32) * 3
+        for temp, k in ((1.0, None), (0.7, 3)):
+            seed = int(rng.integers(1 << 30))
+            u = np.random.default_rng(seed).random()
+            assert _choose_one(z[0], temp, k, False, u) == _choose(z, temp, k, False, np.random.default_rng(seed))[0]
+    assert _choose_one(np.array([0.0, 5.0, 1.0]), 1.0, None, True, 0.5) == 1
+
+
 def test_choose_temperature_top_k_and_argmax():
     rng = np.random.default_rng(0)
     logits = np.tile(np.log(np.array([0.5, 0.3, 0.15, 0.05])), (20000, 1))

@@ -212,9 +212,10 @@ def test_scatter_columns_matches_add_at(monkeypatch, one_hot_max):
     np.testing.assert_allclose(scatter_columns(idx, cols, np.full((5, 9), 3.0)), ref.T, atol=1e-12)
 
 
-@pytest.mark.parametrize("one_hot_max", [128, 2])
-def test_lookup_columns_is_an_exact_gather(monkeypatch, one_hot_max):
+@pytest.mark.parametrize("one_hot_max,small", [(128, 0), (2, 0), (128, 1 << 16)])  # every path
+def test_lookup_columns_is_an_exact_gather(monkeypatch, one_hot_max, small):
     monkeypatch.setattr(model_mod, "ONE_HOT_MAX", one_hot_max)
+    monkeypatch.setattr(model_mod, "SMALL_CHUNK", small)
     rng = np.random.default_rng(1)
     table = rng.normal(size=(6, 9)).astype(np.float32)
     idx = rng.integers(0, 9, size=(4, 3))
@@ -259,9 +260,10 @@ def test_matches_pytorch(mt):
 
 
 @pytest.mark.parametrize("mt", TYPES)
-def test_step_equals_forward(mt):
-    V, B = 6, 3
-    m = CharRNN(mt, V, 7, 2, seed=5, dtype=np.float64)
+@pytest.mark.parametrize("B,layers", [(3, 2), (1, 1), (1, 3)])  # B = 1 takes the int-index path
+def test_step_equals_forward(mt, B, layers):
+    V = 6
+    m = CharRNN(mt, V, 7, layers, seed=5, dtype=np.float64)
     rng = np.random.default_rng(2)
     idx = rng.integers(0, V, size=(5, B))
     state = tuple(rng.normal(size=s.shape) for s in m.zero_state(B))
@@ -270,7 +272,7 @@ def test_step_equals_forward(mt):
     s = state
     ctx = m.prepare_step(B)
     for t in range(5):
-        logits, s = m.step(idx[t], s, ctx)
+        logits, s = m.step(int(idx[t, 0]) if B == 1 else idx[t], s, ctx)
         np.testing.assert_allclose(logits, ref[t], atol=1e-12)
     for a, b in zip(s, ref_state):
         np.testing.assert_allclose(a, b, atol=1e-12)
