@@ -370,8 +370,8 @@ class CharRNN:
             p[f"Wh{k}"] = np.ascontiguousarray(np.asarray(sd[f"rnn.weight_hh_l{k}"])[inv], dtype=dt)
             p[f"bx{k}"] = np.ascontiguousarray(np.asarray(sd[f"rnn.bias_ih_l{k}"])[inv], dtype=dt)
             p[f"bh{k}"] = np.ascontiguousarray(np.asarray(sd[f"rnn.bias_hh_l{k}"])[inv], dtype=dt)
-        p["Wy"] = np.ascontiguousarray(sd["decoder.weight"], dtype=dt)
-        p["by"] = np.ascontiguousarray(sd["decoder.bias"], dtype=dt)
+        p["Wy"] = np.array(sd["decoder.weight"], dtype=dt)  # copies: training updates parameters in place
+        p["by"] = np.array(sd["decoder.bias"], dtype=dt)
 
     def num_params(self):
         return int(sum(v.size for v in self.params.values()))

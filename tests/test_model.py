@@ -186,6 +186,12 @@ def test_state_dict_round_trip(mt):
         np.testing.assert_array_equal(a.params[k], b.params[k])
     with pytest.raises(ValueError, match="shape"):
         CharRNN(mt, 5, 3, 2).load_state_dict(a.state_dict())
+    sd = a.state_dict()  # the model owns copies: training updates its parameters in place
+    b.load_state_dict(sd)
+    for v in sd.values():
+        v += 1.0
+    for k in a.params:
+        np.testing.assert_array_equal(a.params[k], b.params[k])
 
 
 @pytest.mark.parametrize("mt", TYPES)
