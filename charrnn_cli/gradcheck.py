@@ -15,7 +15,7 @@ import numpy as np
 
 from .model import CharRNN
 
-EPS = 1e-4  # balances truncation (~eps^2) against rounding (~1e-16 / eps) in float64
+EPS = 1e-5  # near the balance of truncation (~eps^2) and rounding (~1e-16 / eps) in float64: ~(1e-16)^(1/3)
 FLOOR = 1e-4
 
 
