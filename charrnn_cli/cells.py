@@ -80,7 +80,7 @@ def sigmoid(x, out):
     return out
 
 
-def _matrix(a):
+def as_matrix(a):
     """(F, T, B) -> (F, T*B) without a copy (the rows may be strided)."""
     return a.reshape(a.shape[0], -1)
 
@@ -88,7 +88,7 @@ def _matrix(a):
 def _recurrent_weight_grad(dA, HS, out=None):
     """dWh = sum_t dA_t h_{t-1}^T: one (G, T*B) @ (T*B, H) product over the whole chunk."""
     T = dA.shape[1]
-    return np.matmul(_matrix(dA), _matrix(HS[:, :T]).T, out=out)
+    return np.matmul(as_matrix(dA), as_matrix(HS[:, :T]).T, out=out)
 
 
 class Cell:
@@ -158,7 +158,7 @@ class RNNCell(Cell):
             np.matmul(Wh.T, da, out=dh)  # dh_{t-1} (H, B)
             dA[:, t] = da
         dWh = _recurrent_weight_grad(dA, HS)
-        return dA, (dh.copy(),), dWh, rowsum(_matrix(dA))
+        return dA, (dh.copy(),), dWh, rowsum(as_matrix(dA))
 
     def step(self, xw, hw, state, bh, scratch):
         self._gates(xw, hw, state[0])
@@ -230,7 +230,7 @@ class LSTMCell(Cell):
             np.matmul(Wh.T, da, out=dh)  # dh_{t-1} (H, B)
             dA[:, t] = da
         dWh = _recurrent_weight_grad(dA, HS)
-        return dA, (dh.copy(), dc.copy()), dWh, rowsum(_matrix(dA))
+        return dA, (dh.copy(), dc.copy()), dWh, rowsum(as_matrix(dA))
 
     def step(self, xw, hw, state, bh, scratch):
         G = xw.shape[0]
@@ -320,7 +320,7 @@ class GRUCell(Cell):
         dWh = np.empty_like(Wh)
         _recurrent_weight_grad(dX[: 2 * H], HS, out=dWh[: 2 * H])
         _recurrent_weight_grad(dHN, HS, out=dWh[2 * H :])
-        dbh = np.concatenate([rowsum(_matrix(dX[: 2 * H])), rowsum(_matrix(dHN))])
+        dbh = np.concatenate([rowsum(as_matrix(dX[: 2 * H])), rowsum(as_matrix(dHN))])
         return dX, (dh.copy(),), dWh, dbh
 
     def step(self, xw, hw, state, bh, scratch):

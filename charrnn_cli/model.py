@@ -22,7 +22,7 @@ the same layout as PyTorch's h_0 / (h_0, c_0). The model holds only math: no fil
 
 import numpy as np
 
-from .cells import Workspace, make_cell, rowsum
+from .cells import Workspace, as_matrix, make_cell, rowsum
 
 
 def init_params(cell, vocab_size, hidden_size, num_layers, rng, dtype, init="pytorch", init_scale=None, forget_bias=0.0):
@@ -86,7 +86,7 @@ def state_dict_names(num_layers):
 
 
 ONE_HOT_MAX = 128  # distinct characters in a chunk up to which lookups and scatters are one-hot products
-SMALL_CHUNK = 1 << 16  # input contributions (T*G*H*B values) up to which the lookup is a plain gather
+SMALL_CHUNK = 1 << 16  # size of the (T, G*H, B) input contribution up to which the lookup is a plain gather
 
 
 def present(idx, V):
@@ -106,7 +106,7 @@ def lookup_columns(table, idx, out):
 
     Done as one batched matrix product of the table's columns for the characters present in the
     chunk with a (T, U, B) one-hot array (BLAS-fast, exact: each sum has one nonzero term); with
-    many distinct characters, one gather per step.
+    many distinct characters, one gather per step; a small chunk is one plain gather.
     >>> lookup_columns(np.array([[1., 2.], [3., 4.]]), np.array([[1, 0]]), np.empty((1, 2, 2))).tolist()
     [[[2.0, 1.0], [4.0, 3.0]]]
     """
@@ -144,11 +144,6 @@ def scatter_columns(idx, cols, out):
         starts = np.flatnonzero(np.r_[True, np.diff(inv[order]) != 0])
         out[:, uniq] = np.add.reduceat(cols[:, order], starts, axis=1)
     return out
-
-
-def _matrix(a):
-    """(F, T, B) -> (F, T*B) without a copy (the rows may be strided)."""
-    return a.reshape(a.shape[0], -1)
 
 
 class CharRNN:
@@ -228,7 +223,7 @@ class CharRNN:
             layers.append((x, cache))
         new_state = tuple(np.stack(s) for s in new_state)  # (L, B, H)
         logits = self._ws_top.get("logits", (T * B, self.vocab_size), dt)
-        np.matmul(_matrix(x).T, p["Wy"].T, out=logits)  # (T*B, H) @ (H, V)
+        np.matmul(as_matrix(x).T, p["Wy"].T, out=logits)  # (T*B, H) @ (H, V)
         logits += p["by"]
         cache = {"idx": idx, "targets": targets, "layers": layers, "masks": masks, "logits": logits}
         loss = None
@@ -251,11 +246,11 @@ class CharRNN:
         dlogits = cache["probs"]  # (N, V)
         dlogits[np.arange(N), targets.reshape(-1)] -= 1.0
         dlogits *= dt.type(1.0 / N)
-        top = _matrix(layers[-1][0])  # (H, N)
+        top = as_matrix(layers[-1][0])  # (H, N)
         grads["Wy"] = dlogits.T @ top.T  # (V, H)
-        grads["by"] = np.ones(N, dtype=dt) @ dlogits
+        grads["by"] = rowsum(dlogits.T)
         dx = self._ws_top.get("dx", (H, T, B), dt)  # feature-major gradient at the top layer's output
-        np.matmul(p["Wy"].T, dlogits.T, out=_matrix(dx))
+        np.matmul(p["Wy"].T, dlogits.T, out=as_matrix(dx))
         dstate0 = [[None] * self.num_layers for _ in cell.state_names]
         for k in range(self.num_layers - 1, -1, -1):
             _, lcache = layers[k]
@@ -266,7 +261,7 @@ class CharRNN:
             dxw, ds0, dWh, dbh = cell.backward(dx.transpose(1, 0, 2), ds, lcache)
             for j, s in enumerate(ds0):
                 dstate0[j][k] = s.T
-            dxw2 = _matrix(dxw)  # (G, N)
+            dxw2 = as_matrix(dxw)  # (G, N)
             grads[f"Wh{k}"] = dWh
             grads[f"bh{k}"] = dbh
             if k == 0:
@@ -274,9 +269,9 @@ class CharRNN:
                 grads["bx0"] = rowsum(grads["Wx0"])  # one-hot input: every column of dxw lands in one column
             else:
                 grads[f"bx{k}"] = rowsum(dxw2)
-                grads[f"Wx{k}"] = dxw2 @ _matrix(layers[k - 1][0]).T  # (G, N) @ (N, H)
+                grads[f"Wx{k}"] = dxw2 @ as_matrix(layers[k - 1][0]).T  # (G, N) @ (N, H)
                 dx = self._ws[k].get("dx_in", (H, T, B), dt)
-                np.matmul(p[f"Wx{k}"].T, dxw2, out=_matrix(dx))
+                np.matmul(p[f"Wx{k}"].T, dxw2, out=as_matrix(dx))
         dstate0 = tuple(np.stack(s) for s in dstate0)
         return grads, dstate0
 
@@ -306,7 +301,6 @@ class CharRNN:
             "scratch": np.empty((2 * G, B), dt),
             "by": p["by"][:, None],
             "logits": np.empty((V, B), dt),
-            "state": state,
             "view": tuple(s.transpose(0, 2, 1) for s in state),  # (L, B, H) views
         }
 
