@@ -10,37 +10,51 @@ T > 1 flattens it (more surprising text). top_k keeps the k most likely characte
 
 import numpy as np
 
-
-def _choose(logits, temperature, top_k, argmax, rng):
-    """Pick one index per row of (N, V) logits by inverse-CDF sampling of softmax(logits / T)."""
-    if argmax or top_k == 1:
-        return logits.argmax(axis=1)
-    z = logits if temperature == 1.0 else logits * (1.0 / temperature)
-    if top_k is not None and top_k < z.shape[1]:
-        kth = np.partition(z, -top_k, axis=1)[:, -top_k][:, None]
-        z = np.where(z >= kth, z, -np.inf)
-    cdf = np.exp(z - z.max(axis=1, keepdims=True)).cumsum(axis=1, dtype=np.float64)
-    u = rng.random(z.shape[0])[:, None] * cdf[:, -1:]
-    return np.minimum((cdf <= u).sum(axis=1), z.shape[1] - 1)
+# Sampling by the Gumbel-max trick: if g_1..g_V are independent standard Gumbel draws, then
+# argmax_i (z_i + g_i) is distributed as softmax(z). So a sample costs one add and one argmax,
+# with no exp, no normalisation and no cumulative sum; the noise is drawn ahead in blocks.
 
 
-def _choose_one(z, temperature, top_k, argmax, u):
-    """_choose for one row of logits z (V,) and a uniform draw u, kept lean: an int, one binary search."""
-    if argmax or top_k == 1:
-        return int(z.argmax())
+def _gumbel(rng, shape):
+    """Standard Gumbel draws -log(E), E ~ Exp(1), float64."""
+    g = rng.standard_exponential(shape)
+    np.maximum(g, np.finfo(np.float64).tiny, out=g)  # E == 0 would give +inf (and inf - inf = nan)
+    np.log(g, out=g)
+    return np.negative(g, out=g)
+
+
+def _gumbel_rows(rng, V, rows=None):
+    """Rows of _gumbel(rng, (n, V)), drawn in blocks (the same numbers, fewer calls), each to be used once."""
+    rows = rows or max(1, min(4096, (1 << 20) // V))
+    while True:
+        yield from _gumbel(rng, (rows, V))
+
+
+def _logits_to_scores(z, temperature, top_k):
+    """z / T with all but the top_k entries of each row set to -inf."""
     if temperature != 1.0:
         z = z * (1.0 / temperature)
-    if top_k is not None and top_k < z.shape[0]:
-        z = np.where(z >= np.partition(z, -top_k)[-top_k], z, -np.inf)
-    cdf = np.exp(z - np.maximum.reduce(z))  # unnormalised, shifted for a stable exp
-    np.add.accumulate(cdf, out=cdf)
-    return min(int(cdf.searchsorted(u * cdf[-1], side="right")), z.shape[0] - 1)
+    if top_k is not None and top_k < z.shape[-1]:
+        kth = np.partition(z, -top_k, axis=-1)[..., -top_k, None]
+        z = np.where(z >= kth, z, -np.inf)
+    return z
 
 
-def _uniforms(rng, block=4096):
-    """rng.random() draws, taken in blocks (the same numbers, fewer calls)."""
-    while True:
-        yield from rng.random(block).tolist()
+def _choose(logits, temperature, top_k, argmax, gumbel):
+    """One index per row of (N, V) logits, a sample of softmax(logits / T) given (N, V) Gumbel noise."""
+    if argmax or top_k == 1:
+        return logits.argmax(axis=1)
+    return (_logits_to_scores(logits, temperature, top_k) + gumbel).argmax(axis=1)
+
+
+def _choose_one(z, temperature, top_k, argmax, g):
+    """_choose for one row z (V,), kept lean: the noise row g (V,) is overwritten, an int is returned."""
+    if argmax or top_k == 1:
+        return int(z.argmax())
+    if temperature != 1.0 or top_k is not None:
+        z = _logits_to_scores(z, temperature, top_k)
+    g += z
+    return int(g.argmax())
 
 
 def generate(model, vocab, prime, length, temperature=1.0, top_k=None, argmax=False, rng=None,
@@ -60,18 +74,18 @@ def generate(model, vocab, prime, length, temperature=1.0, top_k=None, argmax=Fa
     logits = cache["logits"][-N:]  # (N, V): the prediction after the last priming character
     chars = vocab.chars
     ctx = model.prepare_step(N)
-    if N == 1:  # the common case, kept lean: Python ints, one uniform per character, drawn in blocks
+    if N == 1:  # the common case, kept lean: Python ints, a row of noise per character, drawn in blocks
         yield 0, prime
-        uniforms = _uniforms(rng)
+        noise = _gumbel_rows(rng, logits.shape[1])
         for t in range(length):
-            j = _choose_one(logits[0], temperature, top_k, argmax, 0.0 if argmax else next(uniforms))
+            j = _choose_one(logits[0], temperature, top_k, argmax, None if argmax else next(noise))
             yield 0, chars[j]
             if t + 1 < length:
                 logits, state = model.step(j, state, ctx)
         return
     out = np.empty((length, N), dtype=np.int64)
     for t in range(length):
-        nxt = _choose(logits, temperature, top_k, argmax, rng)
+        nxt = _choose(logits, temperature, top_k, argmax, None if argmax else _gumbel(rng, logits.shape))
         out[t] = nxt
         if t + 1 < length:
             logits, state = model.step(nxt, state, ctx)

@@ -63,38 +63,42 @@ def test_argmax_ignores_the_rng_and_equals_top_k_1(ck):
     assert a.startswith("\n")  # no --seed: a newline when the vocabulary has one
 
 
-def test_uniforms_in_blocks_are_the_single_draws():
-    from charrnn_cli.sample import _uniforms
+def test_gumbel_rows_in_blocks_are_the_single_draws():
+    from charrnn_cli.sample import _gumbel, _gumbel_rows
 
-    a, b = np.random.default_rng(3), np.random.default_rng(3)
-    u = _uniforms(a, block=4)
-    assert [next(u) for _ in range(10)] == [b.random() for _ in range(10)]
+    rows = _gumbel_rows(np.random.default_rng(3), 5, rows=4)
+    np.testing.assert_array_equal(np.array([next(rows) for _ in range(10)]), _gumbel(np.random.default_rng(3), (10, 5)))
+    g = _gumbel(np.random.default_rng(0), 200_000)
+    assert abs(g.mean() - np.euler_gamma) < 0.01 and abs(g.var() - np.pi**2 / 6) < 0.03  # the Gumbel moments
 
 
 def test_choose_one_matches_choose():
-    from charrnn_cli.sample import _choose_one
+    from charrnn_cli.sample import _choose_one, _gumbel
 
     rng = np.random.default_rng(1)
     for _ in range(200):
         z = rng.normal(size=(1, 9)).astype(np.float32) * 3
         for temp, k in ((1.0, None), (0.7, 3)):
-            seed = int(rng.integers(1 << 30))
-            u = np.random.default_rng(seed).random()
-            assert _choose_one(z[0], temp, k, False, u) == _choose(z, temp, k, False, np.random.default_rng(seed))[0]
-    assert _choose_one(np.array([0.0, 5.0, 1.0]), 1.0, None, True, 0.5) == 1
+            g = _gumbel(rng, (1, 9))
+            expected = _choose(z, temp, k, False, g)[0]
+            assert _choose_one(z[0], temp, k, False, g[0].copy()) == expected
+    assert _choose_one(np.array([0.0, 5.0, 1.0]), 1.0, None, True, None) == 1
 
 
 def test_choose_temperature_top_k_and_argmax():
+    from charrnn_cli.sample import _gumbel
+
     rng = np.random.default_rng(0)
     logits = np.tile(np.log(np.array([0.5, 0.3, 0.15, 0.05])), (20000, 1))
-    freq = lambda t, k=None: np.bincount(_choose(logits, t, k, False, rng), minlength=4) / 20000
+    freq = lambda t, k=None: np.bincount(_choose(logits, t, k, False, _gumbel(rng, logits.shape)), minlength=4) / 20000
     f1 = freq(1.0)
     np.testing.assert_allclose(f1, [0.5, 0.3, 0.15, 0.05], atol=0.015)  # T=1 samples the model's probabilities
     cold, hot = freq(0.5), freq(2.0)
+    np.testing.assert_allclose(cold, np.array([0.5, 0.3, 0.15, 0.05]) ** 2 / 0.365, atol=0.015)  # p^(1/T), renormalised
     assert cold[0] > f1[0] > hot[0] and cold[3] < f1[3] < hot[3]  # lower temperature: more conservative
     top2 = freq(1.0, 2)
     assert top2[2] == top2[3] == 0 and top2[0] == pytest.approx(0.5 / 0.8, abs=0.015)
-    assert (_choose(logits[:3], 1.0, None, True, rng) == 0).all()
+    assert (_choose(logits[:3], 1.0, None, True, None) == 0).all()
 
 
 def test_unknown_seed_characters(ck):
