@@ -25,7 +25,7 @@ Every cell has one interface, used by the model for every layer:
 
     HS, state, cache       = cell.forward(xw, state0, Wh, bh, ws)
     dxw, dstate0, dWh, dbh = cell.backward(dhs, dstate, cache)
-    cell.step(xw_t, hw, state, bh, scratch)                     # one step in place: generation
+    advance = cell.stepper(hw, state); advance(xw_t)            # generation: one step in place
 
     xw      (T, G*H, B) time-major: W_ih x_t plus cell.input_bias(bx, bh), for the whole chunk
     state   tuple of (H, B) arrays: (h,) for RNN and GRU, (h, c) for LSTM
@@ -35,10 +35,11 @@ Every cell has one interface, used by the model for every layer:
     dxw     (G*H, T, B) feature-major gradient of xw; dWh (G*H, H), dbh (G*H,)
 
 The cache and HS live in the workspace `ws` and are valid until its next forward. Each cell writes
-one step's pointwise equations once, in `_gates`, into buffers it is given; forward calls it after
-the step's product W_hh h_{t-1} and keeps every step's buffers for backward; step() is given the
-product already made (the model makes it together with the next layer's, see CharRNN.step)
-and updates the state in place. The LSTM keeps its gate blocks as (i, f, o, g) so the three
+one step's pointwise equations once, in `_gates`, which takes the buffers to write (every view
+made there, once) and returns the function xw_t -> that step. forward makes one per step, after
+the step's product W_hh h_{t-1}, and keeps every step's buffers for backward. stepper() makes one
+for generation, on the product buffer the model fills (together with the next layer's input, see
+CharRNN.step) and the state it updates in place, so a batch-1 step costs only its NumPy calls. The LSTM keeps its gate blocks as (i, f, o, g) so the three
 sigmoids are one pass; `torch_blocks` maps them back to PyTorch's (i, f, g, o).
 """
 
@@ -103,16 +104,21 @@ class Cell:
         """The bias folded into xw once per chunk (both biases, except where the cell needs bh apart)."""
         return bx + bh
 
+    def recurrent_bias(self, bh):
+        """The part of bh that input_bias leaves out: it belongs with W_hh h_{t-1} (zero but for the GRU)."""
+        return np.zeros_like(bh)
+
     def forward(self, xw, state0, Wh, bh, ws):
         raise NotImplementedError
 
     def backward(self, dhs, dstate, cache):
         raise NotImplementedError
 
-    def step(self, xw, hw, state, bh, scratch):
-        """One time step for generation, updating `state` in place.
+    def stepper(self, hw, state):
+        """advance(xw_t): one generation step from the input term xw_t (G*H, B), updating `state` in place.
 
-        xw (G*H, B) input contribution, hw (G*H, B) = W_hh h_{t-1}, `scratch` a (2*G*H, B) buffer.
+        hw (G*H, B) is the buffer that will hold W_hh h_{t-1} + recurrent_bias(bh) at each call;
+        scratch is made here.
         """
         raise NotImplementedError
 
@@ -137,7 +143,7 @@ class RNNCell(Cell):
         for t in range(T):
             h_out = HS[:, t + 1]
             np.matmul(Wh, HS[:, t], out=h_out)
-            self._gates(xw[t], h_out, h_out)
+            self._gates(h_out, h_out)(xw[t])
         return HS, (HS[:, T].copy(),), (HS, Wh, ws)
 
     def backward(self, dhs, dstate, cache):
@@ -160,14 +166,18 @@ class RNNCell(Cell):
         dWh = _recurrent_weight_grad(dA, HS)
         return dA, (dh.copy(),), dWh, rowsum(as_matrix(dA))
 
-    def step(self, xw, hw, state, bh, scratch):
-        self._gates(xw, hw, state[0])
+    def stepper(self, hw, state):
+        return self._gates(hw, state[0])
 
     @staticmethod
-    def _gates(xw_t, hw, h_out):
-        """h_t = tanh(W_hh h_{t-1} + xw_t) into h_out (H, B); hw holds W_hh h_{t-1} (may be h_out)."""
-        np.add(hw, xw_t, out=h_out)
-        np.tanh(h_out, out=h_out)
+    def _gates(hw, h_out):
+        """xw_t -> h_t = tanh(W_hh h_{t-1} + xw_t) into h_out (H, B); hw holds W_hh h_{t-1} (may be h_out)."""
+
+        def gates(xw_t):
+            np.add(hw, xw_t, out=h_out)
+            np.tanh(h_out, out=h_out)
+
+        return gates
 
 
 class LSTMCell(Cell):
@@ -188,7 +198,7 @@ class LSTMCell(Cell):
         C[0] = c0
         for t in range(T):  # keep every intermediate for backward
             np.matmul(Wh, HS[:, t], out=A[t])  # (4H, B)
-            self._gates(xw[t], A[t], C[t], A[t], C[t + 1], TC[t], HS[:, t + 1])
+            self._gates(A[t], C[t], A[t], C[t + 1], TC[t], HS[:, t + 1])(xw[t])
         return HS, (HS[:, T].copy(), C[T].copy()), (HS, A, C, TC, Wh, ws)
 
     def backward(self, dhs, dstate, cache):
@@ -232,27 +242,31 @@ class LSTMCell(Cell):
         dWh = _recurrent_weight_grad(dA, HS)
         return dA, (dh.copy(), dc.copy()), dWh, rowsum(as_matrix(dA))
 
-    def step(self, xw, hw, state, bh, scratch):
-        G = xw.shape[0]
+    def stepper(self, hw, state):
         h, c = state
-        self._gates(xw, hw, c, scratch[:G], c, scratch[G : G + G // 4], h)
+        return self._gates(hw, c, hw, c, np.empty_like(c), h)
 
     @staticmethod
-    def _gates(xw_t, hw, c, a, c_out, tc_out, h_out):
-        """Gates of W_hh h_{t-1} (hw) + xw_t into a (4H, B), c_t into c_out, tanh(c_t) into tc_out, h_t into h_out.
+    def _gates(hw, c, a, c_out, tc_out, h_out):
+        """xw_t -> gates of W_hh h_{t-1} (hw) + xw_t into a (4H, B), c_t into c_out, tanh(c_t) into tc_out, h_t into h_out.
 
         hw may be a; c_out may be c.
         """
         H = c.shape[0]
-        np.add(hw, xw_t, out=a)
-        sigmoid(a[: 3 * H], out=a[: 3 * H])  # i, f, o in one pass
-        np.tanh(a[3 * H :], out=a[3 * H :])  # g
-        i, f, o, g = a[:H], a[H : 2 * H], a[2 * H : 3 * H], a[3 * H :]
-        np.multiply(f, c, out=c_out)
-        np.multiply(i, g, out=tc_out)  # tc_out as scratch for i * g
-        c_out += tc_out
-        np.tanh(c_out, out=tc_out)
-        np.multiply(o, tc_out, out=h_out)
+        ifo, g = a[: 3 * H], a[3 * H :]
+        i, f, o = a[:H], a[H : 2 * H], a[2 * H : 3 * H]
+
+        def gates(xw_t):
+            np.add(hw, xw_t, out=a)
+            sigmoid(ifo, out=ifo)  # i, f, o in one pass
+            np.tanh(g, out=g)
+            np.multiply(f, c, out=c_out)
+            np.multiply(i, g, out=tc_out)  # tc_out as scratch for i * g
+            np.add(c_out, tc_out, out=c_out)
+            np.tanh(c_out, out=tc_out)
+            np.multiply(o, tc_out, out=h_out)
+
+        return gates
 
 
 class GRUCell(Cell):
@@ -268,6 +282,12 @@ class GRUCell(Cell):
         b[: 2 * H] += bh[: 2 * H]
         return b
 
+    def recurrent_bias(self, bh):
+        b = np.zeros_like(bh)
+        H = b.shape[0] // 3
+        b[2 * H :] = bh[2 * H :]
+        return b
+
     def forward(self, xw, state0, Wh, bh, ws):
         T, G, B = xw.shape
         H = G // 3
@@ -279,7 +299,7 @@ class GRUCell(Cell):
         bhn = bh[2 * H :, None]
         for t in range(T):  # keep every intermediate for backward
             np.matmul(Wh, HS[:, t], out=hw)  # (3H, B)
-            self._gates(xw[t], hw, HS[:, t], bhn, A[t], HN[t], HS[:, t + 1])
+            self._gates(hw, HS[:, t], bhn, A[t], HN[t], HS[:, t + 1])(xw[t])
         return HS, (HS[:, T].copy(),), (HS, A, HN, Wh, ws)
 
     def backward(self, dhs, dstate, cache):
@@ -323,25 +343,34 @@ class GRUCell(Cell):
         dbh = np.concatenate([rowsum(as_matrix(dX[: 2 * H])), rowsum(as_matrix(dHN))])
         return dX, (dh.copy(),), dWh, dbh
 
-    def step(self, xw, hw, state, bh, scratch):
-        G = xw.shape[0]
+    def stepper(self, hw, state):
         h = state[0]
-        self._gates(xw, hw, h, bh[2 * G // 3 :, None], scratch[:G], scratch[G : G + G // 3], h)
+        H = h.shape[0]
+        return self._gates(hw, h, None, np.empty_like(hw), hw[2 * H :], h)  # hw's n rows hold W_hn h + b_hn
 
     @staticmethod
-    def _gates(xw_t, hw, h, bhn, a, hn, h_out):
-        """Gates of hw = W_hh h_{t-1} (3H, B) and xw_t into a, W_hn h + b_hn into hn, h_t into h_out (may be h)."""
+    def _gates(hw, h, bhn, a, hn, h_out):
+        """xw_t -> gates of hw = W_hh h_{t-1} (3H, B) and xw_t into a, W_hn h + b_hn into hn, h_t into h_out (may be h).
+
+        bhn None: hw's n rows already hold W_hn h + b_hn and hn is that view.
+        """
         H = h.shape[0]
-        np.add(hw[: 2 * H], xw_t[: 2 * H], out=a[: 2 * H])
-        sigmoid(a[: 2 * H], out=a[: 2 * H])  # r, z
-        r, z, n = a[:H], a[H : 2 * H], a[2 * H :]
-        np.add(hw[2 * H :], bhn, out=hn)
-        np.multiply(r, hn, out=n)
-        n += xw_t[2 * H :]
-        np.tanh(n, out=n)
-        np.subtract(h, n, out=h_out)  # h_t = n + z * (h_{t-1} - n)
-        h_out *= z
-        h_out += n
+        hw_rz, hw_n = hw[: 2 * H], hw[2 * H :]
+        rz, r, z, n = a[: 2 * H], a[:H], a[H : 2 * H], a[2 * H :]
+
+        def gates(xw_t):
+            np.add(hw_rz, xw_t[: 2 * H], out=rz)
+            sigmoid(rz, out=rz)
+            if bhn is not None:
+                np.add(hw_n, bhn, out=hn)
+            np.multiply(r, hn, out=n)
+            np.add(n, xw_t[2 * H :], out=n)
+            np.tanh(n, out=n)
+            np.subtract(h, n, out=h_out)  # h_t = n + z * (h_{t-1} - n)
+            np.multiply(h_out, z, out=h_out)
+            np.add(h_out, n, out=h_out)
+
+        return gates
 
 
 CELLS = {"rnn": RNNCell, "lstm": LSTMCell, "gru": GRUCell}

@@ -87,6 +87,7 @@ def state_dict_names(num_layers):
 
 ONE_HOT_MAX = 128  # distinct characters in a chunk up to which lookups and scatters are one-hot products
 SMALL_CHUNK = 1 << 16  # size of the (T, G*H, B) input contribution up to which the lookup is a plain gather
+STEP_PAD = 16  # columns after h in generation's stacked products: the bias column, then zeros to keep rows aligned
 
 
 def present(idx, V):
@@ -280,27 +281,35 @@ class CharRNN:
 
         Each layer's new h_t is multiplied once, by its W_hh stacked on the next layer's W_ih (the
         decoder's weight for the top layer): one product gives this layer's recurrent term for the
-        next step and the next layer's input term (or the logits) for this one. Layer 0's input is
-        a row of W_ih^T with the biases folded in. Every buffer and view is made here, once.
+        next step and the next layer's input term (or the logits) for this one. The biases ride in
+        the same product as one more column, multiplied by a constant 1 kept under h (the column
+        is padded to 16 so rows stay aligned). Layer 0's input is a row of W_ih^T with its biases
+        folded in. Every buffer, view and cell stepper is made here, once, so a batch-1 step is its
+        NumPy calls and little else.
         """
         p, cell, dt = self.params, self.cell, self.dtype
         L, B, H, G, V = self.num_layers, batch_size, self.hidden_size, cell.gates * self.hidden_size, self.vocab_size
-        state = tuple(np.zeros((L, H, B), dt) for _ in cell.state_names)
-        layers = []  # per layer: (stacked weight, product buffer, input bias, b_hh, state)
+        hx = np.zeros((L, H + STEP_PAD, B), dt)  # [h_t; 1; 0...] per layer
+        hx[:, H] = 1.0
+        state = (hx[:, :H],) + tuple(np.zeros((L, H, B), dt) for _ in cell.state_names[1:])
+        layers = []  # per layer: (stacked weight, [h; 1], product, its recurrent part, stepper, its next-layer part)
         for k in range(L):
-            nxt = p[f"Wx{k + 1}"] if k + 1 < L else p["Wy"]
-            bias = cell.input_bias(p[f"bx{k}"], p[f"bh{k}"])[:, None]
-            layers.append((np.concatenate([p[f"Wh{k}"], nxt]), np.zeros((G + nxt.shape[0], B), dt), bias,
-                           p[f"bh{k}"], tuple(s[k] for s in state)))
-        x0 = np.ascontiguousarray((p["Wx0"] + layers[0][2]).T)  # (V, G): a character's row is contiguous
+            if k + 1 < L:
+                nxt, nxt_bias = p[f"Wx{k + 1}"], cell.input_bias(p[f"bx{k + 1}"], p[f"bh{k + 1}"])
+            else:
+                nxt, nxt_bias = p["Wy"], p["by"]
+            W = np.zeros((G + nxt.shape[0], H + STEP_PAD), dt)  # [[W_hh, recurrent bias], [W_next, its bias]]
+            W[:G, :H], W[:G, H] = p[f"Wh{k}"], cell.recurrent_bias(p[f"bh{k}"])
+            W[G:, :H], W[G:, H] = nxt, nxt_bias
+            P = np.zeros((W.shape[0], B), dt)
+            layers.append((W, hx[k], P, P[:G], cell.stepper(P[:G], tuple(s[k] for s in state)), P[G:]))
+        x0 = np.ascontiguousarray((p["Wx0"] + cell.input_bias(p["bx0"], p["bh0"])[:, None]).T)  # (V, G): rows contiguous
         return {
             "x0": x0,
             "rows": [x0[j : j + 1].T for j in range(V)],  # (G, 1) views: batch 1 needs no copy
             "layers": layers,
             "xw": np.empty((G, B), dt),
-            "scratch": np.empty((2 * G, B), dt),
-            "by": p["by"][:, None],
-            "logits": np.empty((V, B), dt),
+            "logits": layers[-1][5].T,  # (B, V) view of the top product
             "view": tuple(s.transpose(0, 2, 1) for s in state),  # (L, B, H) views
         }
 
@@ -310,27 +319,22 @@ class CharRNN:
         Evaluation mode (no dropout), no cache. `ctx` comes from prepare_step(B); the returned
         arrays belong to it and are valid until the next call, which updates them in place.
         """
-        layers, xw, scratch, step, G = ctx["layers"], ctx["xw"], ctx["scratch"], self.cell.step, ctx["xw"].shape[0]
+        layers = ctx["layers"]
         if state[0] is not ctx["view"][0]:  # a state from elsewhere: copy it in (once per generation)
             for s, d in zip(state, ctx["view"]):
                 np.copyto(d, s)
-            for W, P, _, _, s in layers:
-                np.matmul(W[:G], s[0], out=P[:G])  # the recurrent term of the first step
+            for W, hx, _, hw, _, _ in layers:
+                np.matmul(W[: hw.shape[0]], hx, out=hw)  # the recurrent term of the first step
         if isinstance(idx, (int, np.integer)):
             x = ctx["rows"][idx]  # one-hot product as a row lookup, no copy
         else:
-            x = xw
-            np.copyto(xw.T, ctx["x0"].take(idx, 0))
-        for k, (W, P, bias, bh, s) in enumerate(layers):
-            if k > 0:
-                np.add(x, bias, out=xw)
-                x = xw
-            step(x, P[:G], s, bh, scratch)
-            np.matmul(W, s[0], out=P)  # [W_hh; W_next] h_t: next step's recurrent term, next layer's input
-            x = P[G:]
-        logits = ctx["logits"]
-        np.add(x, ctx["by"], out=logits)
-        return logits.T, ctx["view"]
+            x = ctx["xw"]
+            np.copyto(x.T, ctx["x0"].take(idx, 0))
+        for W, hx, P, _, advance, out in layers:
+            advance(x)
+            np.matmul(W, hx, out=P)  # [W_hh; W_next] [h_t; 1]: next step's recurrent term, next layer's input
+            x = out
+        return ctx["logits"], ctx["view"]
 
     # ---- PyTorch names -----------------------------------------------------------------
 

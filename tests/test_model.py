@@ -266,10 +266,25 @@ def test_matches_pytorch(mt):
 
 
 @pytest.mark.parametrize("mt", TYPES)
+def test_input_and_recurrent_bias_split_b_hh(mt):
+    from charrnn_cli.cells import make_cell
+
+    cell, rng = make_cell(mt), np.random.default_rng(0)
+    bx, bh = rng.normal(size=12), rng.normal(size=12)
+    G = cell.gates
+    if G == 1:
+        bx, bh = bx[:4], bh[:4]
+    split = cell.input_bias(bx, bh) - bx + cell.recurrent_bias(bh)
+    np.testing.assert_allclose(split, bh, atol=1e-15)
+    assert (cell.recurrent_bias(bh) != 0).any() == (mt == "gru")  # only the GRU keeps b_hn apart
+
+
+@pytest.mark.parametrize("mt", TYPES)
 @pytest.mark.parametrize("B,layers", [(3, 2), (1, 1), (1, 3)])  # B = 1 takes the int-index path
 def test_step_equals_forward(mt, B, layers):
     V = 6
     m = CharRNN(mt, V, 7, layers, seed=5, dtype=np.float64)
+    assert all((m.params[k] != 0).all() for k in m.params if k[0] == "b")  # the biases' column is exercised
     rng = np.random.default_rng(2)
     idx = rng.integers(0, V, size=(5, B))
     state = tuple(rng.normal(size=s.shape) for s in m.zero_state(B))
