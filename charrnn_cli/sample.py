@@ -15,19 +15,20 @@ import numpy as np
 # with no exp, no normalisation and no cumulative sum; the noise is drawn ahead in blocks.
 
 
-def _gumbel(rng, shape):
-    """Standard Gumbel draws -log(E), E ~ Exp(1), float64."""
+def _gumbel(rng, shape, dtype=np.float64):
+    """Standard Gumbel draws -log(E), E ~ Exp(1), computed in float64, returned as `dtype`."""
     g = rng.standard_exponential(shape)
     np.maximum(g, np.finfo(np.float64).tiny, out=g)  # E == 0 would give +inf (and inf - inf = nan)
     np.log(g, out=g)
-    return np.negative(g, out=g)
+    np.negative(g, out=g)
+    return g if dtype == np.float64 else g.astype(dtype)
 
 
-def _gumbel_rows(rng, V, rows=None):
-    """Rows of _gumbel(rng, (n, V)), drawn in blocks (the same numbers, fewer calls), each to be used once."""
+def _gumbel_rows(rng, V, n, dtype=np.float64, rows=None):
+    """The n rows of _gumbel(rng, (n, V), dtype), drawn in blocks (the same numbers, fewer calls), each used once."""
     rows = rows or max(1, min(4096, (1 << 20) // V))
-    while True:
-        yield from _gumbel(rng, (rows, V))
+    for start in range(0, n, rows):
+        yield from _gumbel(rng, (min(rows, n - start), V), dtype)
 
 
 def _logits_to_scores(z, temperature, top_k):
@@ -76,7 +77,7 @@ def generate(model, vocab, prime, length, temperature=1.0, top_k=None, argmax=Fa
     ctx = model.prepare_step(N)
     if N == 1:  # the common case, kept lean: Python ints, a row of noise per character, drawn in blocks
         yield 0, prime
-        noise = _gumbel_rows(rng, logits.shape[1])
+        noise = _gumbel_rows(rng, logits.shape[1], length, logits.dtype)  # in the logits' dtype: a same-type add
         for t in range(length):
             j = _choose_one(logits[0], temperature, top_k, argmax, None if argmax else next(noise))
             yield 0, chars[j]
@@ -85,7 +86,7 @@ def generate(model, vocab, prime, length, temperature=1.0, top_k=None, argmax=Fa
         return
     out = np.empty((length, N), dtype=np.int64)
     for t in range(length):
-        nxt = _choose(logits, temperature, top_k, argmax, None if argmax else _gumbel(rng, logits.shape))
+        nxt = _choose(logits, temperature, top_k, argmax, None if argmax else _gumbel(rng, logits.shape, logits.dtype))
         out[t] = nxt
         if t + 1 < length:
             logits, state = model.step(nxt, state, ctx)

@@ -66,8 +66,9 @@ def test_argmax_ignores_the_rng_and_equals_top_k_1(ck):
 def test_gumbel_rows_in_blocks_are_the_single_draws():
     from charrnn_cli.sample import _gumbel, _gumbel_rows
 
-    rows = _gumbel_rows(np.random.default_rng(3), 5, rows=4)
-    np.testing.assert_array_equal(np.array([next(rows) for _ in range(10)]), _gumbel(np.random.default_rng(3), (10, 5)))
+    rows = list(_gumbel_rows(np.random.default_rng(3), 5, 10, rows=4))  # blocks of 4, 4, 2
+    np.testing.assert_array_equal(np.array(rows), _gumbel(np.random.default_rng(3), (10, 5)))
+    assert _gumbel(np.random.default_rng(3), (2, 5), np.float32).dtype == np.float32
     g = _gumbel(np.random.default_rng(0), 200_000)
     assert abs(g.mean() - np.euler_gamma) < 0.01 and abs(g.var() - np.pi**2 / 6) < 0.03  # the Gumbel moments
 
