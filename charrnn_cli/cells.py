@@ -40,6 +40,8 @@ made there, once) and returns the function xw_t -> that step. forward makes one 
 the step's product W_hh h_{t-1}, and keeps every step's buffers for backward. stepper() makes one
 for generation, on the product buffer the model fills (together with the next layer's input, see
 CharRNN.step) and the state it updates in place, so a batch-1 step costs only its NumPy calls.
+There every output is passed positionally, np.add(a, b, out): NumPy takes that faster than out=
+(about 0.05 us a call, 1 us of a 25 us GRU character).
 The LSTM keeps its gate blocks as (i, f, o, g) so the three sigmoids are one pass; `torch_blocks`
 maps them back to PyTorch's (i, f, g, o).
 """
@@ -81,10 +83,10 @@ _HALF = {np.dtype(t): np.array(0.5, dtype=t) for t in (np.float32, np.float64)}
 def sigmoid(x, out):
     """sigma(x) = (1 + tanh(x / 2)) / 2: one transcendental pass and no overflow. sigmoid(0) == 0.5"""
     half = _HALF.get(out.dtype, 0.5)
-    np.multiply(x, half, out=out)
-    np.tanh(out, out=out)
-    np.multiply(out, half, out=out)
-    np.add(out, half, out=out)
+    np.multiply(x, half, out)
+    np.tanh(out, out)
+    np.multiply(out, half, out)
+    np.add(out, half, out)
     return out
 
 
@@ -181,8 +183,8 @@ class RNNCell(Cell):
         """xw_t -> h_t = tanh(W_hh h_{t-1} + xw_t) into h_out (H, B); hw holds W_hh h_{t-1} (may be h_out)."""
 
         def gates(xw_t):
-            np.add(hw, xw_t, out=h_out)
-            np.tanh(h_out, out=h_out)
+            np.add(hw, xw_t, h_out)
+            np.tanh(h_out, h_out)
 
         return gates
 
@@ -264,14 +266,14 @@ class LSTMCell(Cell):
         i, f, o = a[:H], a[H : 2 * H], a[2 * H : 3 * H]
 
         def gates(xw_t):
-            np.add(hw, xw_t, out=a)
-            sigmoid(ifo, out=ifo)  # i, f, o in one pass
-            np.tanh(g, out=g)
-            np.multiply(f, c, out=c_out)
-            np.multiply(i, g, out=tc_out)  # tc_out as scratch for i * g
-            np.add(c_out, tc_out, out=c_out)
-            np.tanh(c_out, out=tc_out)
-            np.multiply(o, tc_out, out=h_out)
+            np.add(hw, xw_t, a)
+            sigmoid(ifo, ifo)  # i, f, o in one pass
+            np.tanh(g, g)
+            np.multiply(f, c, c_out)
+            np.multiply(i, g, tc_out)  # tc_out as scratch for i * g
+            np.add(c_out, tc_out, c_out)
+            np.tanh(c_out, tc_out)
+            np.multiply(o, tc_out, h_out)
 
         return gates
 
@@ -366,16 +368,16 @@ class GRUCell(Cell):
         rz, r, z, n = a[: 2 * H], a[:H], a[H : 2 * H], a[2 * H :]
 
         def gates(xw_t):
-            np.add(hw_rz, xw_t[: 2 * H], out=rz)
-            sigmoid(rz, out=rz)
+            np.add(hw_rz, xw_t[: 2 * H], rz)
+            sigmoid(rz, rz)
             if bhn is not None:
-                np.add(hw_n, bhn, out=hn)
-            np.multiply(r, hn, out=n)
-            np.add(n, xw_t[2 * H :], out=n)
-            np.tanh(n, out=n)
-            np.subtract(h, n, out=h_out)  # h_t = n + z * (h_{t-1} - n)
-            np.multiply(h_out, z, out=h_out)
-            np.add(h_out, n, out=h_out)
+                np.add(hw_n, bhn, hn)
+            np.multiply(r, hn, n)
+            np.add(n, xw_t[2 * H :], n)
+            np.tanh(n, n)
+            np.subtract(h, n, h_out)  # h_t = n + z * (h_{t-1} - n)
+            np.multiply(h_out, z, h_out)
+            np.add(h_out, n, h_out)
 
         return gates
 
