@@ -79,15 +79,9 @@ def rowsum(x):
 # out on every call (0.34 vs 0.60 us for a 1024-element multiply), and a batch-1 step is such calls.
 _HALF = {np.dtype(t): np.array(0.5, dtype=t) for t in (np.float32, np.float64)}
 
-
-def sigmoid(x, out):
-    """sigma(x) = (1 + tanh(x / 2)) / 2: one transcendental pass and no overflow. sigmoid(0) == 0.5"""
-    half = _HALF.get(out.dtype, 0.5)
-    np.multiply(x, half, out)
-    np.tanh(out, out)
-    np.multiply(out, half, out)
-    np.add(out, half, out)
-    return out
+# The step closures below compute sigma(x) = (1 + tanh(x / 2)) / 2 (one transcendental pass, no
+# overflow) as four calls written out in place, and call the ufuncs through names bound when the
+# closure is made: a helper function and np.<name> lookups cost 0.6 us of a 4 us GRU step.
 
 
 def as_matrix(a):
@@ -182,9 +176,11 @@ class RNNCell(Cell):
     def _gates(hw, h_out):
         """xw_t -> h_t = tanh(W_hh h_{t-1} + xw_t) into h_out (H, B); hw holds W_hh h_{t-1} (may be h_out)."""
 
+        add, tanh = np.add, np.tanh
+
         def gates(xw_t):
-            np.add(hw, xw_t, h_out)
-            np.tanh(h_out, h_out)
+            add(hw, xw_t, h_out)
+            tanh(h_out, h_out)
 
         return gates
 
@@ -265,15 +261,20 @@ class LSTMCell(Cell):
         ifo, g = a[: 3 * H], a[3 * H :]
         i, f, o = a[:H], a[H : 2 * H], a[2 * H : 3 * H]
 
+        add, mul, tanh, half = np.add, np.multiply, np.tanh, _HALF.get(a.dtype, 0.5)
+
         def gates(xw_t):
-            np.add(hw, xw_t, a)
-            sigmoid(ifo, ifo)  # i, f, o in one pass
-            np.tanh(g, g)
-            np.multiply(f, c, c_out)
-            np.multiply(i, g, tc_out)  # tc_out as scratch for i * g
-            np.add(c_out, tc_out, c_out)
-            np.tanh(c_out, tc_out)
-            np.multiply(o, tc_out, h_out)
+            add(hw, xw_t, a)
+            mul(ifo, half, ifo)  # i, f, o = sigma(.) in one pass
+            tanh(ifo, ifo)
+            mul(ifo, half, ifo)
+            add(ifo, half, ifo)
+            tanh(g, g)
+            mul(f, c, c_out)
+            mul(i, g, tc_out)  # tc_out as scratch for i * g
+            add(c_out, tc_out, c_out)
+            tanh(c_out, tc_out)
+            mul(o, tc_out, h_out)
 
         return gates
 
@@ -367,17 +368,22 @@ class GRUCell(Cell):
         hw_rz, hw_n = hw[: 2 * H], hw[2 * H :]
         rz, r, z, n = a[: 2 * H], a[:H], a[H : 2 * H], a[2 * H :]
 
+        add, mul, sub, tanh, half = np.add, np.multiply, np.subtract, np.tanh, _HALF.get(a.dtype, 0.5)
+
         def gates(xw_t):
-            np.add(hw_rz, xw_t[: 2 * H], rz)
-            sigmoid(rz, rz)
+            add(hw_rz, xw_t[: 2 * H], rz)
+            mul(rz, half, rz)  # r, z = sigma(.) in one pass
+            tanh(rz, rz)
+            mul(rz, half, rz)
+            add(rz, half, rz)
             if bhn is not None:
-                np.add(hw_n, bhn, hn)
-            np.multiply(r, hn, n)
-            np.add(n, xw_t[2 * H :], n)
-            np.tanh(n, n)
-            np.subtract(h, n, h_out)  # h_t = n + z * (h_{t-1} - n)
-            np.multiply(h_out, z, h_out)
-            np.add(h_out, n, h_out)
+                add(hw_n, bhn, hn)
+            mul(r, hn, n)
+            add(n, xw_t[2 * H :], n)
+            tanh(n, n)
+            sub(h, n, h_out)  # h_t = n + z * (h_{t-1} - n)
+            mul(h_out, z, h_out)
+            add(h_out, n, h_out)
 
         return gates
 
