@@ -87,7 +87,20 @@ def state_dict_names(num_layers):
 
 ONE_HOT_MAX = 128  # distinct characters in a chunk up to which lookups and scatters are one-hot products
 SMALL_CHUNK = 1 << 16  # size of the (T, G*H, B) input contribution up to which the lookup is a plain gather
-STEP_PAD = 16  # columns after h in generation's stacked products: the bias column, then zeros to keep rows aligned
+STEP_ALIGN = 16  # generation's stacked products have H rounded up past H to a multiple of this many columns
+
+
+def aligned_zeros(shape, dtype, align=64):
+    """np.zeros whose data starts on an `align`-byte boundary (a cache line).
+
+    NumPy's large arrays start 16 bytes into a page, so rows of a batch-1 product straddle cache
+    lines; aligned, the GRU's 1601 x 528 float32 product takes 18.5 us instead of 19.6.
+    """
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape))
+    buf = np.zeros(n * dtype.itemsize + align, np.uint8)
+    start = -buf.ctypes.data % align
+    return buf[start : start + n * dtype.itemsize].view(dtype).reshape(shape)
 
 
 def present(idx, V):
@@ -282,14 +295,15 @@ class CharRNN:
         Each layer's new h_t is multiplied once, by its W_hh stacked on the next layer's W_ih (the
         decoder's weight for the top layer): one product gives this layer's recurrent term for the
         next step and the next layer's input term (or the logits) for this one. The biases ride in
-        the same product as one more column, multiplied by a constant 1 kept under h (the column
-        is padded to 16 so rows stay aligned). Layer 0's input is a row of W_ih^T with its biases
-        folded in. Every buffer, view and cell stepper is made here, once, so a batch-1 step is its
-        NumPy calls and little else.
+        the same product as one more column, multiplied by a constant 1 kept under h (zero columns
+        follow, up to a multiple of 16, and the arrays start on cache lines, so every row does).
+        Layer 0's input is a row of W_ih^T with its biases folded in. Every buffer, view and cell
+        stepper is made here, once, so a batch-1 step is its NumPy calls and little else.
         """
         p, cell, dt = self.params, self.cell, self.dtype
         L, B, H, G, V = self.num_layers, batch_size, self.hidden_size, cell.gates * self.hidden_size, self.vocab_size
-        hx = np.zeros((L, H + STEP_PAD, B), dt)  # [h_t; 1; 0...] per layer
+        Hx = (H // STEP_ALIGN + 1) * STEP_ALIGN  # h, the bias column, zeros: float32 rows of whole cache lines
+        hx = aligned_zeros((L, Hx, B), dt)  # [h_t; 1; 0...] per layer
         hx[:, H] = 1.0
         state = (hx[:, :H],) + tuple(np.zeros((L, H, B), dt) for _ in cell.state_names[1:])
         layers = []  # per layer: (stacked weight, [h; 1], product, its recurrent part, stepper, its next-layer part)
@@ -298,12 +312,13 @@ class CharRNN:
                 nxt, nxt_bias = p[f"Wx{k + 1}"], cell.input_bias(p[f"bx{k + 1}"], p[f"bh{k + 1}"])
             else:
                 nxt, nxt_bias = p["Wy"], p["by"]
-            W = np.zeros((G + nxt.shape[0], H + STEP_PAD), dt)  # [[W_hh, recurrent bias], [W_next, its bias]]
+            W = aligned_zeros((G + nxt.shape[0], Hx), dt)  # [[W_hh, recurrent bias], [W_next, its bias]]
             W[:G, :H], W[:G, H] = p[f"Wh{k}"], cell.recurrent_bias(p[f"bh{k}"])
             W[G:, :H], W[G:, H] = nxt, nxt_bias
-            P = np.zeros((W.shape[0], B), dt)
+            P = aligned_zeros((W.shape[0], B), dt)
             layers.append((W, hx[k], P, P[:G], cell.stepper(P[:G], tuple(s[k] for s in state)), P[G:]))
-        x0 = np.ascontiguousarray((p["Wx0"] + cell.input_bias(p["bx0"], p["bh0"])[:, None]).T)  # (V, G): rows contiguous
+        x0 = aligned_zeros((V, G), dt)  # (V, G): rows contiguous
+        x0[...] = (p["Wx0"] + cell.input_bias(p["bx0"], p["bh0"])[:, None]).T
         return {
             "x0": x0,
             "rows": [x0[j : j + 1].T for j in range(V)],  # (G, 1) views: batch 1 needs no copy
@@ -333,7 +348,6 @@ class CharRNN:
         for W, hx, P, _, advance, out in layers:
             advance(x)
             np.dot(W, hx, P)  # [W_hh; W_next] [h_t; 1]: next step's recurrent term, next layer's input
-            # (np.dot, not np.matmul: the same BLAS call with less dispatch, about 0.3 us at batch 1)
             x = out
         return ctx["logits"], ctx["view"]
 

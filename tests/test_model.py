@@ -276,6 +276,22 @@ def test_input_and_recurrent_bias_split_b_hh(mt):
     assert (cell.recurrent_bias(bh) != 0).any() == (mt == "gru")  # only the GRU keeps b_hn apart
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(3,), (1601, 528), (2, 7, 1)])
+def test_aligned_zeros(shape, dtype):
+    a = model_mod.aligned_zeros(shape, dtype)
+    assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
+    assert a.ctypes.data % 64 == 0 and not a.any()
+
+
+@pytest.mark.parametrize("H", [48, 50, 63])
+def test_step_products_start_on_cache_lines(H):
+    ctx = CharRNN("gru", 65, H, 2).prepare_step(1)
+    arrays = [ctx["x0"]] + [a for W, hx, P, *_ in ctx["layers"] for a in (W, hx, P)]
+    assert all(a.ctypes.data % 64 == 0 for a in arrays)
+    assert all(W.strides[0] % 64 == 0 for W, *_ in ctx["layers"])  # so every row does
+
+
 @pytest.mark.parametrize("mt", TYPES)
 @pytest.mark.parametrize("B,layers", [(3, 2), (1, 1), (1, 3)])  # B = 1 takes the int-index path
 def test_step_equals_forward(mt, B, layers):
