@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from charrnn_cli.cells import Workspace, aligned_zeros
 from charrnn_cli.gradcheck import check_model
 from charrnn_cli import model as model_mod
 from charrnn_cli.model import CharRNN, lookup_columns, scatter_columns, softmax_cross_entropy
@@ -279,9 +280,10 @@ def test_input_and_recurrent_bias_split_b_hh(mt):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(3,), (1601, 528), (2, 7, 1)])
 def test_aligned_zeros(shape, dtype):
-    a = model_mod.aligned_zeros(shape, dtype)
+    a = aligned_zeros(shape, dtype)
     assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
     assert a.ctypes.data % 64 == 0 and not a.any()
+    assert Workspace().get("A", shape, dtype).ctypes.data % 64 == 0  # the time loops' buffers too
 
 
 @pytest.mark.parametrize("H", [48, 50, 63])
