@@ -87,7 +87,7 @@ def state_dict_names(num_layers):
 
 ONE_HOT_MAX = 128  # distinct characters in a chunk up to which lookups and scatters are one-hot products
 SMALL_CHUNK = 1 << 16  # size of the (T, G*H, B) input contribution up to which the lookup is a plain gather
-STEP_ALIGN = 16  # generation's stacked products have H rounded up past H to a multiple of this many columns
+STEP_ALIGN = 16  # generation's stacked products: h, the bias column, zeros up to a multiple of this many columns
 
 
 def present(idx, V):
@@ -335,6 +335,7 @@ class CharRNN:
         for W, hx, P, _, advance, out in layers:
             advance(x)
             np.dot(W, hx, P)  # [W_hh; W_next] [h_t; 1]: next step's recurrent term, next layer's input
+            # (np.dot, not np.matmul: the same BLAS call with less dispatch, about 0.3 us at batch 1)
             x = out
         return ctx["logits"], ctx["view"]
 
