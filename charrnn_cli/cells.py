@@ -39,7 +39,8 @@ one step's pointwise equations once, in `_gates`, which takes the buffers to wri
 made there, once) and returns the function xw_t -> that step. forward makes one per step, after
 the step's product W_hh h_{t-1}, and keeps every step's buffers for backward. stepper() makes one
 for generation, on the product buffer the model fills (together with the next layer's input, see
-CharRNN.step) and the state it updates in place, so a batch-1 step costs only its NumPy calls.
+CharRNN.step; the sigmoid gates' rows come halved) and the state it updates in place, so a batch-1
+step costs only its NumPy calls.
 There every output is passed positionally, np.add(a, b, out): NumPy takes that faster than out=
 (about 0.05 us a call, 1 us of a 25 us GRU character).
 The LSTM keeps its gate blocks as (i, f, o, g) so the three sigmoids are one pass; `torch_blocks`
@@ -94,8 +95,9 @@ def rowsum(x):
 _HALF = {np.dtype(t): np.array(0.5, dtype=t) for t in (np.float32, np.float64)}
 
 # The step closures below compute sigma(x) = (1 + tanh(x / 2)) / 2 (one transcendental pass, no
-# overflow) as four calls written out in place, and call the ufuncs through names bound when the
-# closure is made: a helper function and np.<name> lookups cost 0.6 us of a 4 us GRU step.
+# overflow) with its calls written out in place (the x / 2 is skipped in generation, whose weight
+# rows come halved, see Cell.stepper), and call the ufuncs through names bound when the closure is
+# made: a helper function and np.<name> lookups cost 0.6 us of a 4 us GRU step.
 
 
 def as_matrix(a):
@@ -114,6 +116,7 @@ class Cell:
 
     name = ""
     gates = 1  # G: blocks of H rows in weight_ih / weight_hh
+    sigmoid_gates = 0  # how many of the leading blocks go through a sigmoid
     state_names = ("h",)
     torch_blocks = (0,)  # internal block j holds PyTorch's block torch_blocks[j]
 
@@ -135,7 +138,9 @@ class Cell:
         """advance(xw_t): one generation step from the input term xw_t (G*H, B), updating `state` in place.
 
         hw (G*H, B) is the buffer that will hold W_hh h_{t-1} + recurrent_bias(bh) at each call;
-        scratch is made here.
+        scratch is made here. The sigmoid gates' rows of hw and xw_t arrive halved: the caller
+        stores those weight rows times 0.5 (exact in floating point), which is the x / 2 of
+        sigma(x) = (1 + tanh(x / 2)) / 2, so the step saves that pass.
         """
         raise NotImplementedError
 
@@ -202,6 +207,7 @@ class RNNCell(Cell):
 class LSTMCell(Cell):
     name = "lstm"
     gates = 4
+    sigmoid_gates = 3
     state_names = ("h", "c")
     torch_blocks = (0, 1, 3, 2)  # internal (i, f, o, g) <- PyTorch (i, f, g, o)
 
@@ -263,27 +269,28 @@ class LSTMCell(Cell):
 
     def stepper(self, hw, state):
         h, c = state
-        return self._gates(hw, c, hw, c, np.empty_like(c), h)
+        return self._gates(hw, c, hw, c, np.empty_like(c), h, halved=True)
 
     @staticmethod
-    def _gates(hw, c, a, c_out, tc_out, h_out):
+    def _gates(hw, c, a, c_out, tc_out, h_out, halved=False):
         """xw_t -> gates of W_hh h_{t-1} (hw) + xw_t into a (4H, B), c_t into c_out, tanh(c_t) into tc_out, h_t into h_out.
 
-        hw may be a; c_out may be c.
+        hw may be a; c_out may be c. halved: the i, f, o rows of hw and xw_t hold half their values.
         """
         H = c.shape[0]
         ifo, g = a[: 3 * H], a[3 * H :]
         i, f, o = a[:H], a[H : 2 * H], a[2 * H : 3 * H]
 
         add, mul, tanh, half = np.add, np.multiply, np.tanh, _HALF.get(a.dtype, 0.5)
+        scale = None if halved else half
 
         def gates(xw_t):
             add(hw, xw_t, a)
-            mul(ifo, half, ifo)  # i, f, o = sigma(.) in one pass
-            tanh(ifo, ifo)
-            mul(ifo, half, ifo)
+            if scale is not None:
+                mul(ifo, scale, ifo)
+            tanh(a, a)  # one pass: tanh(x / 2) for i, f, o and tanh(x) for g
+            mul(ifo, half, ifo)  # i, f, o = (1 + tanh(x / 2)) / 2
             add(ifo, half, ifo)
-            tanh(g, g)
             mul(f, c, c_out)
             mul(i, g, tc_out)  # tc_out as scratch for i * g
             add(c_out, tc_out, c_out)
@@ -296,6 +303,7 @@ class LSTMCell(Cell):
 class GRUCell(Cell):
     name = "gru"
     gates = 3
+    sigmoid_gates = 2
     state_names = ("h",)
     torch_blocks = (0, 1, 2)  # r, z, n
 
@@ -370,23 +378,26 @@ class GRUCell(Cell):
     def stepper(self, hw, state):
         h = state[0]
         H = h.shape[0]
-        return self._gates(hw, h, None, np.empty_like(hw), hw[2 * H :], h)  # hw's n rows hold W_hn h + b_hn
+        return self._gates(hw, h, None, np.empty_like(hw), hw[2 * H :], h, halved=True)  # hw's n rows hold W_hn h + b_hn
 
     @staticmethod
-    def _gates(hw, h, bhn, a, hn, h_out):
+    def _gates(hw, h, bhn, a, hn, h_out, halved=False):
         """xw_t -> gates of hw = W_hh h_{t-1} (3H, B) and xw_t into a, W_hn h + b_hn into hn, h_t into h_out (may be h).
 
         bhn None: hw's n rows already hold W_hn h + b_hn and hn is that view.
+        halved: the r, z rows of hw and xw_t hold half their values.
         """
         H = h.shape[0]
         hw_rz, hw_n = hw[: 2 * H], hw[2 * H :]
         rz, r, z, n = a[: 2 * H], a[:H], a[H : 2 * H], a[2 * H :]
 
         add, mul, sub, tanh, half = np.add, np.multiply, np.subtract, np.tanh, _HALF.get(a.dtype, 0.5)
+        scale = None if halved else half
 
         def gates(xw_t):
             add(hw_rz, xw_t[: 2 * H], rz)
-            mul(rz, half, rz)  # r, z = sigma(.) in one pass
+            if scale is not None:
+                mul(rz, scale, rz)  # r, z = sigma(.) in one pass
             tanh(rz, rz)
             mul(rz, half, rz)
             add(rz, half, rz)

@@ -284,11 +284,13 @@ class CharRNN:
         next step and the next layer's input term (or the logits) for this one. The biases ride in
         the same product as one more column, multiplied by a constant 1 kept under h (zero columns
         follow, up to a multiple of 16, and the arrays start on cache lines, so every row does).
-        Layer 0's input is a row of W_ih^T with its biases folded in. Every buffer, view and cell
-        stepper is made here, once, so a batch-1 step is its NumPy calls and little else.
+        Layer 0's input is a row of W_ih^T with its biases folded in. The sigmoid gates' rows are
+        stored halved (exact), as cell.stepper expects. Every buffer, view and cell stepper is made
+        here, once, so a batch-1 step is its NumPy calls and little else.
         """
         p, cell, dt = self.params, self.cell, self.dtype
         L, B, H, G, V = self.num_layers, batch_size, self.hidden_size, cell.gates * self.hidden_size, self.vocab_size
+        S = cell.sigmoid_gates * H  # rows stored halved, as cell.stepper expects
         Hx = (H // STEP_ALIGN + 1) * STEP_ALIGN  # h, the bias column, zeros: float32 rows of whole cache lines
         hx = aligned_zeros((L, Hx, B), dt)  # [h_t; 1; 0...] per layer
         hx[:, H] = 1.0
@@ -302,10 +304,14 @@ class CharRNN:
             W = aligned_zeros((G + nxt.shape[0], Hx), dt)  # [[W_hh, recurrent bias], [W_next, its bias]]
             W[:G, :H], W[:G, H] = p[f"Wh{k}"], cell.recurrent_bias(p[f"bh{k}"])
             W[G:, :H], W[G:, H] = nxt, nxt_bias
+            W[:S] *= 0.5
+            if k + 1 < L:
+                W[G : G + S] *= 0.5
             P = aligned_zeros((W.shape[0], B), dt)
             layers.append((W, hx[k], P, P[:G], cell.stepper(P[:G], tuple(s[k] for s in state)), P[G:]))
         x0 = aligned_zeros((V, G), dt)  # (V, G): rows contiguous
         x0[...] = (p["Wx0"] + cell.input_bias(p["bx0"], p["bh0"])[:, None]).T
+        x0[:, :S] *= 0.5
         return {
             "x0": x0,
             "rows": [x0[j : j + 1].T for j in range(V)],  # (G, 1) views: batch 1 needs no copy
