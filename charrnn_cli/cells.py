@@ -282,12 +282,11 @@ class LSTMCell(Cell):
         i, f, o = a[:H], a[H : 2 * H], a[2 * H : 3 * H]
 
         add, mul, tanh, half = np.add, np.multiply, np.tanh, _HALF.get(a.dtype, 0.5)
-        scale = None if halved else half
 
         def gates(xw_t):
             add(hw, xw_t, a)
-            if scale is not None:
-                mul(ifo, scale, ifo)
+            if not halved:
+                mul(ifo, half, ifo)
             tanh(a, a)  # one pass: tanh(x / 2) for i, f, o and tanh(x) for g
             mul(ifo, half, ifo)  # i, f, o = (1 + tanh(x / 2)) / 2
             add(ifo, half, ifo)
@@ -392,12 +391,11 @@ class GRUCell(Cell):
         rz, r, z, n = a[: 2 * H], a[:H], a[H : 2 * H], a[2 * H :]
 
         add, mul, sub, tanh, half = np.add, np.multiply, np.subtract, np.tanh, _HALF.get(a.dtype, 0.5)
-        scale = None if halved else half
 
         def gates(xw_t):
             add(hw_rz, xw_t[: 2 * H], rz)
-            if scale is not None:
-                mul(rz, scale, rz)  # r, z = sigma(.) in one pass
+            if not halved:
+                mul(rz, half, rz)  # r, z = sigma(.) in one pass
             tanh(rz, rz)
             mul(rz, half, rz)
             add(rz, half, rz)
