@@ -19,6 +19,12 @@ model's internal layout since then; version 1 held it transposed and is converte
 
 Writes are atomic: a temporary file in the same folder is written, flushed and fsynced, then
 renamed over the target, so a crash at any moment leaves the previous file intact.
+
+Reads are checked before use (`check_arrays`): every array present has the shape and dtype the
+stored config implies, integers where integers belong, the generator state is JSON a generator
+accepts. A damaged or hand-edited file gives a CheckpointError naming the array and what is wrong.
+Non-finite parameters are reported apart (`nonfinite_parameters`): `info` shows them, the commands
+that use the model refuse.
 """
 
 import json
@@ -29,7 +35,9 @@ import zipfile
 import numpy as np
 
 from . import config as config_mod
+from .cells import make_cell
 from .model import CharRNN, state_dict_names
+from .optim import OPTIMIZERS
 from .vocab import Vocab
 
 FORMAT_VERSION = 2
@@ -52,11 +60,13 @@ def atomic_save_npz(path, arrays):
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError) and e.filename is None:  # a full disk: say which file could not be written
+            raise OSError(e.errno, e.strerror or str(e), path) from None
         raise
     try:  # make the rename itself durable
         dfd = os.open(folder, os.O_RDONLY)
@@ -101,10 +111,14 @@ class Checkpoint:
             self.config = config_mod.from_dict(json.loads(str(arrays["config_json"])))
         except (ValueError, config_mod.ConfigError) as e:
             raise CheckpointError(f"{path}: the stored config is invalid: {e}") from None
+        self.nonfinite = []
+        v = arrays["vocab"]
+        if v.ndim != 1 or len(v) == 0 or (v < 0).any() or (v >= 0x110000).any() or (np.diff(v) <= 0).any():
+            raise CheckpointError(f"{path}: array vocab should be sorted, distinct Unicode code points")
         try:
-            self.vocab = Vocab(arrays["vocab"])
+            self.vocab = Vocab(v)
         except (AssertionError, ValueError, OverflowError):
-            raise CheckpointError(f"{path}: the stored vocabulary is invalid") from None
+            raise CheckpointError(f"{path}: array vocab should be sorted, distinct Unicode code points") from None
 
     def get(self, name, default=None):
         return self.arrays.get(name, default)
@@ -142,6 +156,103 @@ class Checkpoint:
         return np.zeros((0, 4)) if rows is None else rows
 
 
+def _expected_shapes(cfg, V):
+    """{PyTorch name: shape} and {internal name: shape} of the parameters `cfg` describes."""
+    m = cfg.model
+    G, H = make_cell(m.type).gates, m.hidden_size
+    torch_names, internal = {}, {}
+    for k in range(m.num_layers):
+        n_in = V if k == 0 else H
+        for tname, iname, shape in ((f"rnn.weight_ih_l{k}", f"Wx{k}", (G * H, n_in)),
+                                    (f"rnn.weight_hh_l{k}", f"Wh{k}", (G * H, H)),
+                                    (f"rnn.bias_ih_l{k}", f"bx{k}", (G * H,)),
+                                    (f"rnn.bias_hh_l{k}", f"bh{k}", (G * H,))):
+            torch_names[tname] = internal[iname] = shape
+    torch_names["decoder.weight"] = internal["Wy"] = (V, H)
+    torch_names["decoder.bias"] = internal["by"] = (V,)
+    return torch_names, internal
+
+
+def _kind(a):
+    return "float" if a.dtype.kind == "f" else "integer" if a.dtype.kind in "iu" else \
+        "string" if a.dtype.kind == "U" else a.dtype.name
+
+
+def check_arrays(path, arrays, cfg, vocab):
+    """Raise CheckpointError naming the first array whose shape, dtype or content is not what
+    the stored config and vocabulary imply. Parameters' finiteness is checked apart."""
+
+    def bad(name, what):
+        raise CheckpointError(f"{path}: array {name} {what}")
+
+    def scalar(name, kind):
+        if name not in arrays:
+            return
+        a = arrays[name]
+        if a.shape != ():
+            bad(name, f"should be a single {kind}, has shape {a.shape}")
+        if kind == "integer" and a.dtype.kind not in "iu":
+            bad(name, f"should be an integer, is a {_kind(a)} ({a.item()!r})")
+        if kind == "number" and a.dtype.kind not in "iuf":
+            bad(name, f"should be a number, is a {_kind(a)} ({a.item()!r})")
+        if kind == "string" and a.dtype.kind != "U":
+            bad(name, f"should be a string, is a {_kind(a)}")
+        if kind == "integer" and a.item() < 0:
+            bad(name, f"should be >= 0, is {a.item()}")
+
+    V = len(vocab)
+    torch_shapes, internal = _expected_shapes(cfg, V)
+    for name, shape in torch_shapes.items():
+        a = arrays[name]
+        if a.dtype.kind != "f":
+            bad(name, f"should hold floats, holds {_kind(a)} values")
+        if a.shape != shape:
+            hint = " (transposed?)" if a.shape == shape[::-1] else ""
+            why = f" for {V} characters" if name.startswith("decoder") or name == "rnn.weight_ih_l0" else ""
+            bad(name, f"has shape {a.shape}, expected {shape}{why}{hint}")
+    for name in ("train.step", "train.epoch", "train.offset", "train.chars_seen", "optim.t"):
+        scalar(name, "integer")
+    for name in ("train.elapsed_s", "train.best_val"):
+        scalar(name, "number")
+    for name in ("config_json", "optim.name", "rng_state"):
+        scalar(name, "string")
+    if "optim.name" in arrays:
+        opt = str(arrays["optim.name"])
+        if opt not in OPTIMIZERS:
+            bad("optim.name", f"names no known optimizer: {opt!r}")
+        for slot in OPTIMIZERS[opt].slots:
+            for pname, shape in internal.items():
+                name = f"optim.{slot}.{pname}"
+                if name not in arrays:
+                    bad(name, f"is missing ({opt} keeps it)")
+                a = arrays[name]
+                if a.dtype.kind != "f" or a.shape != shape:
+                    bad(name, f"should be {shape} floats, is {a.shape} {_kind(a)}")
+    L, B, H = cfg.model.num_layers, cfg.training.batch_size, cfg.model.hidden_size
+    for sname in make_cell(cfg.model.type).state_names:
+        name = f"state.{sname}"
+        if name in arrays:
+            a = arrays[name]
+            if a.dtype.kind != "f" or a.shape != (L, B, H):
+                bad(name, f"should be (layers, batch_size, hidden_size) = {(L, B, H)} floats, is {a.shape} {_kind(a)}")
+    for name in ("history.train", "history.val"):
+        if name in arrays:
+            a = arrays[name]
+            if a.dtype.kind not in "iuf" or a.ndim != 2 or a.shape[1] != 4:
+                bad(name, f"should be (n, 4) numbers (step, chars_seen, elapsed_s, loss), is {a.shape} {_kind(a)}")
+    if "rng_state" in arrays:
+        try:
+            state = json.loads(str(arrays["rng_state"]))
+            np.random.default_rng().bit_generator.state = state
+        except (ValueError, TypeError, KeyError):
+            bad("rng_state", "is not a random generator state (JSON of bit_generator.state)")
+
+
+def nonfinite_parameters(arrays):
+    """Names of the parameter arrays holding NaN or infinite values."""
+    return [n for n, a in arrays.items() if n.startswith(("rnn.", "decoder.")) and not np.isfinite(a).all()]
+
+
 def _upgrade_v1(arrays):
     """Version 1 stored the optimizer state of weight matrices as (in, out): transpose it to (out, in)."""
     for name in list(arrays):
@@ -150,8 +261,10 @@ def _upgrade_v1(arrays):
     arrays["format_version"] = np.array(FORMAT_VERSION, dtype=np.int64)
 
 
-def load(path):
-    """Read and check a checkpoint; raises CheckpointError with a clear reason."""
+def load(path, allow_nonfinite=False):
+    """Read and check a checkpoint; raises CheckpointError with a clear reason.
+
+    Parameters holding NaN or infinity are refused unless allow_nonfinite (for `info`)."""
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint not found: {path}")
     if os.path.isdir(path):
@@ -189,8 +302,19 @@ def load(path):
     missing = [n for n in REQUIRED if n not in arrays]
     if missing:
         raise CheckpointError(f"{path} is missing arrays: {', '.join(missing)}")
+    for name in ("format_version", "config_json", "vocab"):
+        if name == "vocab" and arrays[name].dtype.kind not in "iu":
+            raise CheckpointError(f"{path}: array vocab should hold integer code points, holds "
+                                  f"{_kind(arrays[name])} values")
+    if arrays["config_json"].shape != () or arrays["config_json"].dtype.kind != "U":
+        raise CheckpointError(f"{path}: array config_json should be a single string")
     ck = Checkpoint(path, arrays)
     missing = [n for n in state_dict_names(ck.config.model.num_layers) if n not in arrays]
     if missing:
         raise CheckpointError(f"{path} is missing parameter arrays: {', '.join(missing)}")
+    check_arrays(path, arrays, ck.config, ck.vocab)
+    ck.nonfinite = nonfinite_parameters(arrays)
+    if ck.nonfinite and not allow_nonfinite:
+        raise CheckpointError(f"{path}: the parameters hold NaN or infinite values ({', '.join(ck.nonfinite)}); "
+                              f"the run diverged before this was saved: use an earlier checkpoint")
     return ck

@@ -27,11 +27,11 @@ def main():
     """
 
 
-def _load_checkpoint(path):
+def _load_checkpoint(path, allow_nonfinite=False):
     from .checkpoint import CheckpointError, load
 
     try:
-        return load(path)
+        return load(path, allow_nonfinite=allow_nonfinite)
     except CheckpointError as e:
         raise click.ClickException(str(e)) from None
 
@@ -109,7 +109,8 @@ def _tqdm_echo(msg):
               help="Divides the logits: lower is more conservative, higher more surprising; must be > 0.")
 @click.option("--top-k", type=int, default=None, help="Sample only among the K most likely characters.")
 @click.option("--argmax", is_flag=True, help="Always take the most likely character (deterministic).")
-@click.option("--rng-seed", type=int, default=None, help="Seed for sampling: the same seed gives the same text.")
+@click.option("--rng-seed", type=click.IntRange(min=0), default=None,
+              help="Seed (>= 0) for sampling: the same seed, checkpoint and options give the same text.")
 @click.option("--num-samples", default=1, show_default=True, type=int,
               help="Independent samples generated in one batched pass.")
 @click.option("--skip-unknown", is_flag=True, help="Drop priming characters not in the vocabulary (with a warning).")
@@ -125,6 +126,8 @@ def sample(checkpoint, prime, length, temperature, top_k, argmax, rng_seed, num_
 
     if length < 0:
         raise click.BadParameter("must be >= 0", param_hint="--length")
+    if prime == "":
+        raise click.BadParameter("must not be empty (leave it out to start from a newline)", param_hint="--seed")
     if not temperature > 0 or not math.isfinite(temperature):
         raise click.BadParameter("must be > 0", param_hint="--temperature")
     if top_k is not None and top_k < 1:
@@ -148,12 +151,16 @@ def sample(checkpoint, prime, length, temperature, top_k, argmax, rng_seed, num_
     model = ck.build_model()
     rng = np.random.default_rng(rng_seed)
     out = sys.stdout
-    for n, text in generate(model, vocab, prime, length, temperature, top_k, argmax, rng, num_samples):
-        if num_samples > 1:
-            out.write(f"--- sample {n + 1} of {num_samples} ---\n{text}\n")
-        else:
-            out.write(text)
-        out.flush()
+    try:
+        for n, text in generate(model, vocab, prime, length, temperature, top_k, argmax, rng, num_samples):
+            if num_samples > 1:
+                out.write(f"--- sample {n + 1} of {num_samples} ---\n{text}\n")
+            else:
+                out.write(text)
+            out.flush()
+    except MemoryError:
+        raise click.ClickException(f"out of memory: {num_samples:,} samples of {length:,} characters do not fit; "
+                                   f"try a smaller --num-samples or --length") from None
     if num_samples == 1:
         out.write("\n")
         out.flush()
@@ -220,12 +227,12 @@ def info(checkpoint, as_json):
     from .checkpoint import FORMAT_VERSION
     from .evaluate import bits
 
-    ck = _load_checkpoint(checkpoint)
+    ck = _load_checkpoint(checkpoint, allow_nonfinite=True)
     m = ck.config.model
     n_params = sum(int(np.prod(ck.arrays[k].shape)) for k in ck.arrays if k.startswith(("rnn.", "decoder.")))
     val = ck.history("val")
-    best = ck.scalar("train.best_val", math.nan)
-    latest = float(val[-1, 3]) if len(val) else math.nan
+    best = _finite_or_none(ck.scalar("train.best_val", math.nan))
+    latest = _finite_or_none(float(val[-1, 3])) if len(val) else None
     d = {
         "format_version": FORMAT_VERSION,
         "model": {"type": m.type, "num_layers": m.num_layers, "hidden_size": m.hidden_size, "dropout": m.dropout},
@@ -236,9 +243,10 @@ def info(checkpoint, as_json):
         "epoch": ck.scalar("train.epoch", 0),
         "chars_seen": ck.scalar("train.chars_seen", 0),
         "elapsed_s": ck.scalar("train.elapsed_s", 0.0),
-        "best_val_loss": None if math.isnan(best) else best,
-        "latest_val_loss": None if math.isnan(latest) else latest,
-        "val_history": [[int(r[0]), float(r[3])] for r in val],
+        "best_val_loss": best,
+        "latest_val_loss": latest,
+        "val_history": [[int(r[0]), _finite_or_none(float(r[3]))] for r in val],
+        "nonfinite_parameters": ck.nonfinite,
         "config": ck.config.to_dict(),
     }
     if as_json:
@@ -257,9 +265,14 @@ def info(checkpoint, as_json):
         f"{d['elapsed_s']:.1f} s",
         f"validation      best {fmt(d['best_val_loss'])}; latest {fmt(d['latest_val_loss'])}",
     ]
+    if ck.nonfinite:
+        lines.insert(3, f"WARNING         NaN or infinite values in {', '.join(ck.nonfinite)}: the run diverged; "
+                        f"sample and eval refuse this checkpoint")
     if len(val) > 1:
         lines.append(f"val history     {sparkline(val[:, 3])}  ({len(val)} evaluations, "
                      f"{val[0, 3]:.3f} -> {val[-1, 3]:.3f})")
+    if any(r[1] is None for r in d["val_history"]):
+        lines.append("                (non-finite validation losses are left out of the chart)")
     lines.append("config")
     for section, values in d["config"].items():
         for k, v in values.items():
@@ -267,15 +280,24 @@ def info(checkpoint, as_json):
     click.echo("\n".join(lines))
 
 
+def _finite_or_none(x):
+    """JSON has no NaN or Infinity: non-finite numbers become null. _finite_or_none(float('inf')) is None"""
+    return x if x is not None and math.isfinite(x) else None
+
+
 def sparkline(values, width=40):
-    """A one-line text chart: sparkline([3, 2, 1]) == '█▅▁'"""
+    """A one-line text chart; non-finite values show as a space. sparkline([3, 2, 1]) == '█▅▁'"""
     blocks = "▁▂▃▄▅▆▇█"
     v = np.asarray(values, dtype=np.float64)
     if len(v) > width:  # keep the last `width` points evenly spread
         v = v[np.linspace(0, len(v) - 1, width).round().astype(int)]
-    lo, hi = float(np.nanmin(v)), float(np.nanmax(v))
+    ok = np.isfinite(v)
+    if not ok.any():
+        return " " * len(v)
+    lo, hi = float(v[ok].min()), float(v[ok].max())
     span = hi - lo or 1.0
-    return "".join(blocks[int(round((x - lo) / span * (len(blocks) - 1)))] for x in v)
+    return "".join(blocks[int(round((x - lo) / span * (len(blocks) - 1)))] if good else " "
+                   for x, good in zip(v.tolist(), ok.tolist()))
 
 
 # ---- plot --------------------------------------------------------------------------------

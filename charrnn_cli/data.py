@@ -2,7 +2,8 @@
 
 prepare() reads the file in fixed-size chunks twice (once for the vocabulary, once to encode),
 so memory stays flat however large the file is. The encoded text goes to a .npy file that is
-reused while the source file's size and modification time are unchanged. Training reads it with
+reused while the source file is unchanged (its size, modification and inode change times) and the
+cache checks out whole; a damaged cache is encoded again. Training reads it with
 positioned reads (os.pread) a chunk at a time rather than through a memory map, so pages of a
 multi-GB file never pile up in the process's resident memory.
 
@@ -19,10 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .locks import FileLock
 from .vocab import Vocab
 
 CHUNK_BYTES = 1 << 22  # 4 MiB per read: bounds memory, big enough for NumPy to be fast
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the stamp holds the inode change time
 _MAX_CP = 0x110000
 
 
@@ -77,17 +79,21 @@ def scan_vocab(path):
 
 
 def _cache_paths(path, cache_dir):
+    """(base, .npy, .json) paths of a file's cache: named after the file and a hash of its absolute path."""
     src = os.path.abspath(path)
     tag = hashlib.sha1(src.encode("utf-8")).hexdigest()[:12]
     stem = os.path.basename(src)
     base = os.path.join(cache_dir, f"{stem}.{tag}")
-    return base + ".npy", base + ".json"
+    return base, base + ".npy", base + ".json"
 
 
 def _source_stamp(path):
+    """What identifies the file's content without reading it. The inode change time (ctime) is set
+    by the kernel on every write and cannot be set back, unlike the modification time that
+    `cp -p`, `rsync -a` and tar restore; so a file edited in place never matches its old stamp."""
     st = os.stat(path)
     return {"source": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-            "version": CACHE_VERSION}
+            "ctime_ns": st.st_ctime_ns, "inode": st.st_ino, "version": CACHE_VERSION}
 
 
 class Tokens:
@@ -168,51 +174,120 @@ class Corpus:
         return self.data[: n - n_val], self.data[n - n_val :]
 
 
-def prepare(path, cache_dir):
-    """Encode `path` into the cache (or reuse a valid one) and memory-map it."""
+def prepare(path, cache_dir, echo=None):
+    """Encode `path` into the cache (or reuse a valid one); the Corpus reads it on demand.
+
+    A cache is reused only when the file's stamp is unchanged and the cache checks out whole
+    (header, length, vocabulary, every index in range). A damaged cache is encoded again, with
+    a line through `echo`. One process encodes a given file at a time (a lock beside the cache);
+    the temporary file is removed on every way out, and any left by a killed process is swept.
+    """
     if os.path.isdir(path):
         raise DataError(f"data path is a directory, not a file: {path}")
     if not os.path.exists(path):
-        raise DataError(f"data file not found: {path}")
+        raise DataError(f"data file not found: {os.path.abspath(path)}")
     if os.path.getsize(path) == 0:
         raise DataError(f"data file is empty: {path}")
-    npy, meta_path = _cache_paths(path, cache_dir)
-    stamp = _source_stamp(path)
+    base, npy, meta_path = _cache_paths(path, cache_dir)
+    corpus, damage = _reuse(npy, meta_path, _source_stamp(path))
+    if corpus is not None:
+        return corpus
+    os.makedirs(cache_dir, exist_ok=True)
+    with FileLock(base + ".lock"):  # another process encoding the same file: wait for it, then look again
+        corpus, damage = _reuse(npy, meta_path, _source_stamp(path)) if damage is None else (None, damage)
+        if corpus is not None:
+            return corpus
+        if damage and echo is not None:
+            echo(f"warning: the encoded cache {npy} is damaged ({damage}); encoding {path} again")
+        return _encode(path, base, npy, meta_path)
+
+
+def _reuse(npy, meta_path, stamp):
+    """(Corpus, None) for a valid cache; (None, None) when there is none or the file changed;
+    (None, reason) when the cache is damaged."""
     try:
         with open(meta_path, encoding="utf-8") as fh:
             meta = json.load(fh)
-        if all(meta.get(k) == v for k, v in stamp.items()) and os.path.exists(npy):
-            data = Tokens.open_npy(npy)
-            if len(data) == meta["length"]:
-                return Corpus(data, Vocab(meta["vocab"]), npy, True)
-    except (OSError, ValueError, KeyError):
-        pass  # no usable cache: build it
+    except FileNotFoundError:
+        return None, None
+    except (OSError, ValueError):
+        return None, "its vocabulary file is not readable JSON"
+    if not isinstance(meta, dict) or any(meta.get(k) != v for k, v in stamp.items()):
+        return None, None  # another file, or this one changed since it was encoded
+    try:
+        vocab = Vocab(meta["vocab"])
+        n = int(meta["length"])
+        data = Tokens.open_npy(npy)
+    except FileNotFoundError:
+        return None, "the .npy file is missing"
+    except (KeyError, TypeError, ValueError, AssertionError, OverflowError, OSError) as e:
+        return None, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+    if data.dtype != vocab.index_dtype():
+        return None, f"indices stored as {data.dtype}, expected {np.dtype(vocab.index_dtype())}"
+    if len(data) != n:
+        return None, f"{len(data):,} indices, expected {n:,}"
+    size = os.path.getsize(npy)
+    if size != data.offset + n * data.dtype.itemsize:
+        return None, f"the .npy file has {size:,} bytes, expected {data.offset + n * data.dtype.itemsize:,} (truncated?)"
+    step = CHUNK_BYTES // data.dtype.itemsize
+    for i in range(0, n, step):  # every index in range: a few hundred ms per GB
+        top = int(data.read(i, min(step, n - i)).max())
+        if top >= len(vocab):
+            return None, f"index {top} out of range for a vocabulary of {len(vocab)}"
+    return Corpus(data, vocab, npy, True), None
 
+
+def _sweep_temporaries(base):
+    """Remove temporary files of this cache left by killed processes (the caller holds the lock)."""
+    folder, stem = os.path.split(base)
+    for name in os.listdir(folder or "."):
+        if name.startswith(stem + ".") and ".tmp" in name[len(stem):]:
+            try:
+                os.unlink(os.path.join(folder, name))
+            except OSError:
+                pass
+
+
+def _encode(path, base, npy, meta_path):
+    _sweep_temporaries(base)
+    stamp = _source_stamp(path)
     vocab, n = scan_vocab(path)
-    os.makedirs(cache_dir, exist_ok=True)
     dtype = vocab.index_dtype()
     lut = vocab.lookup_table(dtype)  # code point -> index
-    tmp = npy + f".tmp{os.getpid()}.npy"
-    header = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n,))  # writes the header
-    offset = header.offset
-    del header
-    pos = 0
-    with open(tmp, "r+b") as fh:  # plain sequential writes: nothing of the file stays mapped
-        fh.seek(offset)
-        for cps in codepoint_chunks(path):
-            fh.write(lut[cps].tobytes())
-            pos += cps.size
-        fh.flush()
-        os.fsync(fh.fileno())
-    if pos != n:
-        os.unlink(tmp)
-        raise DataError(f"data file changed while it was being read: {path}")
-    os.replace(tmp, npy)
-    meta = dict(stamp, length=n, vocab=vocab.codepoints.tolist())
-    tmp_meta = meta_path + f".tmp{os.getpid()}"
-    with open(tmp_meta, "w", encoding="utf-8") as fh:
-        json.dump(meta, fh)
-    os.replace(tmp_meta, meta_path)
+    tmp, tmp_meta = npy + f".tmp{os.getpid()}.npy", meta_path + f".tmp{os.getpid()}"
+    try:
+        header = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n,))  # writes the header
+        offset = header.offset
+        del header
+        pos = 0
+        with open(tmp, "r+b") as fh:  # plain sequential writes: nothing of the file stays mapped
+            fh.seek(offset)
+            for cps in codepoint_chunks(path):
+                try:
+                    fh.write(lut[cps].tobytes())
+                except IndexError:  # a character the first pass did not see
+                    raise DataError(f"data file changed while it was being read: {path}") from None
+                pos += cps.size
+            fh.flush()
+            os.fsync(fh.fileno())
+        if pos != n or _source_stamp(path) != stamp:
+            raise DataError(f"data file changed while it was being read: {path}")
+        meta = dict(stamp, length=n, vocab=vocab.codepoints.tolist())
+        with open(tmp_meta, "w", encoding="utf-8") as fh:
+            json.dump(meta, fh)
+        if os.path.exists(meta_path):  # no moment where an old vocabulary file vouches for a new .npy
+            os.unlink(meta_path)
+        os.replace(tmp, npy)
+        os.replace(tmp_meta, meta_path)
+    except BaseException as e:  # Ctrl-C, SIGTERM, a full disk: leave nothing behind
+        for f in (tmp, tmp_meta):
+            try:
+                os.unlink(f)
+            except OSError:
+                pass
+        if isinstance(e, OSError) and e.filename is None:
+            raise OSError(e.errno, e.strerror or str(e), npy) from None
+        raise
     return Corpus(Tokens.open_npy(npy), vocab, npy, False)
 
 

@@ -31,9 +31,18 @@ def _gumbel_rows(rng, V, n, dtype=np.float64, rows=None):
         yield from _gumbel(rng, (min(rows, n - start), V), dtype)
 
 
+TINY_TEMPERATURE = 1e-3  # below this, z / T is computed as (z - max z) / T in float64: no overflow, no inf - inf
+
+
 def _logits_to_scores(z, temperature, top_k):
-    """z / T with all but the top_k entries of each row set to -inf."""
-    if temperature != 1.0:
+    """z / T with all but the top_k entries of each row set to -inf.
+
+    A tiny T behaves as its limit: the largest logits score 0, the others -inf (argmax, ties drawn).
+    """
+    if temperature < TINY_TEMPERATURE:
+        with np.errstate(over="ignore"):
+            z = np.subtract(z, z.max(axis=-1, keepdims=True), dtype=np.float64) / temperature
+    elif temperature != 1.0:
         z = z * (1.0 / temperature)
     if top_k is not None and top_k < z.shape[-1]:
         kth = np.partition(z, -top_k, axis=-1)[..., -top_k, None]

@@ -232,7 +232,7 @@ def test_cli_train_end_to_end_then_sample_eval_info(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--set", "training.batch_size=0"], "training.batch_size: must be > 0"),
     (["--set", "model.hiden_size=3"], "did you mean 'hidden_size'"),
-    (["--set", "data.path=nope.txt"], "data file not found: nope.txt"),
+    (["--set", "data.path=nope.txt"], "nope.txt"),
     (["--set", "training.batch_size=500"], "needs at least"),
     (["--resume", "missing.npz"], "checkpoint not found: missing.npz"),
 ])
