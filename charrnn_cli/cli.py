@@ -44,13 +44,18 @@ def _load_checkpoint(path, allow_nonfinite=False):
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override a config value (YAML-typed); repeatable, e.g. --set training.max_steps=100.")
 @click.option("--resume", type=click.Path(dir_okay=False), metavar="CHECKPOINT.npz",
-              help="Continue exactly from a checkpoint written by an earlier run of this config.")
+              help="Continue exactly from a checkpoint; the run goes on in the checkpoint's folder "
+                   "unless --set output.dir names another.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the run already in output.dir (its checkpoints and metrics) instead of refusing.")
 @click.option("--quiet", is_flag=True, help="No progress bar or start-up lines; only the final summary.")
-def train(config_path, overrides, resume, quiet):
+def train(config_path, overrides, resume, overwrite, quiet):
     """Train a model as CONFIG.yaml describes.
 
     Writes OUTPUT_DIR/latest.npz (every checkpoint_every steps and at the end), best.npz (whenever
-    validation improves) and metrics.jsonl. Ctrl-C saves latest.npz and exits with 130.
+    validation improves) and metrics.jsonl. A folder that already holds a run is refused unless
+    you --resume it or --overwrite it. Ctrl-C saves latest.npz and exits with 130 (SIGTERM: 143);
+    a second Ctrl-C exits at once.
 
     \b
     Example:
@@ -59,6 +64,8 @@ def train(config_path, overrides, resume, quiet):
         charrnn train configs/shakespeare.yaml --resume runs/shakespeare/latest.npz
     """
     from .checkpoint import CheckpointError
+    from .runfolder import RunFolderError
+    from .signals import ForcedStop, exit_code, signal_name
     from .train import Interrupted, TrainingError, train as run_training
 
     try:
@@ -66,20 +73,35 @@ def train(config_path, overrides, resume, quiet):
     except ConfigError as e:
         raise click.ClickException(str(e)) from None
     echo = _tqdm_echo
+    if resume is not None and not any(o.strip().startswith("output.dir=") for o in overrides):
+        folder = os.path.dirname(resume) or "."
+        if os.path.abspath(folder) != os.path.abspath(cfg.output.dir) and not quiet:
+            echo(f"note: continuing in {folder}, the checkpoint's folder (the config says {cfg.output.dir}; "
+                 f"--set output.dir=... to write elsewhere)")
+        cfg.output.dir = folder
     try:
-        result = run_training(cfg, resume=resume, quiet=quiet, echo=echo)
-    except (ConfigError, DataError, CheckpointError, TrainingError) as e:
+        result = run_training(cfg, resume=resume, quiet=quiet, echo=echo, overwrite=overwrite)
+    except (ConfigError, DataError, CheckpointError, TrainingError, RunFolderError) as e:
         raise click.ClickException(str(e)) from None
     except Interrupted as e:
-        click.echo(f"interrupted: saved {e.path} at the last completed step; resume with --resume {e.path}",
-                   err=True)
-        sys.exit(130)
+        name = signal_name(e.signum)
+        if e.path is None:
+            click.echo(f"interrupted by {name} while preparing the data; nothing was saved", err=True)
+        else:
+            click.echo(f"interrupted by {name}: saved {e.path} at step {e.step:,}; resume with --resume {e.path}",
+                       err=True)
+            click.echo(e.advice, err=True)
+        sys.exit(exit_code(e.signum))
+    except ForcedStop as e:
+        click.echo(f"stopped at once by a second {signal_name(e.signum)}; the checkpoints on disk are intact "
+                   f"(latest.npz is from the last save)", err=True)
+        sys.exit(exit_code(e.signum))
     except MemoryError:
         raise click.ClickException("out of memory: try a smaller model.hidden_size or training.batch_size") from None
     except KeyboardInterrupt:  # before the training loop's own handler is installed
         click.echo("interrupted before training started; nothing was saved", err=True)
         sys.exit(130)
-    except OSError as e:  # e.g. an output folder that cannot be written
+    except OSError as e:  # a full disk, a folder that cannot be written: name the file
         where = f" {e.filename}" if getattr(e, "filename", None) else ""
         raise click.ClickException(f"cannot read or write{where}: {e.strerror or e}") from None
     p = result.progress
@@ -89,6 +111,7 @@ def train(config_path, overrides, resume, quiet):
     click.echo(f"stopped at {result.stop_reason}: step {p.step:,}, epoch {p.epoch + 0:,}, "
                f"{p.chars_seen:,} characters in {p.elapsed_s:.1f} s; {val_text}; "
                f"checkpoints in {result.out_dir}")
+    click.echo(result.advice)
 
 
 def _tqdm_echo(msg):
@@ -328,7 +351,7 @@ def plot(run_dirs, output, title):
                    err=True)
         sys.exit(2)
     try:
-        plot_runs(list(run_dirs), output, title)
+        plot_runs(list(run_dirs), output, title, warn=lambda m: click.echo(m, err=True))
     except PlotError as e:
         raise click.ClickException(str(e)) from None
     except OSError as e:

@@ -166,6 +166,7 @@ class Corpus:
     vocab: Vocab
     cache_path: str
     reused: bool  # True when an existing cache was valid
+    sha1: str = ""  # of the encoded text, to tell whether a resumed run's data changed
 
     def split(self, val_fraction):
         """Contiguous (train, val): the last val_fraction of the characters is validation."""
@@ -234,7 +235,7 @@ def _reuse(npy, meta_path, stamp):
         top = int(data.read(i, min(step, n - i)).max())
         if top >= len(vocab):
             return None, f"index {top} out of range for a vocabulary of {len(vocab)}"
-    return Corpus(data, vocab, npy, True), None
+    return Corpus(data, vocab, npy, True, str(meta.get("sha1", ""))), None
 
 
 def _sweep_temporaries(base):
@@ -260,19 +261,22 @@ def _encode(path, base, npy, meta_path):
         offset = header.offset
         del header
         pos = 0
+        digest = hashlib.sha1()  # of the encoded text: lets a resumed run see that its data changed
         with open(tmp, "r+b") as fh:  # plain sequential writes: nothing of the file stays mapped
             fh.seek(offset)
             for cps in codepoint_chunks(path):
                 try:
-                    fh.write(lut[cps].tobytes())
+                    encoded = lut[cps].tobytes()
                 except IndexError:  # a character the first pass did not see
                     raise DataError(f"data file changed while it was being read: {path}") from None
+                fh.write(encoded)
+                digest.update(encoded)
                 pos += cps.size
             fh.flush()
             os.fsync(fh.fileno())
         if pos != n or _source_stamp(path) != stamp:
             raise DataError(f"data file changed while it was being read: {path}")
-        meta = dict(stamp, length=n, vocab=vocab.codepoints.tolist())
+        meta = dict(stamp, length=n, sha1=digest.hexdigest(), vocab=vocab.codepoints.tolist())
         with open(tmp_meta, "w", encoding="utf-8") as fh:
             json.dump(meta, fh)
         if os.path.exists(meta_path):  # no moment where an old vocabulary file vouches for a new .npy
@@ -288,7 +292,7 @@ def _encode(path, base, npy, meta_path):
         if isinstance(e, OSError) and e.filename is None:
             raise OSError(e.errno, e.strerror or str(e), npy) from None
         raise
-    return Corpus(Tokens.open_npy(npy), vocab, npy, False)
+    return Corpus(Tokens.open_npy(npy), vocab, npy, False, meta["sha1"])
 
 
 class Streams:

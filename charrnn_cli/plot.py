@@ -3,46 +3,44 @@
 Reads OUTPUT_DIR/metrics.jsonl of each run; matplotlib is an optional extra (charrnn[plot]).
 """
 
-import json
 import math
 import os
+
+from . import runfolder
 
 
 class PlotError(ValueError):
     """A run folder without usable metrics: the message names it."""
 
 
-def read_metrics(run_dir):
+def read_metrics(run_dir, warn=None):
     """(train, val) lists of (chars_seen, elapsed_s, loss) from a run folder's metrics.jsonl."""
     path = os.path.join(run_dir, "metrics.jsonl")
     if not os.path.isfile(path):
         raise PlotError(f"{run_dir}: no metrics.jsonl (is it a charrnn run folder?)")
+    try:
+        records = runfolder.read_metrics(path, warn)  # a torn last line is skipped with a warning
+    except ValueError as e:
+        raise PlotError(str(e)) from None
     train, val = [], []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                raise PlotError(f"{path}: line {n} is not JSON") from None
-            if r.get("train_loss") is not None:
-                train.append((r["chars_seen"], r["elapsed_s"], r["train_loss"]))
-            if r.get("val_loss") is not None:
-                val.append((r["chars_seen"], r["elapsed_s"], r["val_loss"]))
+    for r in records:
+        if r.get("train_loss") is not None:
+            train.append((r["chars_seen"], r["elapsed_s"], r["train_loss"]))
+        if r.get("val_loss") is not None:
+            val.append((r["chars_seen"], r["elapsed_s"], r["val_loss"]))
     if not train and not val:
         raise PlotError(f"{path}: no losses recorded yet")
     return train, val
 
 
-def plot_runs(run_dirs, out_path, title=None):
+def plot_runs(run_dirs, out_path, title=None, warn=None):
     """Write a PNG with two panels (loss vs characters, loss vs minutes), a line per run and split."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = [(os.path.basename(os.path.normpath(d)) or d, *read_metrics(d)) for d in run_dirs]
+    runs = [(os.path.basename(os.path.normpath(d)) or d, *read_metrics(d, warn)) for d in run_dirs]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (name, train, val) in enumerate(runs):
@@ -65,7 +63,13 @@ def plot_runs(run_dirs, out_path, title=None):
     fig.suptitle(title or "charrnn training curves")
     fig.tight_layout()
     tmp = out_path + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, out_path)
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, out_path)
+    except BaseException:  # a full disk, Ctrl-C: no half-written file left
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    finally:
+        plt.close(fig)
     return out_path

@@ -40,8 +40,8 @@ def _logits_to_scores(z, temperature, top_k):
     A tiny T behaves as its limit: the largest logits score 0, the others -inf (argmax, ties drawn).
     """
     if temperature < TINY_TEMPERATURE:
-        with np.errstate(over="ignore"):
-            z = np.subtract(z, z.max(axis=-1, keepdims=True), dtype=np.float64) / temperature
+        with np.errstate(over="ignore"):  # scores past the dtype's range are -inf: never drawn
+            z = (np.subtract(z, z.max(axis=-1, keepdims=True), dtype=np.float64) / temperature).astype(z.dtype)
     elif temperature != 1.0:
         z = z * (1.0 / temperature)
     if top_k is not None and top_k < z.shape[-1]:

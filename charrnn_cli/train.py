@@ -4,15 +4,18 @@ State policy (the one place it is decided): the hidden state starts at zero, is 
 each chunk to the next, and is reset to zero when the streams wrap at an epoch boundary.
 Validation and sampling always start from a zero state of their own.
 
+The concerns live apart: `Run` holds the model and optimizer and does one step, one validation
+pass, one checkpoint; `_train` is the schedule (when to validate, log, save and stop);
+runfolder.py owns the output folder (its lock, what a new run may replace, the metrics log);
+signals.py decides when a signal stops the run.
+
 Exact resume: a checkpoint holds parameters, optimizer state, step, epoch, stream offset,
 the carried state and the dropout generator's state, so N steps + resume + M steps gives
 the same parameters, bit for bit, as N + M steps straight.
 """
 
-import json
 import math
 import os
-import signal
 import time
 from dataclasses import dataclass, field
 
@@ -23,6 +26,8 @@ from .data import DataError, Streams, prepare
 from .evaluate import score
 from .model import CharRNN
 from .optim import clip_gradients, global_norm, learning_rate, make_optimizer
+from .runfolder import RunFolder
+from .signals import ForcedStop, SignalGuard, Stop
 
 
 class TrainingError(RuntimeError):
@@ -30,11 +35,12 @@ class TrainingError(RuntimeError):
 
 
 class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived; latest.npz was saved first."""
+    """SIGINT or SIGTERM arrived. `path` is the checkpoint saved first (None if nothing was:
+    the signal came while the data was being prepared); `advice` says which files to use next."""
 
-    def __init__(self, signum, path):
-        super().__init__(signum, path)
-        self.signum, self.path = signum, path
+    def __init__(self, signum, path=None, step=None, advice=""):
+        super().__init__(signum, path, step)
+        self.signum, self.path, self.step, self.advice = signum, path, step, advice
 
 
 @dataclass
@@ -51,6 +57,11 @@ class Progress:
         return {"step": self.step, "epoch": self.epoch, "offset": self.offset, "chars_seen": self.chars_seen,
                 "elapsed_s": self.elapsed_s, "best_val": self.best_val}
 
+    def best_step(self):
+        """The step of the best validation so far, or None."""
+        best = [r for r in self.history["val"] if r[3] == self.best_val]
+        return int(best[-1][0]) if best else None
+
 
 @dataclass
 class Result:
@@ -58,29 +69,7 @@ class Result:
     val_loss: float
     stop_reason: str
     out_dir: str
-
-
-class _SignalCatcher:
-    """Turns SIGINT / SIGTERM into a flag the loop checks after each step."""
-
-    def __init__(self):
-        self.signum = None
-        self._old = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        self.signum = signum
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
+    advice: str = ""  # which checkpoint to sample from, and its step
 
 
 def _check_resume(ck, cfg, vocab):
@@ -97,6 +86,22 @@ def _check_resume(ck, cfg, vocab):
                                    f"{ck.config.training.batch_size}; resume with the same batch_size")
 
 
+def _data_changes(ck, cfg, corpus):
+    """What differs between the data a checkpoint was trained on and the data now, as phrases."""
+    changes = []
+    old = ck.config.data
+    if os.path.abspath(old.path) != os.path.abspath(cfg.data.path):
+        changes.append(f"data.path {old.path} -> {cfg.data.path}")
+    length = ck.scalar("data.length")
+    if length is not None and length != len(corpus.data):
+        changes.append(f"{length:,} -> {len(corpus.data):,} characters")
+    elif ck.get("data.sha1") is not None and corpus.sha1 and str(ck.get("data.sha1")) != corpus.sha1:
+        changes.append("the same length but different text")
+    if old.val_fraction != cfg.data.val_fraction:
+        changes.append(f"data.val_fraction {old.val_fraction} -> {cfg.data.val_fraction}")
+    return changes
+
+
 def _planned_steps(tcfg, streams):
     caps = []
     if tcfg.max_steps is not None:
@@ -106,18 +111,134 @@ def _planned_steps(tcfg, streams):
     return min(caps) if caps else None
 
 
-def train(cfg, resume=None, quiet=False, echo=print):
+class Run:
+    """What training holds and does: the model, optimizer, progress, carried state and dropout
+    generator; one step, one validation pass, one checkpoint."""
+
+    def __init__(self, cfg, corpus, streams, val_data, ck=None, echo=print):
+        t_cfg, m_cfg = cfg.training, cfg.model
+        self.cfg, self.corpus, self.streams, self.val_data = cfg, corpus, streams, val_data
+        self.model = CharRNN(m_cfg.type, len(corpus.vocab), m_cfg.hidden_size, m_cfg.num_layers, m_cfg.dropout,
+                             seed=t_cfg.seed, init=m_cfg.init, init_scale=m_cfg.init_scale,
+                             forget_bias=m_cfg.forget_bias)
+        self.optimizer = make_optimizer(t_cfg.optimizer, self.model.params, t_cfg)
+        self.prog = Progress()
+        self.rng = np.random.default_rng(t_cfg.seed + 1)  # dropout masks
+        self.state = self.model.zero_state(t_cfg.batch_size)
+        if ck is not None:
+            self._resume_from(ck, echo)
+
+    def _resume_from(self, ck, echo):
+        self.model.load_state_dict(ck.arrays)
+        try:
+            self.optimizer.load_state_arrays(ck.arrays)
+        except KeyError:  # another optimizer: its state means something else, so start this one fresh
+            echo(f"warning: {ck.path} was trained with {ck.config.training.optimizer}; "
+                 f"{self.cfg.training.optimizer} starts with fresh state (the resume is not exact)")
+        except ValueError as e:
+            raise ckpt.CheckpointError(f"{ck.path}: {e}") from None
+        self.prog = Progress(
+            step=ck.scalar("train.step", 0), epoch=ck.scalar("train.epoch", 0), offset=ck.scalar("train.offset", 0),
+            chars_seen=ck.scalar("train.chars_seen", 0), elapsed_s=ck.scalar("train.elapsed_s", 0.0),
+            best_val=ck.scalar("train.best_val", math.nan),
+            history={"train": ck.history("train").tolist(), "val": ck.history("val").tolist()})
+        if self.prog.offset >= self.streams.stream_len:
+            self.prog.offset, self.prog.epoch = 0, self.prog.epoch + 1
+        carried = ck.state(self.model)
+        if carried is not None and self.prog.offset > 0:
+            self.state = carried
+        self.rng = ck.rng()
+
+    def epoch_float(self):
+        return self.prog.epoch + self.prog.offset / self.streams.stream_len
+
+    def step(self, lr_of):
+        """One update on the next chunk; returns (loss, characters). lr_of(step) gives the rate."""
+        prog, model, B = self.prog, self.model, self.cfg.training.batch_size
+        if prog.offset == 0:
+            self.state = model.zero_state(B)  # epoch boundary: the streams wrap
+        x, y = self.streams.chunk(prog.offset)
+        masks = model.dropout_masks(x.shape[0], B, self.rng)
+        loss, new_state, cache = model.forward(x, y, self.state, masks)
+        grads, _ = model.backward(cache)
+        norm = global_norm(grads)
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            bad = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", norm)
+            raise TrainingError(f"the {bad[0]} became {bad[1]} at step {prog.step + 1}; stopped without saving "
+                                f"(try a lower training.learning_rate or grad_clip)")
+        t_cfg = self.cfg.training
+        clip_gradients(grads, t_cfg.clip_mode, t_cfg.grad_clip, norm)
+        self.lr = lr_of(prog.step + 1)
+        self.optimizer.step(model.params, grads, self.lr)
+        self.state = new_state
+        prog.step += 1
+        prog.offset += x.shape[0]
+        prog.chars_seen += x.size
+        if prog.offset >= self.streams.stream_len:
+            prog.offset, prog.epoch = 0, prog.epoch + 1
+            self.state = model.zero_state(B)
+        return loss, x.size
+
+    def validation_loss(self):
+        t_cfg = self.cfg.training
+        loss, _ = score(self.model, self.val_data, streams=t_cfg.batch_size, seq_length=t_cfg.seq_length,
+                        max_chars=t_cfg.eval_max_chars)
+        return loss
+
+    def record_validation(self, loss, best_path):
+        """Add a validation result to the history; save best_path when it improves."""
+        prog = self.prog
+        prog.history["val"].append([prog.step, prog.chars_seen, prog.elapsed_s, loss])
+        if not (loss >= prog.best_val) and math.isfinite(loss):  # first finite evaluation or an improvement
+            prog.best_val = loss
+            self.save(best_path)
+
+    def save(self, path):
+        data = {"data.length": np.array(len(self.corpus.data), dtype=np.int64),
+                "data.sha1": np.array(self.corpus.sha1)}
+        arrays = ckpt.build_arrays(self.model, self.corpus.vocab, self.cfg, self.optimizer, self.prog.arrays(),
+                                   self.state, self.rng, self.prog.history)
+        arrays.update(data)
+        ckpt.atomic_save_npz(path, arrays)
+
+
+def train(cfg, resume=None, quiet=False, echo=print, overwrite=False):
     """Train as `cfg` says, optionally continuing from the checkpoint path `resume`.
 
-    Returns a Result; raises DataError / CheckpointError / TrainingError for user-facing
-    problems and Interrupted after saving latest.npz when a signal arrives.
+    Writes into cfg.output.dir (runfolder.py says what it may replace: `overwrite` allows
+    replacing a run there). Returns a Result; raises DataError / CheckpointError / RunFolderError /
+    TrainingError for user-facing problems, and Interrupted when a signal arrives (after saving
+    latest.npz, once training has started). signals.ForcedStop passes through a second signal.
     """
+    folder = RunFolder(cfg.output.dir)
+    with SignalGuard() as signals:
+        folder.claim(resume, overwrite)
+        try:
+            return _train(cfg, resume, quiet, echo, folder, signals)
+        except Stop as e:
+            if isinstance(e, ForcedStop):
+                raise
+            raise Interrupted(e.signum) from None  # before any checkpoint: nothing to save
+        finally:
+            folder.release()
+
+
+def _advice(folder, run):
+    """Which checkpoint to use next, with its step."""
+    prog = run.prog
+    if os.path.exists(folder.best) and prog.best_step() is not None:
+        return (f"best model: {folder.best} (step {prog.best_step():,}, validation {prog.best_val:.4f}); "
+                f"latest: {folder.latest} (step {prog.step:,})")
+    return f"no validation has run yet, so there is no best.npz: use {folder.latest} (step {prog.step:,})"
+
+
+def _train(cfg, resume, quiet, echo, folder, signals):
     from tqdm import tqdm
 
-    t_cfg, m_cfg = cfg.training, cfg.model
-    out_dir = cfg.output.dir
-    cache_dir = cfg.data.cache_dir or os.path.join(out_dir, "data_cache")
-    corpus = prepare(cfg.data.path, cache_dir)
+    t_cfg = cfg.training
+    cache_dir = cfg.data.cache_dir or os.path.join(cfg.output.dir, "data_cache")
+    with signals.interruptible():
+        corpus = prepare(cfg.data.path, cache_dir, echo)
     train_data, val_data = corpus.split(cfg.data.val_fraction)
     B, T = t_cfg.batch_size, t_cfg.seq_length
     need = B * (T + 1)
@@ -129,151 +250,117 @@ def train(cfg, resume=None, quiet=False, echo=print):
     if resume is not None:
         ck = ckpt.load(resume)
         _check_resume(ck, cfg, corpus.vocab)
-
-    model = CharRNN(m_cfg.type, len(corpus.vocab), m_cfg.hidden_size, m_cfg.num_layers, m_cfg.dropout,
-                    seed=t_cfg.seed, init=m_cfg.init, init_scale=m_cfg.init_scale, forget_bias=m_cfg.forget_bias)
-    optimizer = make_optimizer(t_cfg.optimizer, model.params, t_cfg)
-    prog = Progress()
-    rng = np.random.default_rng(t_cfg.seed + 1)  # dropout masks
-    state = model.zero_state(B)
-    if ck is not None:
-        model.load_state_dict(ck.arrays)
-        try:
-            optimizer.load_state_arrays(ck.arrays)
-        except KeyError:  # another optimizer: its state means something else, so start this one fresh
-            echo(f"warning: {ck.path} was trained with {ck.config.training.optimizer}; "
-                 f"{t_cfg.optimizer} starts with fresh state (the resume is not exact)")
-        except ValueError as e:
-            raise ckpt.CheckpointError(f"{ck.path}: {e}") from None
-        prog = Progress(step=ck.scalar("train.step", 0), epoch=ck.scalar("train.epoch", 0),
-                        offset=ck.scalar("train.offset", 0), chars_seen=ck.scalar("train.chars_seen", 0),
-                        elapsed_s=ck.scalar("train.elapsed_s", 0.0), best_val=ck.scalar("train.best_val", math.nan),
-                        history={"train": ck.history("train").tolist(), "val": ck.history("val").tolist()})
-        if prog.offset >= streams.stream_len:
-            prog.offset, prog.epoch = 0, prog.epoch + 1
-        carried = ck.state(model)
-        if carried is not None and prog.offset > 0:
-            state = carried
-        rng = ck.rng()
-
-    os.makedirs(out_dir, exist_ok=True)
-    latest, best = os.path.join(out_dir, "latest.npz"), os.path.join(out_dir, "best.npz")
-    metrics_path = os.path.join(out_dir, "metrics.jsonl")
+        changes = _data_changes(ck, cfg, corpus)
+        if changes:
+            echo(f"warning: the data changed since {ck.path} was saved ({'; '.join(changes)}); "
+                 f"training goes on from there, but the resume is not exact")
+    run = Run(cfg, corpus, streams, val_data, ck, echo)
+    prog, model = run.prog, run.model
+    folder.start(resumed_step=prog.step if ck is not None else None)
     has_val = len(val_data) >= 2
-
-    def save(path):
-        arrays = ckpt.build_arrays(model, corpus.vocab, cfg, optimizer, prog.arrays(), state, rng,
-                                   prog.history)
-        ckpt.atomic_save_npz(path, arrays)
-
-    def validate():
-        loss, _ = score(model, val_data, streams=B, seq_length=T, max_chars=t_cfg.eval_max_chars)
-        prog.history["val"].append([prog.step, prog.chars_seen, prog.elapsed_s, loss])
-        if not (loss >= prog.best_val):  # first evaluation or an improvement
-            prog.best_val = loss
-            save(best)
-        return loss
 
     if not quiet:
         echo(f"data: {len(corpus.data):,} characters, vocabulary {len(corpus.vocab)} "
              f"({'cache reused' if corpus.reused else 'encoded'}); train {len(train_data):,}, "
              f"validation {len(val_data):,}")
-        echo(f"model: {m_cfg.type} {m_cfg.num_layers}x{m_cfg.hidden_size}, {model.num_params():,} parameters; "
-             f"{streams.steps_per_epoch:,} steps per epoch of {B} x {T}")
+        echo(f"model: {cfg.model.type} {cfg.model.num_layers}x{cfg.model.hidden_size}, "
+             f"{model.num_params():,} parameters; {streams.steps_per_epoch:,} steps per epoch of {B} x {T}")
         if ck is not None:
-            echo(f"resumed from {ck.path} at step {prog.step:,}")
+            echo(f"resumed from {ck.path} at step {prog.step:,}; writing to {folder.path}")
 
-    planned = _planned_steps(t_cfg, streams)
-    bar = tqdm(total=planned, initial=prog.step, disable=quiet, unit="step", dynamic_ncols=True, leave=True)
+    bar = tqdm(total=_planned_steps(t_cfg, streams), initial=prog.step, disable=quiet, unit="step",
+               dynamic_ncols=True, leave=True)
     t0 = time.monotonic()
     elapsed0 = prog.elapsed_s
     window_loss, window_n, window_chars, window_t = 0.0, 0, 0, t0
     last_val = prog.history["val"][-1][3] if prog.history["val"] else math.nan
     last_saved_step = prog.step if ck is not None else -1
-    stop_reason = None
 
-    def log(val_loss=None, train_loss=None, cps=None, lr=None):
-        rec = {"step": prog.step, "epoch": round(prog.epoch + prog.offset / streams.stream_len, 4),
-               "chars_seen": prog.chars_seen, "train_loss": train_loss, "val_loss": val_loss,
-               "learning_rate": lr, "chars_per_sec": cps, "elapsed_s": round(prog.elapsed_s, 3)}
-        with open(metrics_path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(rec) + "\n")
+    def clock():
+        prog.elapsed_s = elapsed0 + time.monotonic() - t0
 
-    with _SignalCatcher() as signals:
+    def lr_of(step):
+        time_fraction = prog.elapsed_s / (60 * t_cfg.max_minutes) if t_cfg.max_minutes else 0.0
+        return learning_rate(t_cfg, step, time_fraction)
+
+    def interrupted(signum):
+        run.save(folder.latest)
+        return Interrupted(signum, folder.latest, prog.step, _advice(folder, run))
+
+    def validate():
         try:
-            while True:
-                prog.elapsed_s = elapsed0 + time.monotonic() - t0
-                if t_cfg.max_steps is not None and prog.step >= t_cfg.max_steps:
-                    stop_reason = "max_steps"
-                elif t_cfg.max_epochs is not None and \
-                        prog.epoch + prog.offset / streams.stream_len >= t_cfg.max_epochs - 1e-12:
-                    stop_reason = "max_epochs"
-                elif t_cfg.max_minutes is not None and prog.elapsed_s >= 60 * t_cfg.max_minutes:
-                    stop_reason = "max_minutes"
-                if stop_reason:
-                    break
+            with signals.interruptible():
+                loss = run.validation_loss()
+        except Stop as e:
+            if isinstance(e, ForcedStop):
+                raise
+            raise interrupted(e.signum) from None
+        clock()
+        run.record_validation(loss, folder.best)
+        return loss
 
-                if prog.offset == 0:
-                    state = model.zero_state(B)  # epoch boundary: the streams wrap
-                x, y = streams.chunk(prog.offset)
-                masks = model.dropout_masks(x.shape[0], B, rng)
-                loss, new_state, cache = model.forward(x, y, state, masks)
-                grads, _ = model.backward(cache)
-                norm = global_norm(grads)
-                if not (math.isfinite(loss) and math.isfinite(norm)):
-                    raise TrainingError(
-                        f"the {'loss' if not math.isfinite(loss) else 'gradient norm'} became "
-                        f"{loss if not math.isfinite(loss) else norm} at step {prog.step + 1}; "
-                        f"stopped without saving (try a lower training.learning_rate or grad_clip). "
-                        f"Last good checkpoint: {latest if os.path.exists(latest) else 'none yet'}")
-                clip_gradients(grads, t_cfg.clip_mode, t_cfg.grad_clip, norm)
-                time_fraction = prog.elapsed_s / (60 * t_cfg.max_minutes) if t_cfg.max_minutes else 0.0
-                lr = learning_rate(t_cfg, prog.step + 1, time_fraction)
-                optimizer.step(model.params, grads, lr)
-                state = new_state
-                prog.step += 1
-                prog.offset += x.shape[0]
-                prog.chars_seen += x.size
-                if prog.offset >= streams.stream_len:
-                    prog.offset, prog.epoch = 0, prog.epoch + 1
-                    state = model.zero_state(B)
-                window_loss += loss
-                window_n += 1
-                window_chars += x.size
-                prog.elapsed_s = elapsed0 + time.monotonic() - t0
-                bar.update(1)
+    def stop_reason():
+        if t_cfg.max_steps is not None and prog.step >= t_cfg.max_steps:
+            return "max_steps"
+        if t_cfg.max_epochs is not None and run.epoch_float() >= t_cfg.max_epochs - 1e-12:
+            return "max_epochs"
+        if t_cfg.max_minutes is not None and prog.elapsed_s >= 60 * t_cfg.max_minutes:
+            return "max_minutes"
+        return None
 
-                evaluated = has_val and prog.step % t_cfg.eval_every == 0
-                if evaluated:
-                    t_eval = time.monotonic()
-                    last_val = validate()
-                    window_t += time.monotonic() - t_eval  # chars/s counts training time only
-                if prog.step % t_cfg.log_every == 0 or evaluated:
-                    now = time.monotonic()
-                    cps = window_chars / max(now - window_t, 1e-9)
-                    train_loss = window_loss / window_n
-                    prog.history["train"].append([prog.step, prog.chars_seen, prog.elapsed_s, train_loss])
-                    log(last_val if evaluated else None, train_loss, round(cps, 1), lr)
-                    bar.set_postfix_str(
-                        f"ep {prog.epoch + prog.offset / streams.stream_len:.2f} loss {train_loss:.3f} "
-                        f"val {'-' if math.isnan(last_val) else f'{last_val:.3f}'} {cps:,.0f} ch/s"
-                        + _eta(t_cfg, prog))
-                    window_loss, window_n, window_chars, window_t = 0.0, 0, 0, now
-                if prog.step % t_cfg.checkpoint_every == 0:
-                    save(latest)
-                    last_saved_step = prog.step
-                if signals.signum is not None:
-                    save(latest)
-                    raise Interrupted(signals.signum, latest)
-            # the end: a last validation and checkpoint
-            if has_val and (not prog.history["val"] or prog.history["val"][-1][0] != prog.step):
+    try:
+        while True:
+            clock()
+            reason = stop_reason()
+            if reason:
+                break
+            try:
+                loss, chars = run.step(lr_of)
+            except TrainingError as e:
+                last = folder.latest if os.path.exists(folder.latest) else "none yet"
+                raise TrainingError(f"{e} Last good checkpoint: {last}") from None
+            window_loss += loss
+            window_n += 1
+            window_chars += chars
+            clock()
+            bar.update(1)
+            if signals.signum is not None:
+                raise interrupted(signals.signum)
+
+            evaluated = has_val and prog.step % t_cfg.eval_every == 0
+            if evaluated:
+                t_eval = time.monotonic()
                 last_val = validate()
-                log(last_val, None, None, None)
-            if last_saved_step != prog.step or not os.path.exists(latest):
-                save(latest)
-        finally:
-            bar.close()
-    return Result(prog, last_val, stop_reason, out_dir)
+                window_t += time.monotonic() - t_eval  # chars/s counts training time only
+            if prog.step % t_cfg.log_every == 0 or evaluated:
+                now = time.monotonic()
+                cps = window_chars / max(now - window_t, 1e-9)
+                train_loss = window_loss / window_n
+                prog.history["train"].append([prog.step, prog.chars_seen, prog.elapsed_s, train_loss])
+                folder.log(_record(run, train_loss, last_val if evaluated else None, cps, run.lr))
+                bar.set_postfix_str(
+                    f"ep {run.epoch_float():.2f} loss {train_loss:.3f} "
+                    f"val {'-' if math.isnan(last_val) else f'{last_val:.3f}'} {cps:,.0f} ch/s" + _eta(t_cfg, prog))
+                window_loss, window_n, window_chars, window_t = 0.0, 0, 0, now
+            if prog.step % t_cfg.checkpoint_every == 0:
+                run.save(folder.latest)
+                last_saved_step = prog.step
+        # the end: a last validation and checkpoint
+        if has_val and (not prog.history["val"] or prog.history["val"][-1][0] != prog.step):
+            last_val = validate()
+            folder.log(_record(run, None, last_val, None, None))
+        if last_saved_step != prog.step or not os.path.exists(folder.latest):
+            run.save(folder.latest)
+    finally:
+        bar.close()
+    return Result(prog, last_val, reason, cfg.output.dir, _advice(folder, run))
+
+
+def _record(run, train_loss, val_loss, cps, lr):
+    prog = run.prog
+    return {"step": prog.step, "epoch": round(run.epoch_float(), 4), "chars_seen": prog.chars_seen,
+            "train_loss": train_loss, "val_loss": val_loss, "learning_rate": lr,
+            "chars_per_sec": None if cps is None else round(cps, 1), "elapsed_s": round(prog.elapsed_s, 3)}
 
 
 def _eta(t_cfg, prog):

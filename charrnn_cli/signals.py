@@ -1,0 +1,76 @@
+"""SIGINT and SIGTERM during a run: answered within a step, wherever they land.
+
+A run is in one of two modes. Most of the time signals are *deferred*: the handler only notes
+the signal, and the loop checks after each step, saves latest.npz and stops, so no update is
+half-applied and no checkpoint half-written. Work that may run long and leaves nothing to
+protect (preparing the data, a validation pass) is *interruptible*: there the handler raises
+Stop at once. A second signal, in either mode, raises ForcedStop at once: files on disk stay
+intact (checkpoints are written atomically, metrics lines whole) and the process exits.
+"""
+
+import contextlib
+import signal
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Stop(BaseException):
+    """A signal arrived during interruptible work. BaseException, like KeyboardInterrupt, so
+    that no `except Exception` on the way up mistakes it for an error."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class ForcedStop(Stop):
+    """A second signal: stop now, without saving."""
+
+
+def exit_code(signum):
+    """The shell's convention, 128 + the signal's number: 130 for SIGINT, 143 for SIGTERM."""
+    return 128 + int(signum)
+
+
+def signal_name(signum):
+    return signal.Signals(signum).name
+
+
+class SignalGuard:
+    """Installs the handlers for its `with` block; `.signum` is the first signal seen, or None."""
+
+    def __init__(self):
+        self.signum = None
+        self._interruptible = False
+        self._old = {}
+
+    def __enter__(self):
+        for sig in SIGNALS:
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            raise ForcedStop(signum)
+        self.signum = signum
+        if self._interruptible:
+            raise Stop(signum)
+
+    @contextlib.contextmanager
+    def interruptible(self):
+        """A block that a signal ends at once (raising Stop) instead of at the next step."""
+        if self.signum is not None:
+            raise Stop(self.signum)
+        self._interruptible = True
+        try:
+            yield
+        finally:
+            self._interruptible = False
