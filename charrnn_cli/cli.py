@@ -6,11 +6,12 @@ import os
 import sys
 
 import click
-import numpy as np
 
 from . import __version__
-from .config import ConfigError, load_config
-from .data import DataError
+from .config import ConfigError, is_config_path, load_config, own_text_config, resolve_data_path
+
+# NumPy is imported inside the commands, not here: `train --threads N` must set the BLAS thread
+# count before NumPy loads its BLAS library and starts the thread pool.
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -40,38 +41,51 @@ def _load_checkpoint(path, allow_nonfinite=False):
 
 
 @main.command(context_settings=CONTEXT)
-@click.argument("config_path", metavar="CONFIG.yaml", type=click.Path(dir_okay=False))
+@click.argument("target", metavar="CONFIG.yaml|TEXT_FILE", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override a config value (YAML-typed); repeatable, e.g. --set training.max_steps=100.")
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=None, metavar="N",
+              help="Train for N minutes in this invocation (on --resume: N more minutes).")
 @click.option("--resume", type=click.Path(dir_okay=False), metavar="CHECKPOINT.npz",
               help="Continue exactly from a checkpoint; the run goes on in the checkpoint's folder "
                    "unless --set output.dir names another.")
 @click.option("--overwrite", is_flag=True,
               help="Replace the run already in output.dir (its checkpoints and metrics) instead of refusing.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N",
+              help="BLAS threads (default: training.threads, else one per core).")
 @click.option("--quiet", is_flag=True, help="No progress bar or start-up lines; only the final summary.")
-def train(config_path, overrides, resume, overwrite, quiet):
-    """Train a model as CONFIG.yaml describes.
+def train(target, overrides, minutes, resume, overwrite, threads, quiet):
+    """Train a model as CONFIG.yaml describes, or the default model on TEXT_FILE.
 
     Writes OUTPUT_DIR/latest.npz (every checkpoint_every steps and at the end), best.npz (whenever
-    validation improves) and metrics.jsonl. A folder that already holds a run is refused unless
-    you --resume it or --overwrite it. Ctrl-C saves latest.npz and exits with 130 (SIGTERM: 143);
-    a second Ctrl-C exits at once.
+    validation improves), metrics.jsonl and config.yaml (the config used). A folder that already
+    holds a run is refused unless you --resume it or --overwrite it. Ctrl-C saves latest.npz and
+    exits with 130 (SIGTERM: 143); a second Ctrl-C exits at once.
+
+    A TEXT_FILE (any path not ending in .yaml or .yml) trains the default model (an LSTM 2x384,
+    10 minutes) on it into runs/NAME, NAME being the file's name without its extension.
 
     \b
     Example:
+        charrnn train mytext.txt --minutes 5
         charrnn train configs/tiny.yaml
         charrnn train configs/shakespeare.yaml --set training.max_minutes=2
-        charrnn train configs/shakespeare.yaml --resume runs/shakespeare/latest.npz
+        charrnn train configs/shakespeare.yaml --resume runs/shakespeare/latest.npz --minutes 5
     """
+    try:
+        if is_config_path(target):
+            cfg = resolve_data_path(load_config(target, overrides), target)
+        else:
+            cfg = resolve_data_path(own_text_config(target, overrides))
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
+    _set_threads(threads or cfg.training.threads)
     from .checkpoint import CheckpointError
+    from .data import DataError
     from .runfolder import RunFolderError
     from .signals import ForcedStop, exit_code, signal_name
     from .train import Interrupted, TrainingError, train as run_training
 
-    try:
-        cfg = load_config(config_path, overrides)
-    except ConfigError as e:
-        raise click.ClickException(str(e)) from None
     echo = _tqdm_echo
     if resume is not None and not any(o.strip().startswith("output.dir=") for o in overrides):
         folder = os.path.dirname(resume) or "."
@@ -80,7 +94,7 @@ def train(config_path, overrides, resume, overwrite, quiet):
                  f"--set output.dir=... to write elsewhere)")
         cfg.output.dir = folder
     try:
-        result = run_training(cfg, resume=resume, quiet=quiet, echo=echo, overwrite=overwrite)
+        result = run_training(cfg, resume=resume, quiet=quiet, echo=echo, overwrite=overwrite, minutes=minutes)
     except (ConfigError, DataError, CheckpointError, TrainingError, RunFolderError) as e:
         raise click.ClickException(str(e)) from None
     except Interrupted as e:
@@ -108,10 +122,29 @@ def train(config_path, overrides, resume, overwrite, quiet):
     val = result.val_loss
     val_text = (f"validation {val:.4f} nats/char ({val / math.log(2):.4f} bits/char), "
                 f"best {p.best_val:.4f}") if not math.isnan(val) else "no validation split"
-    click.echo(f"stopped at {result.stop_reason}: step {p.step:,}, epoch {p.epoch + 0:,}, "
+    reason = (f"stopped early (validation has not improved for {cfg.training.patience} evaluations, "
+              f"training.patience)" if result.stop_reason == "patience" else f"stopped at {result.stop_reason}")
+    click.echo(f"{reason}: step {p.step:,}, epoch {p.epoch + 0:,}, "
                f"{p.chars_seen:,} characters in {p.elapsed_s:.1f} s; {val_text}; "
                f"checkpoints in {result.out_dir}")
     click.echo(result.advice)
+    if result.warning:
+        click.echo(result.warning)
+
+
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
+
+
+def _set_threads(n):
+    """Set the BLAS thread count for this process. It must run before NumPy is imported: BLAS
+    reads these variables once, when NumPy loads it."""
+    if n is None:
+        return
+    if "numpy" in sys.modules:  # imported by the caller (a script driving main()): too late to apply
+        click.echo(f"warning: NumPy was already loaded; --threads {n} cannot change its thread pool", err=True)
+        return
+    for var in THREAD_VARIABLES:
+        os.environ[var] = str(n)
 
 
 def _tqdm_echo(msg):
@@ -131,13 +164,18 @@ def _tqdm_echo(msg):
 @click.option("--temperature", default=1.0, show_default=True, type=float,
               help="Divides the logits: lower is more conservative, higher more surprising; must be > 0.")
 @click.option("--top-k", type=int, default=None, help="Sample only among the K most likely characters.")
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None, metavar="P",
+              help="Nucleus sampling: only among the fewest most likely characters whose probabilities "
+                   "add up to P (after temperature and top-k).")
 @click.option("--argmax", is_flag=True, help="Always take the most likely character (deterministic).")
 @click.option("--rng-seed", type=click.IntRange(min=0), default=None,
-              help="Seed (>= 0) for sampling: the same seed, checkpoint and options give the same text.")
+              help="Seed (>= 0) for the sampling noise: the same seed, checkpoint and options give the same "
+                   "text. It fixes the noise, not the text: different primes with one seed converge after "
+                   "a few dozen characters, so compare prompts with different seeds.")
 @click.option("--num-samples", default=1, show_default=True, type=int,
               help="Independent samples generated in one batched pass.")
 @click.option("--skip-unknown", is_flag=True, help="Drop priming characters not in the vocabulary (with a warning).")
-def sample(checkpoint, prime, length, temperature, top_k, argmax, rng_seed, num_samples, skip_unknown):
+def sample(checkpoint, prime, length, temperature, top_k, top_p, argmax, rng_seed, num_samples, skip_unknown):
     """Generate text from a checkpoint.
 
     \b
@@ -145,6 +183,8 @@ def sample(checkpoint, prime, length, temperature, top_k, argmax, rng_seed, num_
         charrnn sample runs/shakespeare/best.npz --seed "ROMEO:" --length 300 --temperature 0.8
         charrnn sample runs/shakespeare/best.npz --num-samples 3 --rng-seed 1
     """
+    import numpy as np
+
     from .sample import generate
 
     if length < 0:
@@ -175,7 +215,7 @@ def sample(checkpoint, prime, length, temperature, top_k, argmax, rng_seed, num_
     rng = np.random.default_rng(rng_seed)
     out = sys.stdout
     try:
-        for n, text in generate(model, vocab, prime, length, temperature, top_k, argmax, rng, num_samples):
+        for n, text in generate(model, vocab, prime, length, temperature, top_k, argmax, rng, num_samples, top_p):
             if num_samples > 1:
                 out.write(f"--- sample {n + 1} of {num_samples} ---\n{text}\n")
             else:
@@ -194,41 +234,59 @@ def sample(checkpoint, prime, length, temperature, top_k, argmax, rng_seed, num_
 
 @main.command("eval", context_settings=CONTEXT)
 @click.argument("checkpoint", metavar="CHECKPOINT.npz", type=click.Path())
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path(dir_okay=False), required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def eval_(checkpoint, file, as_json):
-    """Score FILE: average nats and bits per character under the model.
+    """Score FILE, or without FILE the run's own validation split: nats and bits per character.
 
     Every character after the first is predicted from all characters before it, starting from a
-    zero state. Characters outside the vocabulary are counted, reported and left out.
+    zero state. Characters outside the vocabulary are counted, reported and left out. Without
+    FILE, the validation split is cut from the training data as training cut it (the last
+    data.val_fraction of data.path, from the checkpoint's config).
 
     \b
     Example:
+        charrnn eval runs/shakespeare/best.npz
         charrnn eval runs/shakespeare/best.npz data/tinyshakespeare.txt --json
     """
-    from .evaluate import bits, score_file
+    from .data import DataError
+    from .evaluate import bits, score_file, score_validation_split
 
     ck = _load_checkpoint(checkpoint)
-    if not os.path.exists(file):
-        raise click.ClickException(f"file not found: {file}")
-    if not os.path.isfile(file):
-        raise click.ClickException(f"not a file: {file}")
-    model = ck.build_model()
-    try:
-        nats, count, unknown = score_file(model, ck.vocab, file)
-    except DataError as e:
-        raise click.ClickException(str(e)) from None
-    except OSError as e:
-        raise click.ClickException(f"cannot read {file}: {e.strerror or e}") from None
+    unknown = {}
+    if file is None:
+        model = ck.build_model()
+        try:
+            nats, count, data_path = score_validation_split(ck, model, warn=lambda m: click.echo(m, err=True))
+        except DataError as e:
+            raise click.ClickException(str(e)) from None
+        except OSError as e:
+            raise click.ClickException(f"cannot read or write {e.filename or ''}: {e.strerror or e}") from None
+        label = f"{data_path} (validation split, the last {ck.config.data.val_fraction:g})"
+    else:
+        if not os.path.exists(file):
+            raise click.ClickException(f"file not found: {file}")
+        if not os.path.isfile(file):
+            raise click.ClickException(f"not a file: {file}")
+        model = ck.build_model()
+        try:
+            nats, count, unknown = score_file(model, ck.vocab, file)
+        except DataError as e:
+            raise click.ClickException(str(e)) from None
+        except OSError as e:
+            raise click.ClickException(f"cannot read {file}: {e.strerror or e}") from None
+        label = file
     if count == 0:
-        raise click.ClickException(f"{file}: nothing to score (fewer than two known characters)")
+        raise click.ClickException(f"{label}: nothing to score (fewer than two known characters)")
     n_unknown = sum(unknown.values())
     if as_json:
-        click.echo(json.dumps({"file": file, "nats_per_char": nats, "bits_per_char": bits(nats), "chars": count,
+        click.echo(json.dumps({"file": file if file is not None else ck.config.data.path,
+                               "split": "file" if file is not None else "validation",
+                               "nats_per_char": nats, "bits_per_char": bits(nats), "chars": count,
                                "unknown_chars": n_unknown,
                                "unknown": {c: k for c, k in sorted(unknown.items())}}))
         return
-    click.echo(f"{file}: {nats:.4f} nats/char, {bits(nats):.4f} bits/char over {count:,} characters")
+    click.echo(f"{label}: {nats:.4f} nats/char, {bits(nats):.4f} bits/char over {count:,} characters")
     if n_unknown:
         listed = ", ".join(f"{c!r} x{k}" for c, k in sorted(unknown.items(), key=lambda kv: -kv[1])[:10])
         click.echo(f"left out {n_unknown:,} characters not in the vocabulary: {listed}")
@@ -247,8 +305,11 @@ def info(checkpoint, as_json):
     Example:
         charrnn info runs/shakespeare/best.npz
     """
+    import numpy as np
+
     from .checkpoint import FORMAT_VERSION
     from .evaluate import bits
+    from .train import DIVERGED
 
     ck = _load_checkpoint(checkpoint, allow_nonfinite=True)
     m = ck.config.model
@@ -270,6 +331,7 @@ def info(checkpoint, as_json):
         "latest_val_loss": latest,
         "val_history": [[int(r[0]), _finite_or_none(float(r[3]))] for r in val],
         "nonfinite_parameters": ck.nonfinite,
+        "diverged": latest is not None and latest > DIVERGED * math.log(len(ck.vocab)),
         "config": ck.config.to_dict(),
     }
     if as_json:
@@ -288,6 +350,11 @@ def info(checkpoint, as_json):
         f"{d['elapsed_s']:.1f} s",
         f"validation      best {fmt(d['best_val_loss'])}; latest {fmt(d['latest_val_loss'])}",
     ]
+    from .train import divergence
+
+    diverged = divergence(latest, len(ck.vocab), ck.config.training.learning_rate) if latest is not None else ""
+    if diverged:
+        lines.append(diverged)
     if ck.nonfinite:
         lines.insert(3, f"WARNING         NaN or infinite values in {', '.join(ck.nonfinite)}: the run diverged; "
                         f"sample and eval refuse this checkpoint")
@@ -310,6 +377,8 @@ def _finite_or_none(x):
 
 def sparkline(values, width=40):
     """A one-line text chart; non-finite values show as a space. sparkline([3, 2, 1]) == '█▅▁'"""
+    import numpy as np
+
     blocks = "▁▂▃▄▅▆▇█"
     v = np.asarray(values, dtype=np.float64)
     if len(v) > width:  # keep the last `width` points evenly spread

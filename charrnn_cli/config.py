@@ -12,6 +12,7 @@ twice in one mapping is an error naming both lines, not a silent last-one-wins.
 import dataclasses
 import difflib
 import math
+import os
 import re
 import typing
 from dataclasses import dataclass, field
@@ -69,7 +70,8 @@ _non_negative = (lambda v: v >= 0, "must be >= 0")
 
 @dataclass
 class DataConfig:
-    path: str = _f("data/tinyshakespeare.txt", "UTF-8 text file to train on (relative to the current directory)")
+    path: str = _f("data/tinyshakespeare.txt", "UTF-8 text file to train on (a relative path is tried from the "
+                   "current folder, then from the config file's folder and the folders above it)")
     val_fraction: float = _f(0.1, "fraction at the end of the file held out for validation",
                              *(lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"))
     cache_dir: Optional[str] = _f(None, "where the encoded text is cached; null: OUTPUT_DIR/data_cache")
@@ -125,9 +127,16 @@ class TrainingConfig:
     eval_max_chars: Optional[int] = _f(1_000_000, "score at most this many validation characters (null: all); "
                                        "keeps validation quick on multi-GB files",
                                        *_positive)
+    eval_share: Optional[float] = _f(0.1, "largest share of the run's time spent validating: validation scores "
+                                     "fewer characters (fixed for the run) when it would take more (null: no limit)",
+                                     *(lambda v: 0.0 < v < 1.0, "must be in (0, 1)"))
+    patience: Optional[int] = _f(None, "early stopping: stop when validation has not improved for this many "
+                                 "evaluations (null: off)", *_positive)
     checkpoint_every: int = _f(500, "steps between writes of latest.npz", *_positive)
     log_every: int = _f(10, "steps between lines of metrics.jsonl", *_positive)
     seed: int = _f(42, "seeds the initialisation and dropout", *_non_negative)
+    threads: Optional[int] = _f(None, "BLAS threads (null: the BLAS default, one per core); --threads overrides; "
+                                "set before NumPy starts, so it holds for the whole run", *_positive)
 
 
 @dataclass
@@ -222,6 +231,55 @@ def from_dict(raw):
     return cfg
 
 
+# `charrnn train FILE.txt`: the default main job's model and schedule (configs/shakespeare.yaml,
+# a test keeps the two in step) on the user's file, into runs/<file name>.
+OWN_TEXT = {
+    "data": {"val_fraction": 0.1},
+    "model": {"type": "lstm", "hidden_size": 384, "num_layers": 2, "dropout": 0.4},
+    "training": {"batch_size": 32, "seq_length": 64, "optimizer": "adam", "learning_rate": 0.004,
+                 "lr_schedule": "cosine", "lr_min_fraction": 0.03, "grad_clip": 5.0, "max_minutes": 10,
+                 "eval_every": 400, "checkpoint_every": 200, "log_every": 20, "seed": 42},
+}
+
+
+def is_config_path(path):
+    """A .yaml / .yml path is a config; anything else is a text file to train on."""
+    return str(path).lower().endswith((".yaml", ".yml"))
+
+
+def own_text_config(text_path, overrides=()):
+    """The config `charrnn train TEXT_FILE` uses: OWN_TEXT on that file, into runs/<stem>."""
+    stem = os.path.splitext(os.path.basename(os.path.normpath(text_path)))[0] or "text"
+    raw = {k: dict(v) for k, v in OWN_TEXT.items()}
+    raw["data"]["path"] = text_path
+    raw["output"] = {"dir": os.path.join("runs", stem)}
+    return from_dict(apply_overrides(raw, overrides))
+
+
+def resolve_data_path(cfg, config_path=None):
+    """Find data.path: as given (relative to the current folder), else relative to the config
+    file's folder or one of the folders above it. Sets the found path; ConfigError if none."""
+    path = cfg.data.path
+    if os.path.isabs(path) or os.path.exists(path) or config_path is None:
+        if not os.path.exists(path):
+            raise ConfigError(f"data.path: file not found: {os.path.abspath(path)}")
+        return cfg
+    folder = os.path.dirname(os.path.abspath(config_path))
+    start = folder
+    while True:
+        candidate = os.path.join(folder, path)
+        if os.path.exists(candidate):
+            cfg.data.path = candidate
+            return cfg
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    raise ConfigError(f"data.path: file not found: {path} (looked for {os.path.abspath(path)}, then in "
+                      f"{start} and the folders above it: relative paths are tried from the current folder, "
+                      f"then from the config file's folder upwards)")
+
+
 def apply_overrides(raw, overrides):
     """Apply `section.key=value` strings to a raw dict; values are parsed as YAML.
 
@@ -284,3 +342,13 @@ def describe():
             tname = tp.__name__ + (" or null" if nullable else "")
             rows.append((f"{section}.{f.name}", tname, f.default, f.metadata["help"]))
     return rows
+
+
+def reference_table():
+    """The README's config reference as a Markdown table, one row per key (a test keeps them equal)."""
+    import json
+
+    rows = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+    for key, tname, default, help_text in describe():
+        rows.append(f"| `{key}` | {tname} | `{json.dumps(default)}` | {help_text.replace('|', '&#124;')} |")
+    return "\n".join(rows)

@@ -7,6 +7,7 @@ in parallel (each from a zero state): much faster, and what validation during tr
 """
 
 import math
+import os
 
 import numpy as np
 
@@ -77,3 +78,31 @@ def score_file(model, vocab, path, seq_length=256):
     if count == 0:
         return float("nan"), 0, unknown
     return total / count, count, unknown
+
+
+def score_validation_split(ck, model, warn=None):
+    """Score the validation split of the data a checkpoint was trained on, as training cut it
+    (the last data.val_fraction of data.path), with one stream carried from a zero state.
+
+    The text is read through the run's encoded cache (the checkpoint's folder/data_cache unless
+    data.cache_dir says otherwise). Returns (nats_per_char, chars_scored, data_path); raises
+    DataError when the file is gone, its characters differ, or there is no validation split.
+    """
+    from .data import DataError, prepare
+
+    d = ck.config.data
+    if d.val_fraction == 0:
+        raise DataError(f"{ck.path} was trained with data.val_fraction 0: no validation split; pass a FILE to score")
+    if not os.path.isfile(d.path):
+        raise DataError(f"the training data {os.path.abspath(d.path)} (data.path in {ck.path}) is not there; "
+                        f"run from the folder training ran in, or pass a FILE to score")
+    cache_dir = d.cache_dir or os.path.join(os.path.dirname(os.path.abspath(ck.path)), "data_cache")
+    corpus = prepare(d.path, cache_dir, warn)
+    if corpus.vocab != ck.vocab:
+        raise DataError(f"{d.path} has other characters than {ck.path} was trained on: it changed since")
+    sha1 = ck.get("data.sha1")
+    if warn is not None and sha1 is not None and str(sha1) and corpus.sha1 != str(sha1):
+        warn(f"warning: {d.path} changed since {ck.path} was trained: its validation split is other text now")
+    _, val = corpus.split(d.val_fraction)
+    nats, count = score(model, val, streams=1, seq_length=256)
+    return nats, count, d.path

@@ -158,21 +158,41 @@ def clip_gradients(grads, mode, threshold, norm=None):
     return norm
 
 
-def learning_rate(tcfg, step, time_fraction=0.0):
+def cosine_fraction(tcfg, step, time_fraction=0.0, anchor=(0.0, 0.0)):
+    """How far the cosine decay has gone, in [0, 1], at update `step` (1-based).
+
+    The clock is the step over lr_decay_steps, else max_steps, else `time_fraction` (elapsed /
+    max_minutes). `anchor` (f0, r0) continues a resumed run smoothly when its horizon changed:
+    where the clock reads r0 the decay stands at f0, and it goes on linearly to 1 at the new
+    horizon, instead of jumping back. (0, 0), a fresh run, is the plain clock.
+    >>> cosine_fraction(None, 0, 0.75, anchor=(0.5, 0.5))  # halfway from r0 = 0.5 to 1: halfway from f0 = 0.5
+    0.75
+    """
+    horizon = tcfg and (tcfg.lr_decay_steps or tcfg.max_steps)
+    if horizon:
+        raw = min(max(step - tcfg.warmup_steps, 0) / max(horizon - tcfg.warmup_steps, 1), 1.0)
+    else:
+        raw = min(max(time_fraction, 0.0), 1.0)
+    f0, r0 = anchor
+    if (f0, r0) == (0.0, 0.0):
+        return raw
+    if r0 >= 1.0:
+        return 1.0
+    return min(max(f0 + (1.0 - f0) * (raw - r0) / (1.0 - r0), f0), 1.0)
+
+
+def learning_rate(tcfg, step, time_fraction=0.0, anchor=(0.0, 0.0)):
     """The learning rate for update number `step` (1-based) under the config's schedule.
 
     The cosine schedule runs over lr_decay_steps, else max_steps; with neither it runs over
     max_minutes, using `time_fraction` (elapsed / max_minutes) as its clock, so a time-limited run
     always finishes its decay whatever the machine's speed (such a run is not bitwise repeatable).
+    `anchor`: see cosine_fraction.
     """
     lr = tcfg.learning_rate
     if tcfg.warmup_steps and step <= tcfg.warmup_steps:
         return lr * step / tcfg.warmup_steps
     if tcfg.lr_schedule == "cosine":
-        horizon = tcfg.lr_decay_steps or tcfg.max_steps
-        if horizon:
-            frac = min(max(step - tcfg.warmup_steps, 0) / max(horizon - tcfg.warmup_steps, 1), 1.0)
-        else:
-            frac = min(max(time_fraction, 0.0), 1.0)
+        frac = cosine_fraction(tcfg, step, time_fraction, anchor)
         return lr * (tcfg.lr_min_fraction + (1 - tcfg.lr_min_fraction) * 0.5 * (1 + math.cos(math.pi * frac)))
     return lr * tcfg.lr_decay ** ((step - 1) // tcfg.lr_decay_every)

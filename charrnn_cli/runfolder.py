@@ -40,6 +40,7 @@ class RunFolder:
         self.latest = os.path.join(path, "latest.npz")
         self.best = os.path.join(path, "best.npz")
         self.metrics = os.path.join(path, "metrics.jsonl")
+        self.config = os.path.join(path, "config.yaml")
         self._lock = FileLock(os.path.join(path, ".lock"))
         self._log_fd = None
         self.replacing = self.continuing = False
@@ -89,20 +90,18 @@ class RunFolder:
             self._trim_metrics(resumed_step)
         self._log_fd = os.open(self.metrics, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
+    def save_config(self, cfg):
+        """config.yaml: the config this run used, resolved, ready to copy and edit."""
+        import yaml
+
+        text = ("# The config this run used (every key, defaults included); copy it and edit to change more.\n"
+                + yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        _atomic_write_text(self.config, text)
+
     def _trim_metrics(self, step):
         """Keep the lines up to `step` (those past it were logged after the checkpoint resumed from)."""
         kept = [r for r in read_metrics(self.metrics, strict=False) if r.get("step", 0) <= step]
-        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".metrics.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.writelines(json.dumps(r) + "\n" for r in kept)
-            os.replace(tmp, self.metrics)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        _atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in kept))
 
     def log(self, record):
         """Append one line whole: on a failed or short write, the file is cut back to where it was."""
@@ -124,6 +123,24 @@ class RunFolder:
             os.close(self._log_fd)
             self._log_fd = None
         self._lock.release()
+
+
+def _atomic_write_text(path, text):
+    """Write through a temporary file in the same folder, then rename: never half a file."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix="." + os.path.basename(path) + ".",
+                               suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError) and e.filename is None:
+            raise OSError(e.errno, e.strerror or str(e), path) from None
+        raise
 
 
 def _same_folder(a, b):

@@ -4,8 +4,15 @@ State policy: generation starts from a zero state; the priming text is fed throu
 to warm it, then each generated character is fed back in. Dropout is off.
 
 Temperature divides the logits: T < 1 sharpens the distribution (more conservative text),
-T > 1 flattens it (more surprising text). top_k keeps the k most likely characters; argmax
-(equivalent to top_k = 1) always takes the most likely one.
+T > 1 flattens it (more surprising text). top_k keeps the k most likely characters; top_p
+(nucleus sampling) keeps the fewest most likely characters whose probabilities add up to at
+least p (with any that tie with the last one kept); argmax (equivalent to top_k = 1) always takes
+the most likely one. They apply in that order: temperature, top_k, top_p.
+
+What the rng seed fixes: the noise that picks each character, drawn in order. The same seed,
+checkpoint and options give the same text. With another priming text the model's probabilities
+differ at first, but once it has forgotten the prompt, the same noise drives it to the same
+characters: to compare prompts, use different seeds (or --num-samples).
 """
 
 import numpy as np
@@ -34,7 +41,7 @@ def _gumbel_rows(rng, V, n, dtype=np.float64, rows=None):
 TINY_TEMPERATURE = 1e-3  # below this, z / T is computed as (z - max z) / T in float64: no overflow, no inf - inf
 
 
-def _logits_to_scores(z, temperature, top_k):
+def _logits_to_scores(z, temperature, top_k, top_p=None):
     """z / T with all but the top_k entries of each row set to -inf.
 
     A tiny T behaves as its limit: the largest logits score 0, the others -inf (argmax, ties drawn).
@@ -47,28 +54,45 @@ def _logits_to_scores(z, temperature, top_k):
     if top_k is not None and top_k < z.shape[-1]:
         kth = np.partition(z, -top_k, axis=-1)[..., -top_k, None]
         z = np.where(z >= kth, z, -np.inf)
+    if top_p is not None and top_p < 1.0:
+        z = _nucleus(z, top_p)
     return z
 
 
-def _choose(logits, temperature, top_k, argmax, gumbel):
+def _nucleus(z, top_p):
+    """Scores z (..., V) with all but the nucleus set to -inf: the fewest highest-probability
+    entries whose softmax probabilities sum to >= top_p, and entries tying with the last of them.
+    >>> _nucleus(np.log(np.array([0.5, 0.3, 0.2])), 0.7).round(3).tolist()
+    [-0.693, -1.204, -inf]
+    """
+    p = np.exp(z - z.max(axis=-1, keepdims=True), dtype=np.float64)
+    p /= p.sum(axis=-1, keepdims=True)
+    desc = -np.sort(-p, axis=-1)
+    cum = np.cumsum(desc, axis=-1)
+    k = np.minimum((cum < top_p * (1 - 1e-12)).sum(axis=-1, keepdims=True), p.shape[-1] - 1)  # index of the last kept
+    threshold = np.take_along_axis(desc, k, axis=-1)
+    return np.where(p >= threshold, z, -np.inf).astype(z.dtype, copy=False)
+
+
+def _choose(logits, temperature, top_k, argmax, gumbel, top_p=None):
     """One index per row of (N, V) logits, a sample of softmax(logits / T) given (N, V) Gumbel noise."""
     if argmax or top_k == 1:
         return logits.argmax(axis=1)
-    return (_logits_to_scores(logits, temperature, top_k) + gumbel).argmax(axis=1)
+    return (_logits_to_scores(logits, temperature, top_k, top_p) + gumbel).argmax(axis=1)
 
 
-def _choose_one(z, temperature, top_k, argmax, g):
+def _choose_one(z, temperature, top_k, argmax, g, top_p=None):
     """_choose for one row z (V,), kept lean: the noise row g (V,) is overwritten, an int is returned."""
     if argmax or top_k == 1:
         return int(z.argmax())
-    if temperature != 1.0 or top_k is not None:
-        z = _logits_to_scores(z, temperature, top_k)
+    if temperature != 1.0 or top_k is not None or top_p is not None:
+        z = _logits_to_scores(z, temperature, top_k, top_p)
     g += z
     return int(g.argmax())
 
 
 def generate(model, vocab, prime, length, temperature=1.0, top_k=None, argmax=False, rng=None,
-             num_samples=1):
+             num_samples=1, top_p=None):
     """Yield (sample_index, text) pieces: first the priming text, then one character per step.
 
     All samples run as one batch; yields go sample by sample only when num_samples == 1,
@@ -88,14 +112,15 @@ def generate(model, vocab, prime, length, temperature=1.0, top_k=None, argmax=Fa
         yield 0, prime
         noise = _gumbel_rows(rng, logits.shape[1], length, logits.dtype)  # in the logits' dtype: a same-type add
         for t in range(length):
-            j = _choose_one(logits[0], temperature, top_k, argmax, None if argmax else next(noise))
+            j = _choose_one(logits[0], temperature, top_k, argmax, None if argmax else next(noise), top_p)
             yield 0, chars[j]
             if t + 1 < length:
                 logits, state = model.step(j, state, ctx)
         return
     out = np.empty((length, N), dtype=np.int64)
     for t in range(length):
-        nxt = _choose(logits, temperature, top_k, argmax, None if argmax else _gumbel(rng, logits.shape, logits.dtype))
+        noise = None if argmax else _gumbel(rng, logits.shape, logits.dtype)
+        nxt = _choose(logits, temperature, top_k, argmax, noise, top_p)
         out[t] = nxt
         if t + 1 < length:
             logits, state = model.step(nxt, state, ctx)

@@ -25,7 +25,8 @@ from . import checkpoint as ckpt
 from .data import DataError, Streams, prepare
 from .evaluate import score
 from .model import CharRNN
-from .optim import clip_gradients, global_norm, learning_rate, make_optimizer
+from .config import ConfigError
+from .optim import clip_gradients, cosine_fraction, global_norm, learning_rate, make_optimizer
 from .runfolder import RunFolder
 from .signals import ForcedStop, SignalGuard, Stop
 
@@ -51,11 +52,19 @@ class Progress:
     chars_seen: int = 0
     elapsed_s: float = 0.0
     best_val: float = math.nan
+    lr_anchor: tuple = (0.0, 0.0)  # the cosine schedule's anchor (optim.cosine_fraction)
+    eval_chars: int = 0  # validation characters scored each time, fixed at the first validation (0: not yet)
     history: dict = field(default_factory=lambda: {"train": [], "val": []})
 
     def arrays(self):
         return {"step": self.step, "epoch": self.epoch, "offset": self.offset, "chars_seen": self.chars_seen,
-                "elapsed_s": self.elapsed_s, "best_val": self.best_val}
+                "elapsed_s": self.elapsed_s, "best_val": self.best_val,
+                "lr_anchor": np.array(self.lr_anchor, dtype=np.float64), "eval_chars": self.eval_chars}
+
+    def evaluations_since_best(self):
+        """Validations after the best one (the patience count)."""
+        step = self.best_step()
+        return 0 if step is None else sum(1 for r in self.history["val"] if r[0] > step)
 
     def best_step(self):
         """The step of the best validation so far, or None."""
@@ -70,6 +79,7 @@ class Result:
     stop_reason: str
     out_dir: str
     advice: str = ""  # which checkpoint to sample from, and its step
+    warning: str = ""  # a diverged run says so
 
 
 def _check_resume(ck, cfg, vocab):
@@ -140,7 +150,8 @@ class Run:
         self.prog = Progress(
             step=ck.scalar("train.step", 0), epoch=ck.scalar("train.epoch", 0), offset=ck.scalar("train.offset", 0),
             chars_seen=ck.scalar("train.chars_seen", 0), elapsed_s=ck.scalar("train.elapsed_s", 0.0),
-            best_val=ck.scalar("train.best_val", math.nan),
+            best_val=ck.scalar("train.best_val", math.nan), eval_chars=ck.scalar("train.eval_chars", 0),
+            lr_anchor=tuple(ck.get("train.lr_anchor", np.zeros(2)).tolist()),
             history={"train": ck.history("train").tolist(), "val": ck.history("val").tolist()})
         if self.prog.offset >= self.streams.stream_len:
             self.prog.offset, self.prog.epoch = 0, self.prog.epoch + 1
@@ -179,10 +190,11 @@ class Run:
             self.state = model.zero_state(B)
         return loss, x.size
 
-    def validation_loss(self):
+    def validation_loss(self, max_chars=None):
+        """The validation loss over the first max_chars characters (default: the run's fixed amount)."""
         t_cfg = self.cfg.training
         loss, _ = score(self.model, self.val_data, streams=t_cfg.batch_size, seq_length=t_cfg.seq_length,
-                        max_chars=t_cfg.eval_max_chars)
+                        max_chars=max_chars or self.prog.eval_chars or t_cfg.eval_max_chars)
         return loss
 
     def record_validation(self, loss, best_path):
@@ -202,19 +214,25 @@ class Run:
         ckpt.atomic_save_npz(path, arrays)
 
 
-def train(cfg, resume=None, quiet=False, echo=print, overwrite=False):
+def train(cfg, resume=None, quiet=False, echo=print, overwrite=False, minutes=None):
     """Train as `cfg` says, optionally continuing from the checkpoint path `resume`.
 
     Writes into cfg.output.dir (runfolder.py says what it may replace: `overwrite` allows
-    replacing a run there). Returns a Result; raises DataError / CheckpointError / RunFolderError /
-    TrainingError for user-facing problems, and Interrupted when a signal arrives (after saving
-    latest.npz, once training has started). signals.ForcedStop passes through a second signal.
+    replacing a run there). `minutes` limits this invocation to that many minutes (on resume:
+    that many more). Returns a Result; raises ConfigError / DataError / CheckpointError /
+    RunFolderError / TrainingError for user-facing problems, and Interrupted when a signal
+    arrives (after saving latest.npz, once training has started); signals.ForcedStop passes
+    through a second signal.
     """
+    t_cfg = cfg.training
+    if minutes is None and t_cfg.max_steps is None and t_cfg.max_epochs is None and t_cfg.max_minutes is None:
+        raise ConfigError("the config sets no stop condition: set training.max_minutes, max_steps or max_epochs "
+                          "(or pass --minutes N)")
     folder = RunFolder(cfg.output.dir)
     with SignalGuard() as signals:
         folder.claim(resume, overwrite)
         try:
-            return _train(cfg, resume, quiet, echo, folder, signals)
+            return _train(cfg, resume, quiet, echo, folder, signals, minutes)
         except Stop as e:
             if isinstance(e, ForcedStop):
                 raise
@@ -232,7 +250,87 @@ def _advice(folder, run):
     return f"no validation has run yet, so there is no best.npz: use {folder.latest} (step {prog.step:,})"
 
 
-def _train(cfg, resume, quiet, echo, folder, signals):
+def divergence(loss, vocab_size, lr=None):
+    """A warning when a loss is far above a uniform guess over the vocabulary (ln V), else ''."""
+    uniform = math.log(vocab_size)
+    if not (loss > DIVERGED * uniform):
+        return ""
+    advice = f"lower training.learning_rate (now {lr:g})" if lr else "lower training.learning_rate"
+    return (f"warning: the run diverged: {loss:.4g} nats/char is far above a uniform guess over "
+            f"{vocab_size} characters (ln {vocab_size} = {uniform:.2f}); {advice}, or clip gradients harder "
+            f"(training.grad_clip), and train again")
+
+
+DIVERGED = 1.2  # a loss this many times ln V: worse than knowing nothing, by far
+
+
+def _spent(reason, ck, prog, t_cfg):
+    """The line for a resume that has nothing left to do."""
+    what = {"max_steps": f"training.max_steps {t_cfg.max_steps:,}",
+            "max_epochs": f"training.max_epochs {t_cfg.max_epochs:g}",
+            "max_minutes": f"training.max_minutes {t_cfg.max_minutes:g} "
+                           f"({prog.elapsed_s / 60:.1f} minutes trained)"}[reason]
+    return (f"nothing to do: {ck.path} (step {prog.step:,}) has already reached {what}; the budget counts "
+            f"the whole run, across resumes: train on with --minutes N (N more minutes) or raise it with --set")
+
+
+def _anchor_on_resume(ck, t_cfg, prog):
+    """Keep the cosine schedule continuous when a resume changes its horizon (a longer budget)."""
+    old_t = ck.config.training
+    if t_cfg.lr_schedule != "cosine" or old_t.lr_schedule != "cosine":
+        return prog.lr_anchor
+
+    def frac(tc, anchor):
+        tf = prog.elapsed_s / (60 * tc.max_minutes) if tc.max_minutes else 0.0
+        return cosine_fraction(tc, prog.step, tf, anchor)
+
+    reached = frac(old_t, prog.lr_anchor)
+    if frac(t_cfg, prog.lr_anchor) == reached:
+        return prog.lr_anchor  # the same schedule: the resume stays exact
+    raw = frac(t_cfg, (0.0, 0.0))
+    return (reached, raw)
+
+
+class ValidationPlan:
+    """How much validation text to score: eval_max_chars, or fewer when scoring that much would
+    take more than eval_share of the run's time. Decided once, at the first validation (from the
+    training speed so far and a timed probe), then fixed, so every validation of the run scores
+    the same characters and the losses compare."""
+
+    def __init__(self, t_cfg, n_val):
+        self.t_cfg = t_cfg
+        self.cap = max(1, min(n_val - 1, t_cfg.eval_max_chars or n_val))
+        self.seconds = None  # how long the last validation took
+
+    def decide(self, run, train_seconds, steps, echo):
+        """Fix run.prog.eval_chars, given the training time and steps of this invocation so far."""
+        prog, t_cfg = run.prog, self.t_cfg
+        if prog.eval_chars:
+            return
+        share = t_cfg.eval_share
+        probe = min(self.cap, max(10_000, 4 * t_cfg.batch_size * t_cfg.seq_length))
+        if share is None or probe >= self.cap or steps == 0:
+            prog.eval_chars = self.cap
+            return
+        t = time.monotonic()
+        run.validation_loss(max_chars=probe)
+        per_char = (time.monotonic() - t) / probe
+        between = min(t_cfg.eval_every, steps) * train_seconds / steps  # training time between validations
+        allowed = share / (1 - share) * between
+        prog.eval_chars = int(min(max(allowed / max(per_char, 1e-12), probe), self.cap))
+        if prog.eval_chars < self.cap and echo is not None:
+            echo(f"validation: {prog.eval_chars:,} of {self.cap:,} characters each time, about "
+                 f"{prog.eval_chars * per_char:.1f} s, to keep it within {share:.0%} of the run "
+                 f"(training.eval_share)")
+
+    def reserve(self, t_cfg):
+        """Seconds to keep for the final validation inside max_minutes."""
+        if self.seconds is not None:
+            return self.seconds
+        return (t_cfg.eval_share or 0.0) * 60 * (t_cfg.max_minutes or 0.0)
+
+
+def _train(cfg, resume, quiet, echo, folder, signals, minutes=None):
     from tqdm import tqdm
 
     t_cfg = cfg.training
@@ -256,8 +354,35 @@ def _train(cfg, resume, quiet, echo, folder, signals):
                  f"training goes on from there, but the resume is not exact")
     run = Run(cfg, corpus, streams, val_data, ck, echo)
     prog, model = run.prog, run.model
-    folder.start(resumed_step=prog.step if ck is not None else None)
+    if minutes is not None:
+        t_cfg.max_minutes = prog.elapsed_s / 60 + minutes
+    if ck is not None:
+        prog.lr_anchor = _anchor_on_resume(ck, t_cfg, prog)
     has_val = len(val_data) >= 2
+    plan = ValidationPlan(t_cfg, len(val_data))
+    t0 = time.monotonic()
+    elapsed0 = prog.elapsed_s
+    train_s, session_steps = 0.0, 0  # this invocation's training time (validation excluded) and steps
+
+    def clock():
+        prog.elapsed_s = elapsed0 + time.monotonic() - t0
+
+    def stop_reason():
+        if t_cfg.max_steps is not None and prog.step >= t_cfg.max_steps:
+            return "max_steps"
+        if t_cfg.max_epochs is not None and run.epoch_float() >= t_cfg.max_epochs - 1e-12:
+            return "max_epochs"
+        if t_cfg.max_minutes is not None and \
+                prog.elapsed_s + (plan.reserve(t_cfg) if has_val else 0.0) >= 60 * t_cfg.max_minutes:
+            return "max_minutes"
+        if t_cfg.patience is not None and prog.evaluations_since_best() >= t_cfg.patience:
+            return "patience"
+        return None
+
+    if ck is not None and stop_reason() is not None and stop_reason() != "patience":
+        raise TrainingError(_spent(stop_reason(), ck, prog, t_cfg))
+    folder.start(resumed_step=prog.step if ck is not None else None)
+    folder.save_config(cfg)
 
     if not quiet:
         echo(f"data: {len(corpus.data):,} characters, vocabulary {len(corpus.vocab)} "
@@ -265,60 +390,57 @@ def _train(cfg, resume, quiet, echo, folder, signals):
              f"validation {len(val_data):,}")
         echo(f"model: {cfg.model.type} {cfg.model.num_layers}x{cfg.model.hidden_size}, "
              f"{model.num_params():,} parameters; {streams.steps_per_epoch:,} steps per epoch of {B} x {T}")
+        echo(f"config: {folder.config} (copy it and edit to change more: charrnn train COPY.yaml)")
         if ck is not None:
             echo(f"resumed from {ck.path} at step {prog.step:,}; writing to {folder.path}")
 
     bar = tqdm(total=_planned_steps(t_cfg, streams), initial=prog.step, disable=quiet, unit="step",
                dynamic_ncols=True, leave=True)
-    t0 = time.monotonic()
-    elapsed0 = prog.elapsed_s
     window_loss, window_n, window_chars, window_t = 0.0, 0, 0, t0
     last_val = prog.history["val"][-1][3] if prog.history["val"] else math.nan
     last_saved_step = prog.step if ck is not None else -1
-
-    def clock():
-        prog.elapsed_s = elapsed0 + time.monotonic() - t0
+    val_seconds = 0.0  # validation time in this invocation
 
     def lr_of(step):
         time_fraction = prog.elapsed_s / (60 * t_cfg.max_minutes) if t_cfg.max_minutes else 0.0
-        return learning_rate(t_cfg, step, time_fraction)
+        return learning_rate(t_cfg, step, time_fraction, prog.lr_anchor)
 
     def interrupted(signum):
         run.save(folder.latest)
         return Interrupted(signum, folder.latest, prog.step, _advice(folder, run))
 
     def validate():
+        nonlocal val_seconds
+        t = time.monotonic()
         try:
             with signals.interruptible():
+                plan.decide(run, train_s, session_steps, None if quiet else echo)
                 loss = run.validation_loss()
         except Stop as e:
             if isinstance(e, ForcedStop):
                 raise
             raise interrupted(e.signum) from None
+        plan.seconds = time.monotonic() - t
+        val_seconds += plan.seconds
         clock()
         run.record_validation(loss, folder.best)
         return loss
 
-    def stop_reason():
-        if t_cfg.max_steps is not None and prog.step >= t_cfg.max_steps:
-            return "max_steps"
-        if t_cfg.max_epochs is not None and run.epoch_float() >= t_cfg.max_epochs - 1e-12:
-            return "max_epochs"
-        if t_cfg.max_minutes is not None and prog.elapsed_s >= 60 * t_cfg.max_minutes:
-            return "max_minutes"
-        return None
-
+    reason = None
     try:
         while True:
             clock()
             reason = stop_reason()
             if reason:
                 break
+            t_step = time.monotonic()
             try:
                 loss, chars = run.step(lr_of)
             except TrainingError as e:
                 last = folder.latest if os.path.exists(folder.latest) else "none yet"
                 raise TrainingError(f"{e} Last good checkpoint: {last}") from None
+            train_s += time.monotonic() - t_step
+            session_steps += 1
             window_loss += loss
             window_n += 1
             window_chars += chars
@@ -337,10 +459,12 @@ def _train(cfg, resume, quiet, echo, folder, signals):
                 cps = window_chars / max(now - window_t, 1e-9)
                 train_loss = window_loss / window_n
                 prog.history["train"].append([prog.step, prog.chars_seen, prog.elapsed_s, train_loss])
-                folder.log(_record(run, train_loss, last_val if evaluated else None, cps, run.lr))
+                folder.log(_record(run, train_loss, last_val if evaluated else None, cps, run.lr,
+                                   plan.seconds if evaluated else None, val_seconds))
                 bar.set_postfix_str(
                     f"ep {run.epoch_float():.2f} loss {train_loss:.3f} "
-                    f"val {'-' if math.isnan(last_val) else f'{last_val:.3f}'} {cps:,.0f} ch/s" + _eta(t_cfg, prog))
+                    f"val {'-' if math.isnan(last_val) else f'{last_val:.3f}'} {cps:,.0f} ch/s"
+                    + _eta(t_cfg, prog, val_seconds))
                 window_loss, window_n, window_chars, window_t = 0.0, 0, 0, now
             if prog.step % t_cfg.checkpoint_every == 0:
                 run.save(folder.latest)
@@ -348,23 +472,28 @@ def _train(cfg, resume, quiet, echo, folder, signals):
         # the end: a last validation and checkpoint
         if has_val and (not prog.history["val"] or prog.history["val"][-1][0] != prog.step):
             last_val = validate()
-            folder.log(_record(run, None, last_val, None, None))
+            folder.log(_record(run, None, last_val, None, None, plan.seconds, val_seconds))
         if last_saved_step != prog.step or not os.path.exists(folder.latest):
             run.save(folder.latest)
     finally:
         bar.close()
-    return Result(prog, last_val, reason, cfg.output.dir, _advice(folder, run))
+    final = last_val if has_val else (prog.history["train"][-1][3] if prog.history["train"] else math.nan)
+    warning = divergence(final, len(corpus.vocab), t_cfg.learning_rate)
+    return Result(prog, last_val, reason, cfg.output.dir, _advice(folder, run), warning)
 
 
-def _record(run, train_loss, val_loss, cps, lr):
+def _record(run, train_loss, val_loss, cps, lr, val_s=None, val_total_s=None):
     prog = run.prog
     return {"step": prog.step, "epoch": round(run.epoch_float(), 4), "chars_seen": prog.chars_seen,
             "train_loss": train_loss, "val_loss": val_loss, "learning_rate": lr,
-            "chars_per_sec": None if cps is None else round(cps, 1), "elapsed_s": round(prog.elapsed_s, 3)}
+            "chars_per_sec": None if cps is None else round(cps, 1), "elapsed_s": round(prog.elapsed_s, 3),
+            "val_s": None if val_s is None else round(val_s, 3),
+            "val_total_s": None if val_total_s is None else round(val_total_s, 3)}
 
 
-def _eta(t_cfg, prog):
+def _eta(t_cfg, prog, val_seconds):
+    spent = f" val {val_seconds:.0f}s" if val_seconds else ""
     if t_cfg.max_minutes is None:
-        return ""
+        return spent
     left = max(0.0, 60 * t_cfg.max_minutes - prog.elapsed_s)
-    return f" {int(left // 60)}:{int(left % 60):02d} left"
+    return f"{spent} {int(left // 60)}:{int(left % 60):02d} left"

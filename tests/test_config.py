@@ -102,9 +102,12 @@ def test_bundled_configs_validate():
 def test_readme_documents_every_key():
     import os
 
+    from charrnn_cli.config import reference_table
+
     readme = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md"), encoding="utf-8").read()
     for key, _, _, _ in describe():
         assert f"| `{key}` |" in readme, key
+    assert reference_table() in readme  # the table is generated: regenerate it with reference_table()
 
 
 def test_ci_installs_exactly_as_the_readme_says():

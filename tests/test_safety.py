@@ -103,12 +103,26 @@ def test_a_locked_folder_refuses_a_second_run_and_sigkill_releases_it_then_resum
         proc.kill()  # SIGKILL: no handler runs, the kernel drops the lock
         proc.wait()
     saved = ckpt.load(str(tmp_path / "run" / "latest.npz")).scalar("train.step")
-    logged = steps_logged(tmp_path / "run")
-    assert logged[-1] > saved  # steps logged after the last checkpoint
+    assert steps_logged(tmp_path / "run")[-1] >= saved  # usually past it: steps logged after the checkpoint
     r = invoke("train", cfg, "--quiet", "--resume", tmp_path / "run" / "latest.npz",
                "--set", f"training.max_steps={saved + 3}")
     assert r.exit_code == 0, r.output
     assert steps_logged(tmp_path / "run") == list(range(1, saved + 4))  # every step once, in order
+
+
+def test_resume_drops_the_lines_logged_after_the_checkpoint(tmp_path):
+    import shutil
+
+    raw = make_config(tmp_path, max_steps=4, log_every=1)
+    train(from_dict(raw), quiet=True)
+    shutil.copy(tmp_path / "run" / "latest.npz", tmp_path / "step4.npz")
+    raw["training"]["max_steps"] = 8
+    train(from_dict(raw), resume=str(tmp_path / "run" / "latest.npz"), quiet=True)
+    assert steps_logged(tmp_path / "run") == list(range(1, 9))
+    shutil.copy(tmp_path / "step4.npz", tmp_path / "run" / "latest.npz")  # as if killed after logging step 8
+    raw["training"]["max_steps"] = 6
+    train(from_dict(raw), resume=str(tmp_path / "run" / "latest.npz"), quiet=True)
+    assert steps_logged(tmp_path / "run") == list(range(1, 7))
 
 
 def test_the_lock_is_released_at_the_end_of_a_run(tmp_path):

@@ -256,7 +256,7 @@ def test_cli_train_bad_files(tmp_path, monkeypatch):
     (tmp_path / "empty.txt").write_text("")
     (tmp_path / "d").mkdir()
     for path, msg in [("empty.txt", "data file is empty"), ("d", "directory")]:
-        cfg = write_yaml(tmp_path, {"data": {"path": path}, "output": {"dir": "run"}})
+        cfg = write_yaml(tmp_path, {"data": {"path": path}, "output": {"dir": "run"}, "training": {"max_steps": 1}})
         r = runner.invoke(main, ["train", str(cfg)])
         assert r.exit_code == 1 and msg in r.output and "Traceback" not in r.output
 
