@@ -55,6 +55,8 @@ def atomic_save_npz(path, arrays):
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; others may read a run's files
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **arrays)
             fh.flush()
@@ -76,6 +78,13 @@ def atomic_save_npz(path, arrays):
             os.close(dfd)
     except OSError:
         pass
+
+
+def current_umask():
+    """The process's umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def build_arrays(model, vocab, cfg, optimizer=None, progress=None, state=None, rng=None, history=None):

@@ -20,6 +20,7 @@ import math
 import os
 import tempfile
 
+from .checkpoint import current_umask
 from .locks import FileLock, LockTaken
 
 RUN_FILES = ("latest.npz", "best.npz", "metrics.jsonl")
@@ -130,6 +131,8 @@ def _atomic_write_text(path, text):
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix="." + os.path.basename(path) + ".",
                                suffix=".tmp")
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; others may read a run's files
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
         os.replace(tmp, path)

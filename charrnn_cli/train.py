@@ -266,10 +266,12 @@ DIVERGED = 1.2  # a loss this many times ln V: worse than knowing nothing, by fa
 
 def _spent(reason, ck, prog, t_cfg):
     """The line for a resume that has nothing left to do."""
-    what = {"max_steps": f"training.max_steps {t_cfg.max_steps:,}",
-            "max_epochs": f"training.max_epochs {t_cfg.max_epochs:g}",
-            "max_minutes": f"training.max_minutes {t_cfg.max_minutes:g} "
-                           f"({prog.elapsed_s / 60:.1f} minutes trained)"}[reason]
+    if reason == "max_steps":
+        what = f"training.max_steps {t_cfg.max_steps:,}"
+    elif reason == "max_epochs":
+        what = f"training.max_epochs {t_cfg.max_epochs:g}"
+    else:
+        what = f"training.max_minutes {t_cfg.max_minutes:g} ({prog.elapsed_s / 60:.1f} minutes trained)"
     return (f"nothing to do: {ck.path} (step {prog.step:,}) has already reached {what}; the budget counts "
             f"the whole run, across resumes: train on with --minutes N (N more minutes) or raise it with --set")
 

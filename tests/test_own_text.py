@@ -1,0 +1,318 @@
+"""Training on your own text: the first hour of a new user. A text file without a config, stop
+conditions, paths, time budgets across resumes, validation's share of the run, divergence,
+early stopping, threads, scoring a run's own validation split, top-p sampling."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from charrnn_cli import checkpoint as ckpt
+from charrnn_cli.cli import main
+from charrnn_cli.config import OWN_TEXT, from_dict, load_config
+from charrnn_cli.runfolder import read_metrics
+from charrnn_cli.train import Run, ValidationPlan, train
+
+from test_train import make_config, make_text, write_yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = ["--set", "model.hidden_size=12", "--set", "model.num_layers=1", "--set", "training.batch_size=4",
+         "--set", "training.seq_length=16", "--set", "training.eval_every=4"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def one_line(r):
+    return "Traceback" not in r.output and r.output.strip().count("\n") == 0
+
+
+def metrics_of(run_dir):
+    return read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+
+
+# ---- getting started on a file --------------------------------------------------------------
+
+
+def test_train_a_text_file_without_a_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    make_text(tmp_path / "mytext.txt")
+    r = invoke("train", "mytext.txt", *SMALL, "--set", "training.max_steps=5")
+    assert r.exit_code == 0, r.output
+    assert "config: " + os.path.join("runs", "mytext", "config.yaml") in r.output
+    assert "stopped at max_steps: step 5" in r.output
+    cfg = load_config(tmp_path / "runs" / "mytext" / "config.yaml")  # the saved config is a valid config ...
+    assert cfg.data.path == "mytext.txt" and cfg.model.hidden_size == 12 and cfg.output.dir == "runs/mytext"
+    assert cfg.training.learning_rate == OWN_TEXT["training"]["learning_rate"]
+    ck = ckpt.load(str(tmp_path / "runs" / "mytext" / "latest.npz"))
+    assert ck.config.to_dict() == cfg.to_dict()  # ... and the one the run used
+    # the next step the line suggests: copy, edit, train
+    r = invoke("train", tmp_path / "runs" / "mytext" / "config.yaml", "--quiet", "--set", "output.dir=copy")
+    assert r.exit_code == 0 and "stopped at max_steps: step 5" in r.output, r.output
+
+
+def test_minutes_limits_the_invocation(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    make_text(tmp_path / "mytext.txt")
+    t = time.monotonic()
+    r = invoke("train", "mytext.txt", *SMALL, "--minutes", "0.02", "--quiet")
+    assert r.exit_code == 0 and "stopped at max_minutes" in r.output, r.output
+    assert time.monotonic() - t < 10
+
+
+def test_the_own_text_defaults_are_the_default_main_job():
+    with open(os.path.join(ROOT, "configs", "shakespeare.yaml")) as fh:
+        bundled = yaml.safe_load(fh)
+    for section, values in OWN_TEXT.items():
+        assert values == {k: v for k, v in bundled[section].items() if k != "path"}, section
+
+
+def test_a_config_without_a_stop_condition_is_refused(tmp_path):
+    raw = make_config(tmp_path)
+    del raw["training"]["max_steps"]
+    r = invoke("train", write_yaml(tmp_path, raw), "--quiet")
+    assert r.exit_code == 1 and one_line(r) and "sets no stop condition" in r.output, r.output
+    assert not (tmp_path / "run").exists()
+    r = invoke("train", write_yaml(tmp_path, raw), "--quiet", "--minutes", "0.01")
+    assert r.exit_code == 0, r.output
+
+
+def test_a_duplicate_key_is_one_line(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("training:\n  max_steps: 5\n  max_steps: 6\n")
+    r = invoke("train", p)
+    assert r.exit_code == 1 and one_line(r) and "duplicate key 'max_steps': lines 2 and 3" in r.output
+
+
+def test_relative_data_paths_are_found_from_the_config_folder_upwards(tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    (project / "configs").mkdir(parents=True)
+    (project / "data").mkdir()
+    make_text(project / "data" / "t.txt")
+    raw = make_config(tmp_path)
+    raw["data"]["path"] = "data/t.txt"
+    raw["output"]["dir"] = str(tmp_path / "run")
+    cfg = write_yaml(project / "configs", raw)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    r = invoke("train", os.path.relpath(cfg), "--quiet")
+    assert r.exit_code == 0, r.output
+    assert ckpt.load(str(tmp_path / "run" / "latest.npz")).config.data.path == str(project / "data" / "t.txt")
+    r = invoke("train", os.path.relpath(cfg), "--quiet", "--overwrite", "--set", "data.path=data/none.txt")
+    assert r.exit_code == 1 and one_line(r), r.output
+    assert str(elsewhere / "data" / "none.txt") in r.output and str(project / "configs") in r.output
+    assert "relative paths are tried from the current folder, then from the config file's folder" in r.output
+
+
+# ---- time and budgets -----------------------------------------------------------------------
+
+
+class _SlowValidation:
+    """A stand-in run whose validation takes `per_char` seconds per character."""
+
+    def __init__(self, t_cfg, per_char):
+        from charrnn_cli.train import Progress
+
+        self.prog, self.per_char, self.calls = Progress(), per_char, []
+        self.t_cfg = t_cfg
+
+    def validation_loss(self, max_chars=None):
+        self.calls.append(max_chars)
+        time.sleep(max_chars * self.per_char)
+        return 1.0
+
+
+def test_validation_is_sized_to_its_share_of_the_run():
+    t_cfg = from_dict({"training": {"eval_every": 10, "eval_share": 0.1, "eval_max_chars": 10_000_000,
+                                    "max_steps": 1}}).training
+    plan = ValidationPlan(t_cfg, 5_000_001)
+    run = _SlowValidation(t_cfg, per_char=1e-6)
+    # 100 steps in 10 s: 1 s of training between validations; 10% of the run -> 0.111 s -> ~111,000 chars
+    plan.decide(run, train_seconds=10.0, steps=100, echo=None)
+    assert 70_000 < run.prog.eval_chars < 125_000, run.prog.eval_chars
+    assert run.calls == [4 * 64 * 100]  # one timed probe: four steps' worth of characters
+    plan.decide(run, train_seconds=1.0, steps=100, echo=None)  # decided once: every validation alike
+    assert len(run.calls) == 1
+    t_cfg.eval_share = None
+    plan, run = ValidationPlan(t_cfg, 5_000_001), _SlowValidation(t_cfg, 0.0)
+    plan.decide(run, 10.0, 100, None)
+    assert run.prog.eval_chars == 5_000_000 and run.calls == []  # no limit: everything, no probe
+
+
+def test_validation_time_counts_in_max_minutes(tmp_path, monkeypatch):
+    raw = make_config(tmp_path, max_steps=None, max_minutes=0.05, eval_every=1_000_000, eval_max_chars=None)
+    real = Run.validation_loss
+
+    def slow(self, max_chars=None):  # validation at 2 ms per character: scoring all 300 would take 0.6 s
+        time.sleep(2e-3 * (max_chars or 300))
+        return real(self, max_chars)
+
+    monkeypatch.setattr(Run, "validation_loss", slow)
+    res = train(from_dict(raw), quiet=True)
+    assert res.stop_reason == "max_minutes"
+    assert res.progress.elapsed_s <= 3.0 + 0.5, res.progress.elapsed_s  # the final validation fits the budget
+    last = metrics_of(tmp_path / "run")[-1]
+    assert last["val_s"] > 0 and last["val_total_s"] >= last["val_s"]
+
+
+def test_a_spent_budget_says_how_to_extend_it_and_the_cosine_goes_on_smoothly(tmp_path):
+    raw = make_config(tmp_path, max_steps=10, lr_schedule="cosine", lr_min_fraction=0.1, log_every=1,
+                      eval_every=1000, learning_rate=0.01)
+    cfg = write_yaml(tmp_path, raw)
+    assert invoke("train", cfg, "--quiet").exit_code == 0
+    latest = tmp_path / "run" / "latest.npz"
+    r = invoke("train", cfg, "--quiet", "--resume", latest)
+    assert r.exit_code == 1 and one_line(r), r.output
+    assert "has already reached training.max_steps 10" in r.output and "across resumes" in r.output
+    r = invoke("train", cfg, "--quiet", "--resume", latest, "--set", "training.max_steps=20")
+    assert r.exit_code == 0, r.output
+    lrs = {m["step"]: m["learning_rate"] for m in metrics_of(tmp_path / "run") if m["learning_rate"]}
+    assert lrs[10] == pytest.approx(0.001) and lrs[11] == pytest.approx(0.001)  # no jump back up to 0.0059
+
+
+def test_extending_a_cosine_midway_continues_from_where_it_was(tmp_path):
+    raw = make_config(tmp_path, max_steps=5, lr_schedule="cosine", lr_decay_steps=10, lr_min_fraction=0.0,
+                      log_every=1, eval_every=1000, learning_rate=1.0)
+    train(from_dict(raw), quiet=True)
+    raw["training"].update(max_steps=7, lr_decay_steps=30)
+    train(from_dict(raw), resume=str(tmp_path / "run" / "latest.npz"), quiet=True)
+    lrs = [m["learning_rate"] for m in metrics_of(tmp_path / "run") if m["learning_rate"]]
+    assert lrs[4] == pytest.approx(0.5)  # step 5 of 10: halfway down
+    assert 0.45 < lrs[5] < lrs[4]  # goes on down from there (the plain 30-step clock would give 0.93)
+
+
+def test_an_unchanged_cosine_resumes_bit_for_bit(tmp_path):
+    from test_train import params_of
+
+    raw = make_config(tmp_path, max_steps=12, lr_schedule="cosine", lr_decay_steps=12, checkpoint_every=100)
+    raw["output"]["dir"] = str(tmp_path / "straight")
+    train(from_dict(raw), quiet=True)
+    raw["output"]["dir"] = str(tmp_path / "split")
+    raw["training"]["max_steps"] = 5
+    train(from_dict(raw), quiet=True)
+    raw["training"]["max_steps"] = 12
+    train(from_dict(raw), resume=str(tmp_path / "split" / "latest.npz"), quiet=True)
+    a, b = params_of(str(tmp_path / "straight" / "latest.npz")), params_of(str(tmp_path / "split" / "latest.npz"))
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_a_diverged_run_says_so_and_info_too(tmp_path):
+    raw = make_config(tmp_path, max_steps=30, eval_every=10, learning_rate=1000.0)
+    raw["model"]["dropout"] = 0.0
+    r = invoke("train", write_yaml(tmp_path, raw), "--quiet")
+    assert r.exit_code == 0, r.output
+    last = r.output.strip().splitlines()[-1]
+    assert last.startswith("warning: the run diverged") and "far above a uniform guess" in last
+    assert "learning_rate (now 1000)" in last
+    r = invoke("info", tmp_path / "run" / "latest.npz")
+    assert "the run diverged" in r.output
+    assert json.loads(invoke("info", tmp_path / "run" / "latest.npz", "--json").output)["diverged"] is True
+
+
+def test_a_healthy_run_has_no_divergence_warning(tmp_path):
+    r = invoke("train", write_yaml(tmp_path, make_config(tmp_path)), "--quiet")
+    assert r.exit_code == 0 and "diverged" not in r.output
+
+
+def test_patience_stops_when_validation_stops_improving(tmp_path, monkeypatch):
+    raw = make_config(tmp_path, max_steps=100, eval_every=2, patience=2)
+    losses = iter([3.0, 2.0, 2.5, 2.1, 1.0, 1.0])
+
+    monkeypatch.setattr(Run, "validation_loss", lambda self, max_chars=None: next(losses))
+    r = invoke("train", write_yaml(tmp_path, raw), "--quiet")
+    assert r.exit_code == 0, r.output
+    assert "stopped early (validation has not improved for 2 evaluations, training.patience): step 8" in r.output
+    assert "best model" in r.output and "(step 4, validation 2.0000)" in r.output
+
+
+def test_threads_apply_before_numpy_starts(tmp_path):
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("needs two cores to tell one BLAS thread from several")
+    cfg = write_yaml(tmp_path, make_config(tmp_path, max_steps=2))
+    code = ("import os, sys; from charrnn_cli.cli import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print('THREADS', len(os.listdir('/proc/self/task')), os.environ.get('OPENBLAS_NUM_THREADS'))")
+    counts = {}
+    for n in (1, 2):
+        env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+        out = subprocess.run([sys.executable, "-c", code, "train", str(cfg), "--quiet", "--overwrite",
+                              "--threads", str(n)], capture_output=True, text=True, env=env, timeout=120).stdout
+        line = [x for x in out.splitlines() if x.startswith("THREADS")][0].split()
+        assert line[2] == str(n)
+        counts[n] = int(line[1])
+    assert counts[1] < counts[2]  # one BLAS thread fewer
+
+
+# ---- looking at results ---------------------------------------------------------------------
+
+
+def test_eval_without_a_file_scores_the_runs_validation_split(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    raw = make_config(tmp_path, max_steps=6)
+    invoke("train", write_yaml(tmp_path, raw), "--quiet")
+    text = (tmp_path / "text.txt").read_text(encoding="utf-8")
+    cut = tmp_path / "val.txt"
+    cut.write_text(text[len(text) - int(len(text) * 0.1):], encoding="utf-8")  # the split, cut by hand
+    best = tmp_path / "run" / "best.npz"
+    own = json.loads(invoke("eval", best, "--json").output)
+    by_hand = json.loads(invoke("eval", best, cut, "--json").output)
+    assert own["split"] == "validation" and own["chars"] == by_hand["chars"] == 299
+    assert own["nats_per_char"] == pytest.approx(by_hand["nats_per_char"], rel=1e-6)
+    os.rename(tmp_path / "text.txt", tmp_path / "moved.txt")
+    r = invoke("eval", best)
+    assert r.exit_code == 1 and one_line(r) and "is not there" in r.output and "pass a FILE" in r.output
+
+
+def _probs_chosen(logits, n=40000, **kw):
+    from charrnn_cli.sample import _choose, _gumbel
+
+    rng = np.random.default_rng(0)
+    z = np.repeat(np.asarray(logits, dtype=np.float64)[None], n, axis=0)
+    picks = _choose(z, kw.get("temperature", 1.0), kw.get("top_k"), False, _gumbel(rng, z.shape), kw.get("top_p"))
+    return np.bincount(picks, minlength=z.shape[1]) / n
+
+
+def test_top_p_against_a_hand_computed_case():
+    logits = np.log([0.5, 0.3, 0.15, 0.05])
+    # p = 0.7: the nucleus is {0.5, 0.3} (0.5 < 0.7 <= 0.8), renormalised to 0.625, 0.375
+    np.testing.assert_allclose(_probs_chosen(logits, top_p=0.7), [0.625, 0.375, 0, 0], atol=0.01)
+    # p = 0.9: {0.5, 0.3, 0.15}, renormalised by 0.95
+    np.testing.assert_allclose(_probs_chosen(logits, top_p=0.9), [0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, 0], atol=0.01)
+    # p = 0.5 exactly: the top entry alone reaches it
+    np.testing.assert_allclose(_probs_chosen(logits, top_p=0.5), [1, 0, 0, 0])
+    # ties with the last kept entry stay in
+    np.testing.assert_allclose(_probs_chosen(np.log([0.4, 0.3, 0.3]), top_p=0.6), [0.4, 0.3, 0.3], atol=0.01)
+    # after temperature 0.5: p^2 renormalised = [.685, .247, .062, .007]; p = 0.9 keeps two (.685 + .247 = .932)
+    sq = np.array([0.25, 0.09, 0.0225, 0.0025]) / 0.365
+    kept = sq[:2] / sq[:2].sum()
+    np.testing.assert_allclose(_probs_chosen(logits, top_p=0.9, temperature=0.5), list(kept) + [0, 0], atol=0.01)
+
+
+def test_top_p_on_the_command_line(tmp_path):
+    raw = make_config(tmp_path, max_steps=4)
+    train(from_dict(raw), quiet=True)
+    latest = tmp_path / "run" / "latest.npz"
+    argmax = invoke("sample", latest, "--seed", "the", "--length", 30, "--argmax").output
+    r = invoke("sample", latest, "--seed", "the", "--length", 30, "--top-p", "1e-9", "--rng-seed", 2)
+    assert r.exit_code == 0 and r.output == argmax
+    r = invoke("sample", latest, "--seed", "the", "--length", 30, "--top-p", "0.9", "--num-samples", 2)
+    assert r.exit_code == 0 and r.output.count("--- sample") == 2
+    for bad in ("0", "1.5"):
+        r = invoke("sample", latest, "--top-p", bad)
+        assert r.exit_code == 2 and "--top-p" in r.output
+
+
+def test_the_rng_seed_is_documented_as_fixing_the_noise():
+    r = invoke("sample", "--help")
+    assert "fixes the noise, not the text" in " ".join(r.output.split())
