@@ -9,6 +9,9 @@ Arrays (all load with numpy.load(path, allow_pickle=False)):
     optim.name, optim.t          the optimizer and its update count
     optim.<slot>.<p>             optimizer state (optim.py), internal parameter names and shapes
     train.step, train.epoch, train.offset, train.chars_seen, train.elapsed_s, train.best_val
+    train.lr_anchor    (2,)      the cosine schedule's anchor (f0, r0), (0, 0) unless a resume moved its horizon
+    train.eval_chars   ()        validation characters scored each time (0: not decided yet)
+    data.length, data.sha1       characters and SHA-1 of the encoded text trained on (to see it changed)
     state.h, state.c   (L, B, H) the hidden state carried into the next chunk (c for LSTM only)
     rng_state          ()        str, JSON of the dropout generator's bit_generator.state
     history.train      (n, 4)    step, chars_seen, elapsed_s, train loss (nats/char)
@@ -219,11 +222,16 @@ def check_arrays(path, arrays, cfg, vocab):
             hint = " (transposed?)" if a.shape == shape[::-1] else ""
             why = f" for {V} characters" if name.startswith("decoder") or name == "rnn.weight_ih_l0" else ""
             bad(name, f"has shape {a.shape}, expected {shape}{why}{hint}")
-    for name in ("train.step", "train.epoch", "train.offset", "train.chars_seen", "optim.t"):
+    for name in ("train.step", "train.epoch", "train.offset", "train.chars_seen", "optim.t", "train.eval_chars",
+                 "data.length"):
         scalar(name, "integer")
+    if "train.lr_anchor" in arrays and (arrays["train.lr_anchor"].shape != (2,) or
+                                        arrays["train.lr_anchor"].dtype.kind != "f"):
+        bad("train.lr_anchor", f"should be 2 floats, is {arrays['train.lr_anchor'].shape} "
+                               f"{_kind(arrays['train.lr_anchor'])}")
     for name in ("train.elapsed_s", "train.best_val"):
         scalar(name, "number")
-    for name in ("config_json", "optim.name", "rng_state"):
+    for name in ("config_json", "optim.name", "rng_state", "data.sha1"):
         scalar(name, "string")
     if "optim.name" in arrays:
         opt = str(arrays["optim.name"])

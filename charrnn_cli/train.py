@@ -304,8 +304,14 @@ class ValidationPlan:
         self.cap = max(1, min(n_val - 1, t_cfg.eval_max_chars or n_val))
         self.seconds = None  # how long the last validation took
 
-    def decide(self, run, train_seconds, steps, echo):
-        """Fix run.prog.eval_chars, given the training time and steps of this invocation so far."""
+    def decide(self, run, train_seconds, steps, echo, steps_per_epoch=None):
+        """Fix run.prog.eval_chars from this invocation's training so far (`steps` in `train_seconds`).
+
+        The validations this invocation will run (one per eval_every steps, and a final one) may
+        take eval_share of its time: with the steps still to go estimated from max_steps,
+        max_epochs and what is left of max_minutes, each gets share / (1 - share) of the training
+        time divided by their number.
+        """
         prog, t_cfg = run.prog, self.t_cfg
         if prog.eval_chars:
             return
@@ -317,8 +323,21 @@ class ValidationPlan:
         t = time.monotonic()
         run.validation_loss(max_chars=probe)
         per_char = (time.monotonic() - t) / probe
-        between = min(t_cfg.eval_every, steps) * train_seconds / steps  # training time between validations
-        allowed = share / (1 - share) * between
+        per_step = train_seconds / steps
+        left = [math.inf]
+        if t_cfg.max_steps is not None:
+            left.append(t_cfg.max_steps - prog.step)
+        if t_cfg.max_epochs is not None and steps_per_epoch:
+            left.append(t_cfg.max_epochs * steps_per_epoch - prog.step)
+        if t_cfg.max_minutes is not None:
+            left.append(max(60 * t_cfg.max_minutes - prog.elapsed_s, 0.0) * (1 - share) / per_step)
+        left = max(min(left), 0.0)
+        if math.isinf(left):  # only patience can end the run: one eval_every of training per validation
+            total, count = t_cfg.eval_every, 1
+        else:
+            total = steps + left
+            count = int((prog.step + left) // t_cfg.eval_every - (prog.step - steps) // t_cfg.eval_every) + 1
+        allowed = share / (1 - share) * total * per_step / max(count, 1)
         prog.eval_chars = int(min(max(allowed / max(per_char, 1e-12), probe), self.cap))
         if prog.eval_chars < self.cap and echo is not None:
             echo(f"validation: {prog.eval_chars:,} of {self.cap:,} characters each time, about "
@@ -416,7 +435,7 @@ def _train(cfg, resume, quiet, echo, folder, signals, minutes=None):
         t = time.monotonic()
         try:
             with signals.interruptible():
-                plan.decide(run, train_s, session_steps, None if quiet else echo)
+                plan.decide(run, train_s, session_steps, None if quiet else echo, streams.steps_per_epoch)
                 loss = run.validation_loss()
         except Stop as e:
             if isinstance(e, ForcedStop):

@@ -133,17 +133,20 @@ class _SlowValidation:
 
 def test_validation_is_sized_to_its_share_of_the_run():
     t_cfg = from_dict({"training": {"eval_every": 10, "eval_share": 0.1, "eval_max_chars": 10_000_000,
-                                    "max_steps": 1}}).training
+                                    "max_steps": 1000}}).training
     plan = ValidationPlan(t_cfg, 5_000_001)
     run = _SlowValidation(t_cfg, per_char=1e-6)
-    # 100 steps in 10 s: 1 s of training between validations; 10% of the run -> 0.111 s -> ~111,000 chars
+    run.prog.step = 100
+    # 100 steps in 10 s, 900 to go: 100 s of training, 101 validations (every 10 steps and a final one);
+    # 10% of the run: 0.111 x 100 s / 101 = 0.110 s each -> ~110,000 characters
     plan.decide(run, train_seconds=10.0, steps=100, echo=None)
-    assert 70_000 < run.prog.eval_chars < 125_000, run.prog.eval_chars
+    assert 80_000 < run.prog.eval_chars < 125_000, run.prog.eval_chars
     assert run.calls == [4 * 64 * 100]  # one timed probe: four steps' worth of characters
     plan.decide(run, train_seconds=1.0, steps=100, echo=None)  # decided once: every validation alike
     assert len(run.calls) == 1
     t_cfg.eval_share = None
     plan, run = ValidationPlan(t_cfg, 5_000_001), _SlowValidation(t_cfg, 0.0)
+    run.prog.step = 100
     plan.decide(run, 10.0, 100, None)
     assert run.prog.eval_chars == 5_000_000 and run.calls == []  # no limit: everything, no probe
 
