@@ -82,10 +82,17 @@ def train(target, overrides, minutes, resume, overwrite, threads, quiet):
     _set_threads(threads or cfg.training.threads)
     from .checkpoint import CheckpointError
     from .data import DataError
+    from .dist import DistError, world
     from .runfolder import RunFolderError
     from .signals import ForcedStop, exit_code, signal_name
     from .train import Interrupted, TrainingError, train as run_training
 
+    try:
+        comm = world()  # one process, or this one's place in an MPI job
+    except DistError as e:
+        raise click.ClickException(str(e)) from None
+    if not comm.is_writer:  # in a data-parallel job rank 0 alone speaks
+        sys.stdout = sys.stderr = open(os.devnull, "w")
     echo = _tqdm_echo
     if resume is not None and not any(o.strip().startswith("output.dir=") for o in overrides):
         folder = os.path.dirname(resume) or "."
@@ -94,9 +101,10 @@ def train(target, overrides, minutes, resume, overwrite, threads, quiet):
                  f"--set output.dir=... to write elsewhere)")
         cfg.output.dir = folder
     try:
-        result = run_training(cfg, resume=resume, quiet=quiet, echo=echo, overwrite=overwrite, minutes=minutes)
-    except (ConfigError, DataError, CheckpointError, TrainingError, RunFolderError) as e:
-        raise click.ClickException(str(e)) from None
+        result = run_training(cfg, resume=resume, quiet=quiet, echo=echo, overwrite=overwrite, minutes=minutes,
+                              comm=comm)
+    except (ConfigError, DataError, CheckpointError, TrainingError, RunFolderError, DistError) as e:
+        raise click.ClickException(str(e)) from None  # every process of a job meets these alike
     except Interrupted as e:
         name = signal_name(e.signum)
         if e.path is None:
@@ -109,15 +117,24 @@ def train(target, overrides, minutes, resume, overwrite, threads, quiet):
     except ForcedStop as e:
         click.echo(f"stopped at once by a second {signal_name(e.signum)}; the checkpoints on disk are intact "
                    f"(latest.npz is from the last save)", err=True)
-        sys.exit(exit_code(e.signum))
-    except MemoryError:
-        raise click.ClickException("out of memory: try a smaller model.hidden_size or training.batch_size") from None
+        _end(comm, exit_code(e.signum), shared=False)
     except KeyboardInterrupt:  # before the training loop's own handler is installed
         click.echo("interrupted before training started; nothing was saved", err=True)
-        sys.exit(130)
+        _end(comm, 130, shared=False)
+    except MemoryError as e:
+        click.echo("Error: out of memory: try a smaller model.hidden_size or training.batch_size", err=True)
+        _end(comm, 1, shared=getattr(e, "shared", False))
     except OSError as e:  # a full disk, a folder that cannot be written: name the file
         where = f" {e.filename}" if getattr(e, "filename", None) else ""
-        raise click.ClickException(f"cannot read or write{where}: {e.strerror or e}") from None
+        click.echo(f"Error: cannot read or write{where}: {e.strerror or e}", err=True)
+        _end(comm, 1, shared=getattr(e, "shared", False))
+    except Exception:
+        if comm.size == 1:
+            raise
+        import traceback
+
+        traceback.print_exc(file=sys.__stderr__)  # a bug: say where, on whichever process met it
+        comm.abort(1)
     p = result.progress
     val = result.val_loss
     val_text = (f"validation {val:.4f} nats/char ({val / math.log(2):.4f} bits/char), "
@@ -130,6 +147,15 @@ def train(target, overrides, minutes, resume, overwrite, threads, quiet):
     click.echo(result.advice)
     if result.warning:
         click.echo(result.warning)
+
+
+def _end(comm, code, shared):
+    """Exit with `code`. A problem only this process of a data-parallel job met would leave the
+    others waiting for it: end the whole job (MPI_Abort) unless every process met it too."""
+    if comm.size > 1 and not shared:
+        sys.stderr.flush()
+        comm.abort(code)
+    sys.exit(code)
 
 
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")

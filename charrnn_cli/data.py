@@ -300,27 +300,30 @@ class Streams:
 
     Stream b covers inputs data[b*L : (b+1)*L] and targets one character later, L = (N - 1) // B;
     an epoch is ceil(L / T) chunks (the last may be shorter), so it reads every input once.
+    `block` = (first, end) keeps only those streams (one process's share of a data-parallel run):
+    the streams are cut as for all B, so together the processes read what one process would.
     >>> s = Streams(np.arange(9), batch_size=2, seq_length=3); x, y = s.chunk(0); x.T.tolist(), y.T.tolist()
     ([[0, 1, 2], [4, 5, 6]], [[1, 2, 3], [5, 6, 7]])
     """
 
-    def __init__(self, data, batch_size, seq_length):
+    def __init__(self, data, batch_size, seq_length, block=None):
         self.data = data
         self.batch_size = batch_size
         self.seq_length = seq_length
         self.stream_len = (len(data) - 1) // batch_size
         assert self.stream_len >= 1, "too little data for this many streams"
-        self.starts = np.arange(batch_size, dtype=np.int64) * self.stream_len  # (B,)
+        first, end = block or (0, batch_size)
+        self.starts = np.arange(first, end, dtype=np.int64) * self.stream_len  # (b,) this process's streams
         self.steps_per_epoch = -(-self.stream_len // seq_length)
 
     def chunk(self, offset):
-        """(x, y) int64 arrays of shape (T', B) starting `offset` characters into every stream."""
+        """(x, y) int64 arrays of shape (T', b) starting `offset` characters into every stream."""
         assert 0 <= offset < self.stream_len
         t = min(self.seq_length, self.stream_len - offset)
         if isinstance(self.data, Tokens):  # one positioned read per stream
             xy = np.stack([self.data.read(int(s) + offset, t + 1) for s in self.starts], axis=1)
         else:
             pos = self.starts[None, :] + np.arange(offset, offset + t + 1, dtype=np.int64)[:, None]
-            xy = np.asarray(self.data)[pos]  # (T' + 1, B)
+            xy = np.asarray(self.data)[pos]  # (T' + 1, b)
         xy = xy.astype(np.int64)
         return xy[:-1], xy[1:]

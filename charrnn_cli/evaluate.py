@@ -18,21 +18,33 @@ LN2 = math.log(2.0)
 
 def score(model, data, streams=1, seq_length=256, max_chars=None):
     """(nats_per_char, chars_scored) of `model` on the index array `data`."""
+    total, count = score_sums(model, data, streams, seq_length, max_chars)
+    return (total / count if count else float("nan")), count
+
+
+def score_sums(model, data, streams=1, seq_length=256, max_chars=None, rank=0, size=1):
+    """(summed nats, characters scored) over the streams process `rank` of `size` owns, out of
+    `streams` cut from data[:max_chars + 1]; the processes' sums add up to one process's."""
+    from .dist import split
+
     if max_chars is not None:
         data = data[: max_chars + 1]
     n = len(data)
     if n < 2:
-        return float("nan"), 0
+        return 0.0, 0
     streams = max(1, min(streams, n - 1))
-    s = Streams(data, streams, seq_length)
-    state = model.zero_state(streams)
+    first, end = split(streams, size, rank)
+    if first == end:
+        return 0.0, 0
+    s = Streams(data, streams, seq_length, block=(first, end))
+    state = model.zero_state(end - first)
     total, count = 0.0, 0
     for j in range(s.steps_per_epoch):
         x, y = s.chunk(j * seq_length)
         loss, state, _ = model.forward(x, y, state)
         total += loss * y.size
         count += y.size
-    return total / count, count
+    return total, count
 
 
 def bits(nats):

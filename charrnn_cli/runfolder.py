@@ -126,6 +126,26 @@ class RunFolder:
         self._lock.release()
 
 
+class OtherProcessFolder(RunFolder):
+    """The run folder as seen by a data-parallel process other than the writer: same paths,
+    nothing claimed, locked or written (rank 0 does all of that)."""
+
+    def claim(self, resume=None, overwrite=False):
+        return self
+
+    def start(self, resumed_step=None):
+        pass
+
+    def save_config(self, cfg):
+        pass
+
+    def log(self, record):
+        pass
+
+    def release(self):
+        pass
+
+
 def _atomic_write_text(path, text):
     """Write through a temporary file in the same folder, then rename: never half a file."""
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix="." + os.path.basename(path) + ".",

@@ -39,9 +39,10 @@ def signal_name(signum):
 class SignalGuard:
     """Installs the handlers for its `with` block; `.signum` is the first signal seen, or None."""
 
-    def __init__(self):
+    def __init__(self, interrupts=True):
         self.signum = None
         self._interruptible = False
+        self._interrupts = interrupts  # False for a data-parallel process: it stops only where all stop
         self._old = {}
 
     def __enter__(self):
@@ -67,9 +68,9 @@ class SignalGuard:
     @contextlib.contextmanager
     def interruptible(self):
         """A block that a signal ends at once (raising Stop) instead of at the next step."""
-        if self.signum is not None:
+        if self.signum is not None and self._interrupts:
             raise Stop(self.signum)
-        self._interruptible = True
+        self._interruptible = self._interrupts
         try:
             yield
         finally:

@@ -23,11 +23,12 @@ import numpy as np
 
 from . import checkpoint as ckpt
 from .data import DataError, Streams, prepare
-from .evaluate import score
+from .dist import Single, world
+from .evaluate import score_sums
 from .model import CharRNN
 from .config import ConfigError
 from .optim import clip_gradients, cosine_fraction, global_norm, learning_rate, make_optimizer
-from .runfolder import RunFolder
+from .runfolder import OtherProcessFolder, RunFolder
 from .signals import ForcedStop, SignalGuard, Stop
 
 
@@ -82,6 +83,27 @@ class Result:
     warning: str = ""  # a diverged run says so
 
 
+def on_writer(comm, fn, *args):
+    """fn(*args) run by the writer alone; its result, or the exception it raised, on every
+    process, so a problem only the writer sees (its folder, its disk) stops all of them alike."""
+    if comm.size == 1:
+        return fn(*args)
+    outcome = None
+    if comm.is_writer:
+        try:
+            outcome = ("ok", fn(*args))
+        except BaseException as e:  # noqa: B036 - a signal or an error: every process must see it
+            outcome = ("error", e)
+    outcome = comm.from_writer(outcome)
+    if outcome[0] == "error":
+        try:
+            outcome[1].shared = True  # every process raises it: the job can end cleanly
+        except AttributeError:
+            pass
+        raise outcome[1]
+    return outcome[1]
+
+
 def _check_resume(ck, cfg, vocab):
     a, b = ck.config.model, cfg.model
     for key in ("type", "hidden_size", "num_layers"):
@@ -125,16 +147,19 @@ class Run:
     """What training holds and does: the model, optimizer, progress, carried state and dropout
     generator; one step, one validation pass, one checkpoint."""
 
-    def __init__(self, cfg, corpus, streams, val_data, ck=None, echo=print):
+    def __init__(self, cfg, corpus, streams, val_data, ck=None, echo=print, comm=None):
         t_cfg, m_cfg = cfg.training, cfg.model
         self.cfg, self.corpus, self.streams, self.val_data = cfg, corpus, streams, val_data
+        self.comm = comm or Single()
+        self.block = self.comm.block(t_cfg.batch_size)  # this process's streams [first, end)
+        self.local_b = self.block[1] - self.block[0]
         self.model = CharRNN(m_cfg.type, len(corpus.vocab), m_cfg.hidden_size, m_cfg.num_layers, m_cfg.dropout,
                              seed=t_cfg.seed, init=m_cfg.init, init_scale=m_cfg.init_scale,
                              forget_bias=m_cfg.forget_bias)
         self.optimizer = make_optimizer(t_cfg.optimizer, self.model.params, t_cfg)
         self.prog = Progress()
         self.rng = np.random.default_rng(t_cfg.seed + 1)  # dropout masks
-        self.state = self.model.zero_state(t_cfg.batch_size)
+        self.state = self.model.zero_state(self.local_b)
         if ck is not None:
             self._resume_from(ck, echo)
 
@@ -155,9 +180,10 @@ class Run:
             history={"train": ck.history("train").tolist(), "val": ck.history("val").tolist()})
         if self.prog.offset >= self.streams.stream_len:
             self.prog.offset, self.prog.epoch = 0, self.prog.epoch + 1
-        carried = ck.state(self.model)
+        carried = ck.state(self.model)  # (L, B, H): this process carries its block of streams
         if carried is not None and self.prog.offset > 0:
-            self.state = carried
+            first, end = self.block
+            self.state = tuple(np.ascontiguousarray(s[:, first:end]) for s in carried)
         self.rng = ck.rng()
 
     def epoch_float(self):
@@ -165,13 +191,18 @@ class Run:
 
     def step(self, lr_of):
         """One update on the next chunk; returns (loss, characters). lr_of(step) gives the rate."""
-        prog, model, B = self.prog, self.model, self.cfg.training.batch_size
+        prog, model, comm, B = self.prog, self.model, self.comm, self.cfg.training.batch_size
         if prog.offset == 0:
-            self.state = model.zero_state(B)  # epoch boundary: the streams wrap
-        x, y = self.streams.chunk(prog.offset)
-        masks = model.dropout_masks(x.shape[0], B, self.rng)
+            self.state = model.zero_state(self.local_b)  # epoch boundary: the streams wrap
+        x, y = self.streams.chunk(prog.offset)  # (T, b): this process's streams
+        masks = model.dropout_masks(x.shape[0], B, self.rng)  # drawn for all B streams, as one process would
+        if masks is not None and self.local_b != B:
+            first, end = self.block
+            masks = [np.ascontiguousarray(m[:, :, first:end]) for m in masks]
         loss, new_state, cache = model.forward(x, y, self.state, masks)
         grads, _ = model.backward(cache)
+        grads = comm.average_gradients(grads)  # gradients of the mean loss over all B x T characters
+        loss = comm.mean(loss)
         norm = global_norm(grads)
         if not (math.isfinite(loss) and math.isfinite(norm)):
             bad = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", norm)
@@ -184,18 +215,19 @@ class Run:
         self.state = new_state
         prog.step += 1
         prog.offset += x.shape[0]
-        prog.chars_seen += x.size
+        prog.chars_seen += x.size * comm.size
         if prog.offset >= self.streams.stream_len:
             prog.offset, prog.epoch = 0, prog.epoch + 1
-            self.state = model.zero_state(B)
-        return loss, x.size
+            self.state = model.zero_state(self.local_b)
+        return loss, x.size * comm.size
 
     def validation_loss(self, max_chars=None):
         """The validation loss over the first max_chars characters (default: the run's fixed amount)."""
-        t_cfg = self.cfg.training
-        loss, _ = score(self.model, self.val_data, streams=t_cfg.batch_size, seq_length=t_cfg.seq_length,
-                        max_chars=max_chars or self.prog.eval_chars or t_cfg.eval_max_chars)
-        return loss
+        t_cfg, comm = self.cfg.training, self.comm
+        total, count = score_sums(self.model, self.val_data, t_cfg.batch_size, t_cfg.seq_length,
+                                  max_chars or self.prog.eval_chars or t_cfg.eval_max_chars, comm.rank, comm.size)
+        total, count = comm.sum((total, count))  # each process scored its block of the streams
+        return total / count if count else math.nan
 
     def record_validation(self, loss, best_path):
         """Add a validation result to the history; save best_path when it improves."""
@@ -206,33 +238,47 @@ class Run:
             self.save(best_path)
 
     def save(self, path):
-        data = {"data.length": np.array(len(self.corpus.data), dtype=np.int64),
-                "data.sha1": np.array(self.corpus.sha1)}
-        arrays = ckpt.build_arrays(self.model, self.corpus.vocab, self.cfg, self.optimizer, self.prog.arrays(),
-                                   self.state, self.rng, self.prog.history)
-        arrays.update(data)
-        ckpt.atomic_save_npz(path, arrays)
+        """Write a checkpoint (the writer does; every process takes part in gathering the state)."""
+        comm = self.comm
+        state = comm.gather_streams(self.state)
+        comm.check_identical(self.model.params)
+
+        def write():
+            arrays = ckpt.build_arrays(self.model, self.corpus.vocab, self.cfg, self.optimizer, self.prog.arrays(),
+                                       state, self.rng, self.prog.history)
+            arrays.update({"data.length": np.array(len(self.corpus.data), dtype=np.int64),
+                           "data.sha1": np.array(self.corpus.sha1)})
+            ckpt.atomic_save_npz(path, arrays)
+
+        on_writer(comm, write)
 
 
-def train(cfg, resume=None, quiet=False, echo=print, overwrite=False, minutes=None):
+def train(cfg, resume=None, quiet=False, echo=print, overwrite=False, minutes=None, comm=None):
     """Train as `cfg` says, optionally continuing from the checkpoint path `resume`.
 
     Writes into cfg.output.dir (runfolder.py says what it may replace: `overwrite` allows
     replacing a run there). `minutes` limits this invocation to that many minutes (on resume:
-    that many more). Returns a Result; raises ConfigError / DataError / CheckpointError /
-    RunFolderError / TrainingError for user-facing problems, and Interrupted when a signal
-    arrives (after saving latest.npz, once training has started); signals.ForcedStop passes
-    through a second signal.
+    that many more). `comm` (dist.py) is this process's place in a data-parallel job; by default
+    the launcher's environment decides (one process: dist.Single). Returns a Result; raises
+    ConfigError / DataError / CheckpointError / RunFolderError / TrainingError / DistError for
+    user-facing problems, and Interrupted when a signal arrives (after saving latest.npz, once
+    training has started); signals.ForcedStop passes through a second signal.
     """
+    comm = comm or world()
     t_cfg = cfg.training
     if minutes is None and t_cfg.max_steps is None and t_cfg.max_epochs is None and t_cfg.max_minutes is None:
         raise ConfigError("the config sets no stop condition: set training.max_minutes, max_steps or max_epochs "
                           "(or pass --minutes N)")
-    folder = RunFolder(cfg.output.dir)
-    with SignalGuard() as signals:
-        folder.claim(resume, overwrite)
+    if t_cfg.batch_size % comm.size:
+        raise ConfigError(f"training.batch_size {t_cfg.batch_size} does not split over {comm.size} processes: "
+                          f"use a multiple of {comm.size} (each process owns batch_size / processes streams)")
+    if not comm.is_writer:
+        quiet, echo = True, (lambda msg: None)
+    folder = (RunFolder if comm.is_writer else OtherProcessFolder)(cfg.output.dir)
+    with SignalGuard(interrupts=comm.size == 1) as signals:
+        on_writer(comm, folder.claim, resume, overwrite)
         try:
-            return _train(cfg, resume, quiet, echo, folder, signals, minutes)
+            return _train(cfg, resume, quiet, echo, folder, signals, minutes, comm)
         except Stop as e:
             if isinstance(e, ForcedStop):
                 raise
@@ -351,29 +397,59 @@ class ValidationPlan:
         return (t_cfg.eval_share or 0.0) * 60 * (t_cfg.max_minutes or 0.0)
 
 
-def _train(cfg, resume, quiet, echo, folder, signals, minutes=None):
+def _prepare(cfg, echo, signals, comm):
+    """The encoded corpus. In a data-parallel job the writer prepares it first; the others then
+    reuse its cache (or, with a node-local data.cache_dir, encode their own, one process per node
+    at a time), and a problem any of them meets stops them all with its message."""
+    cache_dir = cfg.data.cache_dir or os.path.join(cfg.output.dir, "data_cache")
+
+    def prep():
+        with signals.interruptible():
+            return prepare(cfg.data.path, cache_dir, echo)
+
+    if comm.size == 1:
+        return prep()
+    corpus = None
+
+    def writer_first():
+        nonlocal corpus
+        corpus = prep()
+
+    on_writer(comm, writer_first)  # its errors (and a signal while it encodes) reach every process
+    problem = ""
+    if not comm.is_writer:
+        try:
+            corpus = prep()
+        except (DataError, OSError) as e:
+            problem = f"process {comm.rank}: {e}"
+    problem = comm.max(problem)
+    if problem:
+        raise DataError(problem)
+    return corpus
+
+
+def _train(cfg, resume, quiet, echo, folder, signals, minutes=None, comm=None):
     from tqdm import tqdm
 
+    comm = comm or Single()
     t_cfg = cfg.training
-    cache_dir = cfg.data.cache_dir or os.path.join(cfg.output.dir, "data_cache")
-    with signals.interruptible():
-        corpus = prepare(cfg.data.path, cache_dir, echo)
+    corpus = _prepare(cfg, echo, signals, comm)
     train_data, val_data = corpus.split(cfg.data.val_fraction)
     B, T = t_cfg.batch_size, t_cfg.seq_length
     need = B * (T + 1)
     if len(train_data) < need:
         raise DataError(f"{cfg.data.path}: the training split has {len(train_data):,} characters; "
                         f"batch_size {B} x (seq_length {T} + 1) needs at least {need:,}")
-    streams = Streams(train_data, B, T)
+    streams = Streams(train_data, B, T, block=comm.block(B))  # this process's streams
     ck = None
     if resume is not None:
-        ck = ckpt.load(resume)
+        ck = on_writer(comm, ckpt.load, resume)  # read once, sent to every process
         _check_resume(ck, cfg, corpus.vocab)
         changes = _data_changes(ck, cfg, corpus)
         if changes:
             echo(f"warning: the data changed since {ck.path} was saved ({'; '.join(changes)}); "
                  f"training goes on from there, but the resume is not exact")
-    run = Run(cfg, corpus, streams, val_data, ck, echo)
+    run = Run(cfg, corpus, streams, val_data, ck, echo, comm)
     prog, model = run.prog, run.model
     if minutes is not None:
         t_cfg.max_minutes = prog.elapsed_s / 60 + minutes
@@ -385,10 +461,13 @@ def _train(cfg, resume, quiet, echo, folder, signals, minutes=None):
     elapsed0 = prog.elapsed_s
     train_s, session_steps = 0.0, 0  # this invocation's training time (validation excluded) and steps
 
-    def clock():
-        prog.elapsed_s = elapsed0 + time.monotonic() - t0
+    def clock():  # the writer's clock is every process's: the same schedule, the same stop
+        prog.elapsed_s = comm.from_writer(elapsed0 + time.monotonic() - t0)
 
     def stop_reason():
+        return comm.from_writer(local_stop_reason())
+
+    def local_stop_reason():
         if t_cfg.max_steps is not None and prog.step >= t_cfg.max_steps:
             return "max_steps"
         if t_cfg.max_epochs is not None and run.epoch_float() >= t_cfg.max_epochs - 1e-12:
@@ -402,8 +481,8 @@ def _train(cfg, resume, quiet, echo, folder, signals, minutes=None):
 
     if ck is not None and stop_reason() is not None and stop_reason() != "patience":
         raise TrainingError(_spent(stop_reason(), ck, prog, t_cfg))
-    folder.start(resumed_step=prog.step if ck is not None else None)
-    folder.save_config(cfg)
+    on_writer(comm, folder.start, prog.step if ck is not None else None)
+    on_writer(comm, folder.save_config, cfg)
 
     if not quiet:
         echo(f"data: {len(corpus.data):,} characters, vocabulary {len(corpus.vocab)} "
@@ -412,6 +491,9 @@ def _train(cfg, resume, quiet, echo, folder, signals, minutes=None):
         echo(f"model: {cfg.model.type} {cfg.model.num_layers}x{cfg.model.hidden_size}, "
              f"{model.num_params():,} parameters; {streams.steps_per_epoch:,} steps per epoch of {B} x {T}")
         echo(f"config: {folder.config} (copy it and edit to change more: charrnn train COPY.yaml)")
+        if comm.size > 1:
+            echo(f"processes: {comm.size} on {comm.hosts} host{'s' if comm.hosts > 1 else ''}, "
+                 f"{B // comm.size} streams each (training.batch_size {B} in all)")
         if ck is not None:
             echo(f"resumed from {ck.path} at step {prog.step:,}; writing to {folder.path}")
 
@@ -436,6 +518,7 @@ def _train(cfg, resume, quiet, echo, folder, signals, minutes=None):
         try:
             with signals.interruptible():
                 plan.decide(run, train_s, session_steps, None if quiet else echo, streams.steps_per_epoch)
+                prog.eval_chars = comm.from_writer(prog.eval_chars)  # timed on the writer: the same everywhere
                 loss = run.validation_loss()
         except Stop as e:
             if isinstance(e, ForcedStop):
@@ -467,8 +550,9 @@ def _train(cfg, resume, quiet, echo, folder, signals, minutes=None):
             window_chars += chars
             clock()
             bar.update(1)
-            if signals.signum is not None:
-                raise interrupted(signals.signum)
+            signum = comm.max(signals.signum or 0)  # a signal to any process stops all at this step
+            if signum:
+                raise interrupted(signum)
 
             evaluated = has_val and prog.step % t_cfg.eval_every == 0
             if evaluated:
@@ -480,8 +564,8 @@ def _train(cfg, resume, quiet, echo, folder, signals, minutes=None):
                 cps = window_chars / max(now - window_t, 1e-9)
                 train_loss = window_loss / window_n
                 prog.history["train"].append([prog.step, prog.chars_seen, prog.elapsed_s, train_loss])
-                folder.log(_record(run, train_loss, last_val if evaluated else None, cps, run.lr,
-                                   plan.seconds if evaluated else None, val_seconds))
+                on_writer(comm, folder.log, _record(run, train_loss, last_val if evaluated else None, cps, run.lr,
+                                                    plan.seconds if evaluated else None, val_seconds))
                 bar.set_postfix_str(
                     f"ep {run.epoch_float():.2f} loss {train_loss:.3f} "
                     f"val {'-' if math.isnan(last_val) else f'{last_val:.3f}'} {cps:,.0f} ch/s"
@@ -493,8 +577,8 @@ def _train(cfg, resume, quiet, echo, folder, signals, minutes=None):
         # the end: a last validation and checkpoint
         if has_val and (not prog.history["val"] or prog.history["val"][-1][0] != prog.step):
             last_val = validate()
-            folder.log(_record(run, None, last_val, None, None, plan.seconds, val_seconds))
-        if last_saved_step != prog.step or not os.path.exists(folder.latest):
+            on_writer(comm, folder.log, _record(run, None, last_val, None, None, plan.seconds, val_seconds))
+        if last_saved_step != prog.step or not comm.from_writer(os.path.exists(folder.latest)):
             run.save(folder.latest)
     finally:
         bar.close()
