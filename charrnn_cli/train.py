@@ -81,6 +81,7 @@ class Result:
     out_dir: str
     advice: str = ""  # which checkpoint to sample from, and its step
     warning: str = ""  # a diverged run says so
+    model: object = None  # the trained CharRNN
 
 
 def on_writer(comm, fn, *args):
@@ -584,7 +585,7 @@ def _train(cfg, resume, quiet, echo, folder, signals, minutes=None, comm=None):
         bar.close()
     final = last_val if has_val else (prog.history["train"][-1][3] if prog.history["train"] else math.nan)
     warning = divergence(final, len(corpus.vocab), t_cfg.learning_rate)
-    return Result(prog, last_val, reason, cfg.output.dir, _advice(folder, run), warning)
+    return Result(prog, last_val, reason, cfg.output.dir, _advice(folder, run), warning, model)
 
 
 def _record(run, train_loss, val_loss, cps, lr, val_s=None, val_total_s=None):
