@@ -3,6 +3,7 @@
     python benchmarks/bench.py                 # everything (PyTorch rows when torch is installed)
     python benchmarks/bench.py --quick         # fewer repeats, one round
     python benchmarks/bench.py --large-gib 1   # also prepare and train on a 1 GiB generated file
+    python benchmarks/bench.py --mpi           # data parallel: 1 process x 2 threads against 2 x 1
 
 Where OPENBLAS_CORETYPE pins NumPy's OpenBLAS to older kernels (set on some shared machines),
 NumPy's products run up to 2x slower than the CPU allows while PyTorch's MKL is unaffected;
@@ -75,6 +76,50 @@ def charrnn_train(mt, L, H, B, T, steps, repeats):
         opt.step(model.params, grads, 0.002)
 
     return {"chars_per_sec": steady_rate(step, B * T, steps, repeats), "peak_mb": peak_mb()}
+
+
+def dp_train(mt, L, H, B, T, steps, repeats):
+    """Training steps as `charrnn train` takes them, in one process or as one of an MPI job's:
+    each process owns B / R streams and the gradients are averaged every step (dist.py).
+    Rank 0 reports the global characters per second and the time the reduction took."""
+    import numpy as np
+
+    from charrnn_cli.config import TrainingConfig
+    from charrnn_cli.dist import world
+    from charrnn_cli.model import CharRNN
+    from charrnn_cli.optim import clip_gradients, global_norm, make_optimizer
+
+    comm = world()
+    b = B // comm.size
+    model = CharRNN(mt, VOCAB, H, L)
+    opt = make_optimizer("adam", model.params, TrainingConfig())
+    data = np.random.default_rng(comm.rank).integers(0, VOCAB, size=(T + 1, b))
+    state = model.zero_state(b)
+    reduce_s = [0.0, 0]
+    timing = False
+
+    def step():
+        nonlocal state
+        loss, state, cache = model.forward(data[:-1], data[1:], state)
+        grads, _ = model.backward(cache)
+        if timing:
+            comm.barrier()  # time the reduction itself, not the wait for the slower process
+        t = time.perf_counter()
+        grads = comm.average_gradients(grads)
+        comm.mean(loss)
+        reduce_s[0] += time.perf_counter() - t
+        reduce_s[1] += 1
+        clip_gradients(grads, "norm", 5.0, global_norm(grads))
+        opt.step(model.params, grads, 0.002)
+
+    timing = False
+    rate = steady_rate(step, B * T, steps, repeats)  # the real thing: no barrier
+    timing = True
+    reduce_s[:] = [0.0, 0]
+    for _ in range(steps):
+        step()
+    return {"chars_per_sec": rate, "step_ms": 1e3 * B * T / rate, "reduce_ms": 1e3 * reduce_s[0] / reduce_s[1],
+            "bytes": 4 * model.num_params(), "processes": comm.size}
 
 
 def charrnn_sample(mt, L, H, n_chars, repeats):
@@ -213,6 +258,49 @@ def run_worker(name, *args):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def run_mpi_worker(n, threads, name, *args):
+    """The worker under `mpiexec -n n` with `threads` BLAS threads a process; rank 0's JSON line."""
+    import shutil
+
+    mpiexec = shutil.which("mpiexec")
+    if mpiexec is None:
+        raise SystemExit("--mpi needs mpiexec: pip install \".[mpi]\"")
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+    cmd = [mpiexec, "-n", str(n), sys.executable, os.path.abspath(__file__), "--worker", name, json.dumps(args)]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"worker {name}{args} under mpiexec -n {n} failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_mpi(rounds, steps, repeats):
+    """Every row (and the default model) as 1 process x 2 BLAS threads against 2 processes x 1."""
+    rows = ROWS + [("lstm", 2, 384, 32, 64)]
+    print(f"data parallel: Adam, float32; median of {repeats} blocks of {steps} steps after 2 warm-up steps; "
+          f"each row the median of {rounds} alternating rounds; the reduction: reduce-scatter + allgather of "
+          f"every gradient in one float32 buffer, and the loss\n")
+    print("| model | batch x seq | 1 process x 2 threads ch/s | 2 processes x 1 thread ch/s | ratio | "
+          "MB reduced per step | reduction ms | step ms (2 processes) | reduction share |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for mt, L, H, B, T in rows:
+        one, two = [], []
+        for _ in range(rounds):
+            env_threads = os.environ.get("OPENBLAS_NUM_THREADS")
+            os.environ["OPENBLAS_NUM_THREADS"] = "2"
+            one.append(run_worker("dp_train", mt, L, H, B, T, steps, repeats))
+            if env_threads is None:
+                del os.environ["OPENBLAS_NUM_THREADS"]
+            else:
+                os.environ["OPENBLAS_NUM_THREADS"] = env_threads
+            two.append(run_mpi_worker(2, 1, "dp_train", mt, L, H, B, T, steps, repeats))
+        a = statistics.median(r["chars_per_sec"] for r in one)
+        b = statistics.median(r["chars_per_sec"] for r in two)
+        red = statistics.median(r["reduce_ms"] for r in two)
+        step = statistics.median(r["step_ms"] for r in two)
+        print(f"| {mt.upper()} {L}x{H} | {B} x {T} | {a:,.0f} | {b:,.0f} | {b / a:.2f}x | "
+              f"{two[0]['bytes'] / 1e6:.1f} | {red:.2f} | {step:.1f} | {100 * red / step:.1f}% |", flush=True)
+
+
 def has_torch():
     try:
         import importlib.util
@@ -267,10 +355,17 @@ def main():
     ap.add_argument("--large-gib", type=float, default=0.0, help="also benchmark a generated file of this size")
     ap.add_argument("--sample-chars", type=int, default=2000, help="characters per sampling run")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per row; medians are reported")
+    ap.add_argument("--mpi", action="store_true", help="only the data-parallel table (needs the mpi extra)")
     a = ap.parse_args()
     if a.worker:
-        fn = globals()[a.worker]
-        print(json.dumps(fn(*json.loads(a.args))))
+        result = globals()[a.worker](*json.loads(a.args))
+        if os.environ.get("PMI_RANK", "0") == "0":  # under mpiexec, rank 0 reports
+            print(json.dumps(result))
+        return
+    if a.mpi:
+        print(f"machine: {machine()}")
+        print(f"blas: {blas_kernels()}")
+        bench_mpi(1 if a.quick else a.rounds, *((3, 3) if a.quick else (5, 5)))
         return
 
     steps, repeats = (3, 3) if a.quick else (5, 5)
