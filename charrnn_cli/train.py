@@ -543,7 +543,7 @@ def _train(cfg, resume, quiet, echo, folder, signals, minutes=None, comm=None):
                 loss, chars = run.step(lr_of)
             except TrainingError as e:
                 last = folder.latest if os.path.exists(folder.latest) else "none yet"
-                raise TrainingError(f"{e} Last good checkpoint: {last}") from None
+                raise TrainingError(f"{e}. Last good checkpoint: {last}") from None
             train_s += time.monotonic() - t_step
             session_steps += 1
             window_loss += loss

@@ -155,6 +155,15 @@ def test_batch_size_not_divisible_by_the_processes(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@needs_mpi
+def test_a_non_finite_loss_stops_every_process_with_one_message(tmp_path):
+    raw = tiny(tmp_path, optimizer="sgd", learning_rate=1e38, grad_clip=0.0, checkpoint_every=1)
+    r = charrnn("train", write_yaml(tmp_path, raw), "--quiet", n=2, timeout=60)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.count("Error: the ") == 1 and " became " in r.stderr and "Last good checkpoint" in r.stderr
+    ckpt.load(str(tmp_path / "run" / "latest.npz"))  # the last good checkpoint is intact and finite
+
+
 def _wait_for_steps(path, n, proc, timeout=90):
     deadline = time.time() + timeout
     while time.time() < deadline:
