@@ -32,13 +32,13 @@ that use the model refuse.
 
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 
 from . import config as config_mod
 from .cells import make_cell
+from .files import atomic_write
 from .model import CharRNN, state_dict_names
 from .optim import OPTIMIZERS
 from .vocab import Vocab
@@ -54,40 +54,7 @@ class CheckpointError(ValueError):
 
 def atomic_save_npz(path, arrays):
     """np.savez to `path` through a temporary file in the same folder, fsynced, then renamed."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        if hasattr(os, "fchmod"):
-            os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; others may read a run's files
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError) and e.filename is None:  # a full disk: say which file could not be written
-            raise OSError(e.errno, e.strerror or str(e), path) from None
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
-
-
-def current_umask():
-    """The process's umask (read by setting and restoring it)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
 
 def build_arrays(model, vocab, cfg, optimizer=None, progress=None, state=None, rng=None, history=None):

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .files import removed_on_failure
 from .locks import FileLock
 from .vocab import Vocab
 
@@ -256,7 +257,7 @@ def _encode(path, base, npy, meta_path):
     dtype = vocab.index_dtype()
     lut = vocab.lookup_table(dtype)  # code point -> index
     tmp, tmp_meta = npy + f".tmp{os.getpid()}.npy", meta_path + f".tmp{os.getpid()}"
-    try:
+    with removed_on_failure(npy, tmp, tmp_meta):  # Ctrl-C, SIGTERM, a full disk: leave nothing behind
         header = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n,))  # writes the header
         offset = header.offset
         del header
@@ -283,15 +284,6 @@ def _encode(path, base, npy, meta_path):
             os.unlink(meta_path)
         os.replace(tmp, npy)
         os.replace(tmp_meta, meta_path)
-    except BaseException as e:  # Ctrl-C, SIGTERM, a full disk: leave nothing behind
-        for f in (tmp, tmp_meta):
-            try:
-                os.unlink(f)
-            except OSError:
-                pass
-        if isinstance(e, OSError) and e.filename is None:
-            raise OSError(e.errno, e.strerror or str(e), npy) from None
-        raise
     return Corpus(Tokens.open_npy(npy), vocab, npy, False, meta["sha1"])
 
 

@@ -7,6 +7,7 @@ import math
 import os
 
 from . import runfolder
+from .files import atomic_write
 
 
 class PlotError(ValueError):
@@ -62,14 +63,8 @@ def plot_runs(run_dirs, out_path, title=None, warn=None):
     axes[0].legend(fontsize=8)
     fig.suptitle(title or "charrnn training curves")
     fig.tight_layout()
-    tmp = out_path + ".tmp.png"
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, out_path)
-    except BaseException:  # a full disk, Ctrl-C: no half-written file left
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        atomic_write(out_path, lambda fh: fig.savefig(fh, dpi=110, format="png"))
     finally:
         plt.close(fig)
     return out_path

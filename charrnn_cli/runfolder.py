@@ -20,7 +20,7 @@ import math
 import os
 import tempfile
 
-from .checkpoint import current_umask
+from .files import atomic_write
 from .locks import FileLock, LockTaken
 
 RUN_FILES = ("latest.npz", "best.npz", "metrics.jsonl")
@@ -147,23 +147,7 @@ class OtherProcessFolder(RunFolder):
 
 
 def _atomic_write_text(path, text):
-    """Write through a temporary file in the same folder, then rename: never half a file."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix="." + os.path.basename(path) + ".",
-                               suffix=".tmp")
-    try:
-        if hasattr(os, "fchmod"):
-            os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; others may read a run's files
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError) and e.filename is None:
-            raise OSError(e.errno, e.strerror or str(e), path) from None
-        raise
+    atomic_write(path, lambda fh: fh.write(text), binary=False)
 
 
 def _same_folder(a, b):

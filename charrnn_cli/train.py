@@ -5,9 +5,10 @@ each chunk to the next, and is reset to zero when the streams wrap at an epoch b
 Validation and sampling always start from a zero state of their own.
 
 The concerns live apart: `Run` holds the model and optimizer and does one step, one validation
-pass, one checkpoint; `_train` is the schedule (when to validate, log, save and stop);
-runfolder.py owns the output folder (its lock, what a new run may replace, the metrics log);
-signals.py decides when a signal stops the run.
+pass, one checkpoint; `Schedule` is the loop around it (when to validate, log, save and stop);
+`ValidationPlan` sizes validation to its share of the run; runfolder.py owns the output folder
+(its lock, what a new run may replace, the metrics log); signals.py decides when a signal stops
+the run; dist.py is the one-process-or-many interface (the loop reads the same for both).
 
 Exact resume: a checkpoint holds parameters, optimizer state, step, epoch, stream offset,
 the carried state and the dropout generator's state, so N steps + resume + M steps gives
@@ -429,10 +430,8 @@ def _prepare(cfg, echo, signals, comm):
     return corpus
 
 
-def _train(cfg, resume, quiet, echo, folder, signals, minutes=None, comm=None):
-    from tqdm import tqdm
-
-    comm = comm or Single()
+def _setup(cfg, resume, echo, signals, comm, minutes):
+    """The data, this process's streams, the checkpoint resumed from and the Run: (run, ck)."""
     t_cfg = cfg.training
     corpus = _prepare(cfg, echo, signals, comm)
     train_data, val_data = corpus.split(cfg.data.val_fraction)
@@ -451,141 +450,178 @@ def _train(cfg, resume, quiet, echo, folder, signals, minutes=None, comm=None):
             echo(f"warning: the data changed since {ck.path} was saved ({'; '.join(changes)}); "
                  f"training goes on from there, but the resume is not exact")
     run = Run(cfg, corpus, streams, val_data, ck, echo, comm)
-    prog, model = run.prog, run.model
     if minutes is not None:
-        t_cfg.max_minutes = prog.elapsed_s / 60 + minutes
+        t_cfg.max_minutes = run.prog.elapsed_s / 60 + minutes
     if ck is not None:
-        prog.lr_anchor = _anchor_on_resume(ck, t_cfg, prog)
-    has_val = len(val_data) >= 2
-    plan = ValidationPlan(t_cfg, len(val_data))
-    t0 = time.monotonic()
-    elapsed0 = prog.elapsed_s
-    train_s, session_steps = 0.0, 0  # this invocation's training time (validation excluded) and steps
+        run.prog.lr_anchor = _anchor_on_resume(ck, t_cfg, run.prog)
+    return run, ck
 
-    def clock():  # the writer's clock is every process's: the same schedule, the same stop
-        prog.elapsed_s = comm.from_writer(elapsed0 + time.monotonic() - t0)
 
-    def stop_reason():
-        return comm.from_writer(local_stop_reason())
+def _opening_lines(run, folder, ck, comm, echo):
+    cfg, corpus, streams, prog = run.cfg, run.corpus, run.streams, run.prog
+    B, T = cfg.training.batch_size, cfg.training.seq_length
+    n_val = len(run.val_data)
+    echo(f"data: {len(corpus.data):,} characters, vocabulary {len(corpus.vocab)} "
+         f"({'cache reused' if corpus.reused else 'encoded'}); train {len(corpus.data) - n_val:,}, "
+         f"validation {n_val:,}")
+    echo(f"model: {cfg.model.type} {cfg.model.num_layers}x{cfg.model.hidden_size}, "
+         f"{run.model.num_params():,} parameters; {streams.steps_per_epoch:,} steps per epoch of {B} x {T}")
+    echo(f"config: {folder.config} (copy it and edit to change more: charrnn train COPY.yaml)")
+    if comm.size > 1:
+        echo(f"processes: {comm.size} on {comm.hosts} host{'s' if comm.hosts > 1 else ''}, "
+             f"{B // comm.size} streams each (training.batch_size {B} in all)")
+    if ck is not None:
+        echo(f"resumed from {ck.path} at step {prog.step:,}; writing to {folder.path}")
 
-    def local_stop_reason():
+
+def _train(cfg, resume, quiet, echo, folder, signals, minutes=None, comm=None):
+    comm = comm or Single()
+    run, ck = _setup(cfg, resume, echo, signals, comm, minutes)
+    schedule = Schedule(run, folder, signals, comm, quiet, echo)
+    if ck is not None:
+        reason = schedule.stop_reason()
+        if reason is not None and reason != "patience":
+            raise TrainingError(_spent(reason, ck, run.prog, cfg.training))
+    on_writer(comm, folder.start, run.prog.step if ck is not None else None)
+    on_writer(comm, folder.save_config, cfg)
+    if not quiet:
+        _opening_lines(run, folder, ck, comm, echo)
+    return schedule.loop(resumed=ck is not None)
+
+
+class Schedule:
+    """When to step, validate, log, save and stop: the training loop around a Run."""
+
+    def __init__(self, run, folder, signals, comm, quiet, echo):
+        self.run, self.folder, self.signals, self.comm = run, folder, signals, comm
+        self.quiet, self.echo = quiet, echo
+        self.t_cfg = run.cfg.training
+        self.has_val = len(run.val_data) >= 2
+        self.plan = ValidationPlan(self.t_cfg, len(run.val_data))
+        self.t0 = time.monotonic()
+        self.elapsed0 = run.prog.elapsed_s
+        self.train_s, self.steps = 0.0, 0  # this invocation's training time (validation excluded) and steps
+        self.val_s = 0.0  # and its validation time
+        hist = run.prog.history["val"]
+        self.last_val = hist[-1][3] if hist else math.nan
+
+    def clock(self):
+        """The writer's clock is every process's: the same schedule, the same stop."""
+        self.run.prog.elapsed_s = self.comm.from_writer(self.elapsed0 + time.monotonic() - self.t0)
+
+    def stop_reason(self):
+        return self.comm.from_writer(self._stop_reason())
+
+    def _stop_reason(self):
+        t_cfg, prog = self.t_cfg, self.run.prog
         if t_cfg.max_steps is not None and prog.step >= t_cfg.max_steps:
             return "max_steps"
-        if t_cfg.max_epochs is not None and run.epoch_float() >= t_cfg.max_epochs - 1e-12:
+        if t_cfg.max_epochs is not None and self.run.epoch_float() >= t_cfg.max_epochs - 1e-12:
             return "max_epochs"
-        if t_cfg.max_minutes is not None and \
-                prog.elapsed_s + (plan.reserve(t_cfg) if has_val else 0.0) >= 60 * t_cfg.max_minutes:
+        reserve = self.plan.reserve(t_cfg) if self.has_val else 0.0  # room for the final validation
+        if t_cfg.max_minutes is not None and prog.elapsed_s + reserve >= 60 * t_cfg.max_minutes:
             return "max_minutes"
         if t_cfg.patience is not None and prog.evaluations_since_best() >= t_cfg.patience:
             return "patience"
         return None
 
-    if ck is not None and stop_reason() is not None and stop_reason() != "patience":
-        raise TrainingError(_spent(stop_reason(), ck, prog, t_cfg))
-    on_writer(comm, folder.start, prog.step if ck is not None else None)
-    on_writer(comm, folder.save_config, cfg)
-
-    if not quiet:
-        echo(f"data: {len(corpus.data):,} characters, vocabulary {len(corpus.vocab)} "
-             f"({'cache reused' if corpus.reused else 'encoded'}); train {len(train_data):,}, "
-             f"validation {len(val_data):,}")
-        echo(f"model: {cfg.model.type} {cfg.model.num_layers}x{cfg.model.hidden_size}, "
-             f"{model.num_params():,} parameters; {streams.steps_per_epoch:,} steps per epoch of {B} x {T}")
-        echo(f"config: {folder.config} (copy it and edit to change more: charrnn train COPY.yaml)")
-        if comm.size > 1:
-            echo(f"processes: {comm.size} on {comm.hosts} host{'s' if comm.hosts > 1 else ''}, "
-                 f"{B // comm.size} streams each (training.batch_size {B} in all)")
-        if ck is not None:
-            echo(f"resumed from {ck.path} at step {prog.step:,}; writing to {folder.path}")
-
-    bar = tqdm(total=_planned_steps(t_cfg, streams), initial=prog.step, disable=quiet, unit="step",
-               dynamic_ncols=True, leave=True)
-    window_loss, window_n, window_chars, window_t = 0.0, 0, 0, t0
-    last_val = prog.history["val"][-1][3] if prog.history["val"] else math.nan
-    last_saved_step = prog.step if ck is not None else -1
-    val_seconds = 0.0  # validation time in this invocation
-
-    def lr_of(step):
+    def lr_of(self, step):
+        t_cfg, prog = self.t_cfg, self.run.prog
         time_fraction = prog.elapsed_s / (60 * t_cfg.max_minutes) if t_cfg.max_minutes else 0.0
         return learning_rate(t_cfg, step, time_fraction, prog.lr_anchor)
 
-    def interrupted(signum):
-        run.save(folder.latest)
-        return Interrupted(signum, folder.latest, prog.step, _advice(folder, run))
+    def interrupted(self, signum):
+        self.run.save(self.folder.latest)
+        return Interrupted(signum, self.folder.latest, self.run.prog.step, _advice(self.folder, self.run))
 
-    def validate():
-        nonlocal val_seconds
+    def validate(self):
+        run, prog, comm, plan = self.run, self.run.prog, self.comm, self.plan
         t = time.monotonic()
         try:
-            with signals.interruptible():
-                plan.decide(run, train_s, session_steps, None if quiet else echo, streams.steps_per_epoch)
+            with self.signals.interruptible():
+                plan.decide(run, self.train_s, self.steps, None if self.quiet else self.echo,
+                            run.streams.steps_per_epoch)
                 prog.eval_chars = comm.from_writer(prog.eval_chars)  # timed on the writer: the same everywhere
                 loss = run.validation_loss()
         except Stop as e:
             if isinstance(e, ForcedStop):
                 raise
-            raise interrupted(e.signum) from None
+            raise self.interrupted(e.signum) from None
         plan.seconds = time.monotonic() - t
-        val_seconds += plan.seconds
-        clock()
-        run.record_validation(loss, folder.best)
+        self.val_s += plan.seconds
+        self.clock()
+        run.record_validation(loss, self.folder.best)
+        self.last_val = loss
         return loss
 
-    reason = None
-    try:
-        while True:
-            clock()
-            reason = stop_reason()
-            if reason:
-                break
-            t_step = time.monotonic()
-            try:
-                loss, chars = run.step(lr_of)
-            except TrainingError as e:
-                last = folder.latest if os.path.exists(folder.latest) else "none yet"
-                raise TrainingError(f"{e}. Last good checkpoint: {last}") from None
-            train_s += time.monotonic() - t_step
-            session_steps += 1
-            window_loss += loss
-            window_n += 1
-            window_chars += chars
-            clock()
-            bar.update(1)
-            signum = comm.max(signals.signum or 0)  # a signal to any process stops all at this step
-            if signum:
-                raise interrupted(signum)
+    def log(self, record):
+        on_writer(self.comm, self.folder.log, record)
 
-            evaluated = has_val and prog.step % t_cfg.eval_every == 0
-            if evaluated:
-                t_eval = time.monotonic()
-                last_val = validate()
-                window_t += time.monotonic() - t_eval  # chars/s counts training time only
-            if prog.step % t_cfg.log_every == 0 or evaluated:
-                now = time.monotonic()
-                cps = window_chars / max(now - window_t, 1e-9)
-                train_loss = window_loss / window_n
-                prog.history["train"].append([prog.step, prog.chars_seen, prog.elapsed_s, train_loss])
-                on_writer(comm, folder.log, _record(run, train_loss, last_val if evaluated else None, cps, run.lr,
-                                                    plan.seconds if evaluated else None, val_seconds))
-                bar.set_postfix_str(
-                    f"ep {run.epoch_float():.2f} loss {train_loss:.3f} "
-                    f"val {'-' if math.isnan(last_val) else f'{last_val:.3f}'} {cps:,.0f} ch/s"
-                    + _eta(t_cfg, prog, val_seconds))
-                window_loss, window_n, window_chars, window_t = 0.0, 0, 0, now
-            if prog.step % t_cfg.checkpoint_every == 0:
+    def loop(self, resumed=False):
+        from tqdm import tqdm
+
+        run, prog, t_cfg, comm, folder = self.run, self.run.prog, self.t_cfg, self.comm, self.folder
+        bar = tqdm(total=_planned_steps(t_cfg, run.streams), initial=prog.step, disable=self.quiet, unit="step",
+                   dynamic_ncols=True, leave=True)
+        window_loss, window_n, window_chars, window_t = 0.0, 0, 0, self.t0
+        last_saved_step = prog.step if resumed else -1
+        reason = None
+        try:
+            while True:
+                self.clock()
+                reason = self.stop_reason()
+                if reason:
+                    break
+                t_step = time.monotonic()
+                try:
+                    loss, chars = run.step(self.lr_of)
+                except TrainingError as e:
+                    last = folder.latest if os.path.exists(folder.latest) else "none yet"
+                    raise TrainingError(f"{e}. Last good checkpoint: {last}") from None
+                self.train_s += time.monotonic() - t_step
+                self.steps += 1
+                window_loss += loss
+                window_n += 1
+                window_chars += chars
+                self.clock()
+                bar.update(1)
+                signum = comm.max(self.signals.signum or 0)  # a signal to any process stops all at this step
+                if signum:
+                    raise self.interrupted(signum)
+
+                evaluated = self.has_val and prog.step % t_cfg.eval_every == 0
+                if evaluated:
+                    t_eval = time.monotonic()
+                    self.validate()
+                    window_t += time.monotonic() - t_eval  # chars/s counts training time only
+                if prog.step % t_cfg.log_every == 0 or evaluated:
+                    now = time.monotonic()
+                    cps = window_chars / max(now - window_t, 1e-9)
+                    train_loss = window_loss / window_n
+                    prog.history["train"].append([prog.step, prog.chars_seen, prog.elapsed_s, train_loss])
+                    self.log(_record(run, train_loss, self.last_val if evaluated else None, cps, run.lr,
+                                     self.plan.seconds if evaluated else None, self.val_s))
+                    last = "-" if math.isnan(self.last_val) else f"{self.last_val:.3f}"
+                    bar.set_postfix_str(f"ep {run.epoch_float():.2f} loss {train_loss:.3f} val {last} {cps:,.0f} ch/s"
+                                        + _eta(t_cfg, prog, self.val_s))
+                    window_loss, window_n, window_chars, window_t = 0.0, 0, 0, now
+                if prog.step % t_cfg.checkpoint_every == 0:
+                    run.save(folder.latest)
+                    last_saved_step = prog.step
+            # the end: a last validation and checkpoint
+            if self.has_val and (not prog.history["val"] or prog.history["val"][-1][0] != prog.step):
+                self.validate()
+                self.log(_record(run, None, self.last_val, None, None, self.plan.seconds, self.val_s))
+            if last_saved_step != prog.step or not comm.from_writer(os.path.exists(folder.latest)):
                 run.save(folder.latest)
-                last_saved_step = prog.step
-        # the end: a last validation and checkpoint
-        if has_val and (not prog.history["val"] or prog.history["val"][-1][0] != prog.step):
-            last_val = validate()
-            on_writer(comm, folder.log, _record(run, None, last_val, None, None, plan.seconds, val_seconds))
-        if last_saved_step != prog.step or not comm.from_writer(os.path.exists(folder.latest)):
-            run.save(folder.latest)
-    finally:
-        bar.close()
-    final = last_val if has_val else (prog.history["train"][-1][3] if prog.history["train"] else math.nan)
-    warning = divergence(final, len(corpus.vocab), t_cfg.learning_rate)
-    return Result(prog, last_val, reason, cfg.output.dir, _advice(folder, run), warning, model)
+        finally:
+            bar.close()
+        if self.has_val:
+            final = self.last_val
+        else:
+            final = prog.history["train"][-1][3] if prog.history["train"] else math.nan
+        warning = divergence(final, len(run.corpus.vocab), t_cfg.learning_rate)
+        return Result(prog, self.last_val, reason, run.cfg.output.dir, _advice(folder, run), warning, run.model)
 
 
 def _record(run, train_loss, val_loss, cps, lr, val_s=None, val_total_s=None):

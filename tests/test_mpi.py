@@ -18,6 +18,7 @@ from charrnn_cli import checkpoint as ckpt
 from charrnn_cli.dist import Single, launcher_size, split
 from charrnn_cli.runfolder import read_metrics
 
+from test_safety import _wait_for_lines
 from test_train import make_config, write_yaml
 
 MPIEXEC = shutil.which("mpiexec")
@@ -164,23 +165,13 @@ def test_a_non_finite_loss_stops_every_process_with_one_message(tmp_path):
     ckpt.load(str(tmp_path / "run" / "latest.npz"))  # the last good checkpoint is intact and finite
 
 
-def _wait_for_steps(path, n, proc, timeout=90):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if path.exists() and path.read_text().count("\n") >= n:
-            return
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.05)
-    raise AssertionError(f"{path}: fewer than {n} lines")
-
-
 def _start(tmp_path):
     raw = tiny(tmp_path, max_steps=1_000_000, checkpoint_every=5, log_every=1, eval_every=1_000_000)
     cfg = write_yaml(tmp_path, raw)
     proc = subprocess.Popen([MPIEXEC, "-n", "2", sys.executable, "-m", "charrnn_cli", "train", str(cfg), "--quiet"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(),
                             start_new_session=True)
-    _wait_for_steps(tmp_path / "run" / "metrics.jsonl", 12, proc)
+    _wait_for_lines(tmp_path / "run" / "metrics.jsonl", 12, proc, timeout=90)
     return proc
 
 
