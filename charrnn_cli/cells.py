@@ -134,6 +134,10 @@ class Cell:
     def backward(self, dhs, dstate, cache):
         raise NotImplementedError
 
+    def activations(self, cache):
+        """{name: (H, T, B) view} of the states a forward pass went through: h (and c for the LSTM)."""
+        return {"h": cache[0][:, 1:]}
+
     def stepper(self, hw, state):
         """advance(xw_t): one generation step from the input term xw_t (G*H, B), updating `state` in place.
 
@@ -266,6 +270,10 @@ class LSTMCell(Cell):
             dA[:, t] = da
         dWh = _recurrent_weight_grad(dA, HS)
         return dA, (dh.copy(), dc.copy()), dWh, rowsum(as_matrix(dA))
+
+    def activations(self, cache):
+        HS, _, C = cache[:3]
+        return {"h": HS[:, 1:], "c": C[1:].transpose(1, 0, 2)}
 
     def stepper(self, hw, state):
         h, c = state

@@ -454,6 +454,71 @@ def plot(run_dirs, output, title):
     click.echo(f"wrote {output}")
 
 
+# ---- viz ---------------------------------------------------------------------------------
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("checkpoint", metavar="CHECKPOINT.npz", type=click.Path())
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", default="viz.html", show_default=True, type=click.Path(dir_okay=False),
+              help="HTML file to write (one self-contained page).")
+@click.option("--max-chars", default=2000, show_default=True, type=click.IntRange(min=2),
+              help="How much of FILE to show, from its start.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object per character (its nats and the top predictions) instead of a page.")
+def viz(checkpoint, file, output, max_chars, as_json):
+    """See what the model predicts and what its units track, in one HTML page.
+
+    The page shows the text shaded by the model's surprise at each character (hover for its top 5
+    predictions), any unit's activation over the text, and the units whose activation best tracks
+    properties of the text (position in the line, brackets, quotes, words). It opens offline in
+    any browser: CSS, JavaScript and data are inside it. The nats/char in its header are what
+    `charrnn eval` gives on the same text.
+
+    \b
+    Example:
+        charrnn viz runs/shakespeare/best.npz data/tinyshakespeare.txt -o viz.html
+        charrnn viz runs/shakespeare/best.npz notes.txt --max-chars 500 --json > chars.jsonl
+    """
+    from .files import atomic_write
+    from .viz import analyze, find_units, mean_nats, page, page_data, records
+
+    ck = _load_checkpoint(checkpoint)
+    try:
+        with open(file, encoding="utf-8") as fh:
+            text = fh.read(max_chars)
+    except FileNotFoundError:
+        raise click.ClickException(f"file not found: {file}") from None
+    except UnicodeDecodeError as e:
+        raise click.ClickException(f"{file} is not valid UTF-8: bad byte at offset {e.start}") from None
+    except OSError as e:
+        raise click.ClickException(f"cannot read {file}: {e.strerror or e}") from None
+    model = ck.build_model()
+    result = analyze(model, ck.vocab, text)
+    if len(result["chars"]) < 2:
+        raise click.ClickException(f"{file}: nothing to show (fewer than two characters in the vocabulary)")
+    if result["dropped"]:
+        click.echo(f"warning: left out {result['dropped']:,} characters not in the vocabulary", err=True)
+    if as_json:
+        for rec in records(result, ck.vocab):
+            click.echo(json.dumps(rec, ensure_ascii=False))
+        return
+    m = ck.config.model
+    title = (f"{checkpoint}: {m.type} {m.num_layers}x{m.hidden_size}, step {ck.scalar('train.step', 0):,}, "
+             f"on {file}")
+    units = find_units(result["acts"], result["chars"])
+    text = page(page_data(result, ck.vocab, units, title))
+    try:
+        atomic_write(output, lambda fh: fh.write(text), binary=False)
+    except OSError as e:
+        raise click.ClickException(f"cannot write {output}: {e.strerror or e}") from None
+    nats = mean_nats(result)
+    click.echo(f"wrote {output} ({len(text.encode()) / 1e6:.1f} MB): {len(result['chars']):,} characters, "
+               f"{nats:.4f} nats/char ({nats / math.log(2):.4f} bits/char); best units: "
+               + "; ".join(f"layer {layer} {name}[{unit}] ~ {f} (r = {r:+.2f})"
+                           for _, r, f, layer, name, unit in units[:3]))
+
+
 # ---- gradcheck ---------------------------------------------------------------------------
 
 

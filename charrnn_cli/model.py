@@ -276,6 +276,11 @@ class CharRNN:
         dstate0 = tuple(np.stack(s) for s in dstate0)
         return grads, dstate0
 
+    def activations(self, cache):
+        """Per layer, {name: (H, T, B)} of the states the forward pass that made `cache` went
+        through (h, and c for the LSTM): views into the workspace, valid until the next forward."""
+        return [self.cell.activations(lcache) for _, lcache in cache["layers"]]
+
     def prepare_step(self, batch_size):
         """Tables and buffers for step(): valid while the parameters stay as they are.
 

@@ -1,0 +1,142 @@
+"""charrnn viz: the per-character figures against eval and the model's softmax, the unit finder on
+a planted unit, the text features worked by hand, and the page in a real headless browser."""
+
+import json
+import math
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from charrnn_cli import checkpoint as ckpt
+from charrnn_cli.cli import main
+from charrnn_cli.config import from_dict
+from charrnn_cli.train import train
+from charrnn_cli.viz import analyze, features, find_units
+
+from test_train import make_config
+
+BROWSER = next((b for b in ("chromium-headless-shell", "chromium", "chromium-browser", "google-chrome")
+                if shutil.which(b)), None)
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("viz")
+    raw = make_config(tmp, max_steps=40, eval_every=20)
+    train(from_dict(raw), quiet=True)
+    return tmp / "run" / "best.npz", tmp / "text.txt"
+
+
+def test_json_nats_average_to_evals_figure(trained, tmp_path):
+    ck_path, text_path = trained
+    text = text_path.read_text(encoding="utf-8")[:700]
+    piece = tmp_path / "piece.txt"
+    piece.write_text(text, encoding="utf-8")
+    r = invoke("viz", ck_path, piece, "--json", "--max-chars", 5000)
+    assert r.exit_code == 0, r.output
+    recs = [json.loads(line) for line in r.output.splitlines()]
+    assert "".join(x["char"] for x in recs) == text and recs[0]["nats"] is None
+    ours = np.mean([x["nats"] for x in recs[1:]])
+    ev = json.loads(invoke("eval", ck_path, piece, "--json").output)
+    assert ev["chars"] == len(recs) - 1
+    assert ours == pytest.approx(ev["nats_per_char"], rel=1e-6)
+
+
+def test_top_predictions_are_the_models_softmax(trained, tmp_path):
+    ck_path, text_path = trained
+    text = text_path.read_text(encoding="utf-8")[:300]
+    piece = tmp_path / "piece.txt"
+    piece.write_text(text, encoding="utf-8")
+    recs = [json.loads(line) for line in invoke("viz", ck_path, piece, "--json").output.splitlines()]
+    ck = ckpt.load(str(ck_path))
+    model = ck.build_model(dtype=np.float64)  # an independent computation: float64, one chunk
+    idx = ck.vocab.encode(text)
+    _, _, cache = model.forward(idx[:-1, None], idx[1:, None], model.zero_state(1))
+    z = cache["logits"] - cache["logits"].max(axis=1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    for t in range(1, len(text)):
+        row = p[t - 1]
+        for c, q in recs[t]["top"]:
+            assert q == pytest.approx(row[ck.vocab.index(c)], abs=1e-5)
+        qs = [q for _, q in recs[t]["top"]]
+        assert qs == sorted(qs, reverse=True) and len(qs) == 5
+        assert qs[-1] >= np.sort(row)[-5] - 1e-5  # nothing left out is more likely
+        assert recs[t]["p"] == pytest.approx(row[ck.vocab.index(text[t])], abs=1e-5)
+        assert recs[t]["nats"] == pytest.approx(-math.log(recs[t]["p"]), rel=1e-5)
+
+
+def test_features_by_hand():
+    f = features('ab (c"d")\nXY [z]')
+    assert f["position in the line"].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5]
+    assert f["parenthesis depth ( )"].tolist() == [0, 0, 0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0]
+    assert f["inside double quotes"].tolist() == [0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+    assert f["bracket depth [ ] { }"].tolist() == [0] * 13 + [1, 1, 0]
+    assert f["inside an upper-case word"].tolist() == [0] * 10 + [1, 1] + [0] * 4
+    assert f["start of a line"].tolist() == [1] + [0] * 9 + [1] + [0] * 5
+    assert f["inside a word"].tolist() == [1, 1, 0, 0, 1, 0, 1, 0, 0, 0, 1, 1, 0, 0, 1, 0]
+
+
+def test_find_units_finds_a_planted_unit():
+    text = "the cat sat\non the mat\nand the dog ran far away\n" * 5
+    rng = np.random.default_rng(0)
+    h = rng.normal(size=(len(text) - 1, 16)).astype(np.float32)
+    depth = features(text[:-1])["position in the line"]
+    h[:, 11] = np.tanh(depth / 10)  # a unit that counts the position in the line
+    found = find_units({(0, "h"): h}, text)
+    r_abs, r, feature, layer, name, unit = found[0]
+    assert (feature, layer, name, unit) == ("position in the line", 0, "h", 11) and r > 0.9
+
+
+def test_analyze_keeps_the_state_of_every_layer(trained):
+    ck = ckpt.load(str(trained[0]))
+    res = analyze(ck.build_model(), ck.vocab, "the cat sat on the mat\n" * 30)
+    assert set(res["acts"]) == {(0, "h"), (0, "c"), (1, "h"), (1, "c")}  # LSTM 2x12
+    assert res["acts"][(1, "h")].shape == (len(res["chars"]) - 1, 12)
+
+
+def test_bad_input_is_one_line(trained, tmp_path):
+    ck_path, _ = trained
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"ab\xffcd")
+    for args, msg in (([ck_path, tmp_path / "none.txt"], "file not found"), ([ck_path, bad], "not valid UTF-8"),
+                      ([tmp_path / "none.npz", bad], "checkpoint not found")):
+        r = invoke("viz", *args)
+        assert r.exit_code == 1 and msg in r.output and "Traceback" not in r.output, r.output
+
+
+@pytest.mark.skipif(BROWSER is None, reason="needs headless Chromium: apt-get install chromium-headless-shell")
+def test_the_page_renders_in_a_headless_browser(trained, tmp_path):
+    ck_path, text_path = trained
+    out = tmp_path / "page.html"
+    r = invoke("viz", ck_path, text_path, "-o", out, "--max-chars", 600)
+    assert r.exit_code == 0, r.output
+    page = out.read_text(encoding="utf-8")
+    assert "http://" not in page and "https://" not in page and "src=" not in page  # nothing fetched
+    dom = subprocess.run([BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
+                          "--dump-dom", out.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert 'data-ready="1"' in dom, dom[-2000:]  # the script ran to its end
+    surprise = dom.split('id="surprise"')[1].split("</div>")[0]
+    assert surprise.count("<span") == 600  # every character drawn, shaded by its surprisal
+    assert surprise.count("background: rgb(") == 599  # all but the first, which is not predicted
+    text = text_path.read_text(encoding="utf-8")[:600]
+    (tmp_path / "shown.txt").write_text(text, encoding="utf-8")
+    ev = json.loads(invoke("eval", ck_path, tmp_path / "shown.txt", "--json").output)
+    assert f"{ev['nats_per_char']:.4f} nats/char" in dom  # the header equals eval on the shown text
+    units = dom.split('id="units"')[1].split("</ol>")[0]
+    assert units.count("<li") >= 5 and "r = " in units
+    recs = [json.loads(line) for line in invoke("viz", ck_path, text_path, "--json", "--max-chars", 600).output.splitlines()]
+    hovered = subprocess.run([BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
+                              "--dump-dom", out.as_uri() + "#t=123"], capture_output=True, text=True, timeout=120).stdout
+    tip = hovered.split('id="tip"')[1].split("</div>")[0]
+    assert "top 5 before it" in tip and f"p = {100 * recs[123]['p']:.2f}%" in tip, tip
+    unitview = dom.split('id="unitview"')[1].split("</div>")[0]
+    assert unitview.count("background: rgb(") == 600  # a unit on a diverging scale, the last character grey
+    assert unitview.count("rgb(238, 238, 238)") == 1
