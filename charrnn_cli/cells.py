@@ -23,7 +23,7 @@ per pass in NumPy). Per-chunk arrays come in two orders:
 
 Every cell has one interface, used by the model for every layer:
 
-    HS, state, cache       = cell.forward(xw, state0, Wh, bh, ws)
+    HS, state, cache       = cell.forward(xw, state0, Wh, bh, ws, keep=None)
     dxw, dstate0, dWh, dbh = cell.backward(dhs, dstate, cache)
     advance = cell.stepper(hw, state); advance(xw_t)            # generation: one step in place
 
@@ -33,6 +33,9 @@ Every cell has one interface, used by the model for every layer:
     HS      (H, T+1, B) feature-major: HS[:, 0] = h_0, HS[:, t+1] = h_t; the outputs are HS[:, 1:]
     dhs     (T, H, B) the loss gradient at each output (any strides)
     dxw     (G*H, T, B) feature-major gradient of xw; dWh (G*H, H), dbh (G*H,)
+    keep    None, or (T, 1, B) of 1 and 0: 0 where a stream's state is reset to zero before step t
+            (lines mode: an item starts). The reset state is what step t reads (kept in HP, and CP
+            for the LSTM: HS[:, t] stays step t-1's output); no gradient flows back through it.
 
 The cache and HS live in the workspace `ws` and are valid until its next forward. Each cell writes
 one step's pointwise equations once, in `_gates`, which takes the buffers to write (every view
@@ -106,9 +109,16 @@ def as_matrix(a):
 
 
 def _recurrent_weight_grad(dA, HS, out=None):
-    """dWh = sum_t dA_t h_{t-1}^T: one (G, T*B) @ (T*B, H) product over the whole chunk."""
+    """dWh = sum_t dA_t h_{t-1}^T: one (G, T*B) @ (T*B, H) product over the whole chunk.
+
+    HS holds h_{t-1} at [:, t]: the hidden buffer, or HP (the states as read) when there are resets."""
     T = dA.shape[1]
     return np.matmul(as_matrix(dA), as_matrix(HS[:, :T]).T, out=out)
+
+
+def _reset(prev, keep_t, out):
+    """prev * keep_t into out: the state a step reads, zero for the streams reset before it."""
+    return np.multiply(prev, keep_t, out=out)
 
 
 class Cell:
@@ -128,7 +138,7 @@ class Cell:
         """The part of bh that input_bias leaves out: it belongs with W_hh h_{t-1} (zero but for the GRU)."""
         return np.zeros_like(bh)
 
-    def forward(self, xw, state0, Wh, bh, ws):
+    def forward(self, xw, state0, Wh, bh, ws, keep=None):
         raise NotImplementedError
 
     def backward(self, dhs, dstate, cache):
@@ -163,17 +173,19 @@ class RNNCell(Cell):
     state_names = ("h",)
     torch_blocks = (0,)
 
-    def forward(self, xw, state0, Wh, bh, ws):
+    def forward(self, xw, state0, Wh, bh, ws, keep=None):
         T = xw.shape[0]
         HS = _hidden_buffer(state0[0], T, ws)
+        HP = None if keep is None else ws.get("HP", HS[:, 1:].shape, HS.dtype)  # h_{t-1} as read, after resets
         for t in range(T):
             h_out = HS[:, t + 1]
-            np.matmul(Wh, HS[:, t], out=h_out)
+            h_prev = HS[:, t] if keep is None else _reset(HS[:, t], keep[t], HP[:, t])
+            np.matmul(Wh, h_prev, out=h_out)
             self._gates(h_out, h_out)(xw[t])
-        return HS, (HS[:, T].copy(),), (HS, Wh, ws)
+        return HS, (HS[:, T].copy(),), (HS, Wh, ws, keep, HP)
 
     def backward(self, dhs, dstate, cache):
-        HS, Wh, ws = cache
+        HS, Wh, ws, keep, HP = cache
         H, T, B = HS.shape[0], HS.shape[1] - 1, HS.shape[2]
         dt = HS.dtype
         dA = ws.get("dA", (H, T, B), dt)  # feature-major, for the weight gradient
@@ -188,8 +200,10 @@ class RNNCell(Cell):
             np.subtract(1.0, da, out=da)
             da *= dh
             np.matmul(Wh.T, da, out=dh)  # dh_{t-1} (H, B)
+            if keep is not None:
+                dh *= keep[t]  # nothing flows back through a reset
             dA[:, t] = da
-        dWh = _recurrent_weight_grad(dA, HS)
+        dWh = _recurrent_weight_grad(dA, HS if keep is None else HP)
         return dA, (dh.copy(),), dWh, rowsum(as_matrix(dA))
 
     def stepper(self, hw, state):
@@ -215,7 +229,7 @@ class LSTMCell(Cell):
     state_names = ("h", "c")
     torch_blocks = (0, 1, 3, 2)  # internal (i, f, o, g) <- PyTorch (i, f, g, o)
 
-    def forward(self, xw, state0, Wh, bh, ws):
+    def forward(self, xw, state0, Wh, bh, ws, keep=None):
         T, G, B = xw.shape
         H = G // 4
         h0, c0 = state0
@@ -225,13 +239,18 @@ class LSTMCell(Cell):
         C = ws.get("C", (T + 1, H, B), dt)  # C[0] = c_0, C[t+1] = c_t
         TC = ws.get("TC", (T, H, B), dt)  # tanh(c_t)
         C[0] = c0
+        HP = CP = None
+        if keep is not None:  # the states as read, after resets
+            HP, CP = ws.get("HP", (H, T, B), dt), ws.get("CP", (T, H, B), dt)
         for t in range(T):  # keep every intermediate for backward
-            np.matmul(Wh, HS[:, t], out=A[t])  # (4H, B)
-            self._gates(A[t], C[t], A[t], C[t + 1], TC[t], HS[:, t + 1])(xw[t])
-        return HS, (HS[:, T].copy(), C[T].copy()), (HS, A, C, TC, Wh, ws)
+            h_prev, c_prev = (HS[:, t], C[t]) if keep is None else \
+                (_reset(HS[:, t], keep[t], HP[:, t]), _reset(C[t], keep[t], CP[t]))
+            np.matmul(Wh, h_prev, out=A[t])  # (4H, B)
+            self._gates(A[t], c_prev, A[t], C[t + 1], TC[t], HS[:, t + 1])(xw[t])
+        return HS, (HS[:, T].copy(), C[T].copy()), (HS, A, C, TC, Wh, ws, keep, HP, CP)
 
     def backward(self, dhs, dstate, cache):
-        HS, A, C, TC, Wh, ws = cache
+        HS, A, C, TC, Wh, ws, keep, HP, CP = cache
         T, G, B = A.shape
         H = G // 4
         dt = A.dtype
@@ -245,7 +264,7 @@ class LSTMCell(Cell):
         np.copyto(dh, dstate[0])
         np.copyto(dc, dstate[1])
         for t in range(T - 1, -1, -1):
-            a, tc, c_prev = A[t], TC[t], C[t]
+            a, tc, c_prev = A[t], TC[t], (C[t] if keep is None else CP[t])
             i, f, o, g = a[:H], a[H : 2 * H], a[2 * H : 3 * H], a[3 * H :]
             dh += dhs[t]
             # backprop through h = o * tanh(c): dc += dh * o * (1 - tanh(c)^2)
@@ -267,8 +286,11 @@ class LSTMCell(Cell):
             dag *= tmp
             dc *= f  # dc_{t-1}
             np.matmul(Wh.T, da, out=dh)  # dh_{t-1} (H, B)
+            if keep is not None:
+                dh *= keep[t]  # nothing flows back through a reset
+                dc *= keep[t]
             dA[:, t] = da
-        dWh = _recurrent_weight_grad(dA, HS)
+        dWh = _recurrent_weight_grad(dA, HS if keep is None else HP)
         return dA, (dh.copy(), dc.copy()), dWh, rowsum(as_matrix(dA))
 
     def activations(self, cache):
@@ -327,7 +349,7 @@ class GRUCell(Cell):
         b[2 * H :] = bh[2 * H :]
         return b
 
-    def forward(self, xw, state0, Wh, bh, ws):
+    def forward(self, xw, state0, Wh, bh, ws, keep=None):
         T, G, B = xw.shape
         H = G // 3
         dt = xw.dtype
@@ -335,14 +357,17 @@ class GRUCell(Cell):
         A = ws.get("A", (T, G, B), dt)  # activated r, z, n
         HN = ws.get("HN", (T, H, B), dt)  # W_hn h_{t-1} + b_hn
         hw = ws.get("hw", (G, B), dt)
+        HP = None if keep is None else ws.get("HP", (H, T, B), dt)  # h_{t-1} as read, after resets
         bhn = bh[2 * H :, None]
         for t in range(T):  # keep every intermediate for backward
-            np.matmul(Wh, HS[:, t], out=hw)  # (3H, B)
-            self._gates(hw, HS[:, t], bhn, A[t], HN[t], HS[:, t + 1])(xw[t])
-        return HS, (HS[:, T].copy(),), (HS, A, HN, Wh, ws)
+            h_prev = HS[:, t] if keep is None else _reset(HS[:, t], keep[t], HP[:, t])
+            np.matmul(Wh, h_prev, out=hw)  # (3H, B)
+            self._gates(hw, h_prev, bhn, A[t], HN[t], HS[:, t + 1])(xw[t])
+        return HS, (HS[:, T].copy(),), (HS, A, HN, Wh, ws, keep, HP)
 
     def backward(self, dhs, dstate, cache):
-        HS, A, HN, Wh, ws = cache
+        HS, A, HN, Wh, ws, keep, HP = cache
+        PREV = HS if keep is None else HP  # h_{t-1} as read
         T, G, B = A.shape
         H = G // 3
         dt = A.dtype
@@ -359,7 +384,7 @@ class GRUCell(Cell):
             a = A[t]
             r, z, n = a[:H], a[H : 2 * H], a[2 * H :]
             dh += dhs[t]
-            np.subtract(HS[:, t], n, out=daz)  # d z = dh * (h_{t-1} - n)
+            np.subtract(PREV[:, t], n, out=daz)  # d z = dh * (h_{t-1} - n)
             daz *= dh
             np.subtract(1.0, z, out=dan)  # d n = dh * (1 - z)
             dan *= dh
@@ -373,12 +398,14 @@ class GRUCell(Cell):
             np.multiply(dan, r, out=dhn)  # d hn = dan * r
             dh *= z  # the direct path z * h_{t-1}
             dh += np.matmul(Wh.T, dhw, out=tmp)  # dh_{t-1} (H, B)
+            if keep is not None:
+                dh *= keep[t]  # nothing flows back through a reset
             dX[: 2 * H, t] = dhw[: 2 * H]
             dX[2 * H :, t] = dan
             dHN[:, t] = dhn
         dWh = np.empty_like(Wh)
-        _recurrent_weight_grad(dX[: 2 * H], HS, out=dWh[: 2 * H])
-        _recurrent_weight_grad(dHN, HS, out=dWh[2 * H :])
+        _recurrent_weight_grad(dX[: 2 * H], PREV, out=dWh[: 2 * H])
+        _recurrent_weight_grad(dHN, PREV, out=dWh[2 * H :])
         dbh = np.concatenate([rowsum(as_matrix(dX[: 2 * H])), rowsum(as_matrix(dHN))])
         return dX, (dh.copy(),), dWh, dbh
 

@@ -53,8 +53,9 @@ def _load_checkpoint(path, allow_nonfinite=False):
               help="Replace the run already in output.dir (its checkpoints and metrics) instead of refusing.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N",
               help="BLAS threads (default: training.threads, else one per core).")
+@click.option("--lines", is_flag=True, help="Each line is an item (data.mode: lines): names, titles, words.")
 @click.option("--quiet", is_flag=True, help="No progress bar or start-up lines; only the final summary.")
-def train(target, overrides, minutes, resume, overwrite, threads, quiet):
+def train(target, overrides, minutes, resume, overwrite, threads, lines, quiet):
     """Train a model as CONFIG.yaml describes, or the default model on TEXT_FILE.
 
     Writes OUTPUT_DIR/latest.npz (every checkpoint_every steps and at the end), best.npz (whenever
@@ -72,6 +73,7 @@ def train(target, overrides, minutes, resume, overwrite, threads, quiet):
         charrnn train configs/shakespeare.yaml --set training.max_minutes=2
         charrnn train configs/shakespeare.yaml --resume runs/shakespeare/latest.npz --minutes 5
     """
+    overrides = overrides + (("data.mode=lines",) if lines else ())
     try:
         if is_config_path(target):
             cfg = resolve_data_path(load_config(target, overrides), target)
@@ -139,6 +141,8 @@ def train(target, overrides, minutes, resume, overwrite, threads, quiet):
     val = result.val_loss
     val_text = (f"validation {val:.4f} nats/char ({val / math.log(2):.4f} bits/char), "
                 f"best {p.best_val:.4f}") if not math.isnan(val) else "no validation split"
+    if cfg.data.mode == "lines" and not math.isnan(result.val_per_item):
+        val_text += f", {result.val_per_item:.3f} nats/item"
     reason = (f"stopped early (validation has not improved for {cfg.training.patience} evaluations, "
               f"training.patience)" if result.stop_reason == "patience" else f"stopped at {result.stop_reason}")
     click.echo(f"{reason}: step {p.step:,}, epoch {p.epoch + 0:,}, "
@@ -201,7 +205,13 @@ def _tqdm_echo(msg):
 @click.option("--num-samples", default=1, show_default=True, type=int,
               help="Independent samples generated in one batched pass.")
 @click.option("--skip-unknown", is_flag=True, help="Drop priming characters not in the vocabulary (with a warning).")
-def sample(checkpoint, prime, length, temperature, top_k, top_p, argmax, rng_seed, num_samples, skip_unknown):
+@click.option("--items", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Lines mode: N items, one per line, each from the start marker to the end marker "
+                   "(--length caps each).")
+@click.option("--novel", is_flag=True,
+              help="With --items: only items that are not in the training file (data.path, read again).")
+def sample(checkpoint, prime, length, temperature, top_k, top_p, argmax, rng_seed, num_samples, skip_unknown,
+           items, novel):
     """Generate text from a checkpoint.
 
     \b
@@ -225,6 +235,10 @@ def sample(checkpoint, prime, length, temperature, top_k, top_p, argmax, rng_see
         raise click.BadParameter("must be >= 1", param_hint="--num-samples")
     ck = _load_checkpoint(checkpoint)
     vocab = ck.vocab
+    if novel and items is None:
+        raise click.BadParameter("goes with --items N", param_hint="--novel")
+    if items is not None:
+        return _sample_items(ck, items, novel, length, temperature, top_k, top_p, argmax, rng_seed)
     if prime is None:
         prime = "\n" if "\n" in vocab else vocab.chars[0]
     unknown = vocab.unknown(prime)
@@ -253,6 +267,37 @@ def sample(checkpoint, prime, length, temperature, top_k, top_p, argmax, rng_see
     if num_samples == 1:
         out.write("\n")
         out.flush()
+
+
+def _sample_items(ck, n, novel, length, temperature, top_k, top_p, argmax, rng_seed):
+    import numpy as np
+
+    from .sample import generate_items, training_items
+
+    if ck.config.data.mode != "lines" or "\n" not in ck.vocab:
+        raise click.ClickException(f"{ck.path} was trained with data.mode {ck.config.data.mode}: --items needs a "
+                                   f"model trained on items (data.mode: lines, or charrnn train FILE --lines)")
+    known = set()
+    if novel:
+        try:
+            known = training_items(ck.config.data.path)
+        except OSError as e:
+            raise click.ClickException(f"--novel reads the training file {os.path.abspath(ck.config.data.path)} "
+                                       f"(data.path in {ck.path}): {e.strerror or e}") from None
+    gen = generate_items(ck.build_model(), ck.vocab, temperature, top_k, argmax, np.random.default_rng(rng_seed),
+                         max_length=length, top_p=top_p)
+    shown, copies, tries = 0, 0, 0
+    while shown < n and tries < 100 * n:
+        item = next(gen)
+        tries += 1
+        if item in known:
+            copies += 1
+            continue
+        click.echo(item)
+        shown += 1
+    if novel:
+        click.echo(f"dropped {copies:,} of {tries:,} sampled items as copies of training items"
+                   + (f"; stopped after {tries:,} tries with {shown:,} new ones" if shown < n else ""), err=True)
 
 
 # ---- eval --------------------------------------------------------------------------------
@@ -296,7 +341,7 @@ def eval_(checkpoint, file, as_json):
             raise click.ClickException(f"not a file: {file}")
         model = ck.build_model()
         try:
-            nats, count, unknown = score_file(model, ck.vocab, file)
+            nats, count, unknown = score_file(model, ck.vocab, file, lines=ck.config.data.mode == "lines")
         except DataError as e:
             raise click.ClickException(str(e)) from None
         except OSError as e:
@@ -565,17 +610,19 @@ def gradcheck(model_type, layers, hidden_size, seq_length, batch_size, vocab_siz
     else:
         model_types = [model_type] if model_type else ["rnn", "lstm", "gru"]
     rows = []
-    for mt in model_types:
-        rows += check_model(mt, layers, hidden_size, vocab_size, seq_length, batch_size, dropout, seed, **kw)
+    for resets in (False, True):  # and with state resets inside the chunk, as lines mode trains
+        for mt in model_types:
+            rows += check_model(mt, layers, hidden_size, vocab_size, seq_length, batch_size, dropout, seed,
+                                resets=resets, **kw)
     click.echo(f"gradient check: float64, centred differences, error = |a - n| / max(|a| + |n|, {FLOOR:g}), "
                f"tolerance {tol:g}")
-    click.echo(f"{'model':<6} {'tensor':<20} {'shape':<14} {'checked':>7} {'max rel error':>14}  result")
+    click.echo(f"{'model':<12} {'tensor':<20} {'shape':<14} {'checked':>7} {'max rel error':>14}  result")
     failed = 0
     for r in rows:
         ok = r.max_rel_error <= tol
         failed += not ok
         shape = "x".join(map(str, r.shape))
-        click.echo(f"{r.model:<6} {r.tensor:<20} {shape:<14} {r.checked:>7} {r.max_rel_error:>14.3e}  "
+        click.echo(f"{r.model:<12} {r.tensor:<20} {shape:<14} {r.checked:>7} {r.max_rel_error:>14.3e}  "
                    f"{'ok' if ok else 'FAIL'}")
     if failed:
         click.echo(f"{failed} of {len(rows)} tensors exceed the tolerance {tol:g}", err=True)

@@ -75,6 +75,9 @@ class DataConfig:
     val_fraction: float = _f(0.1, "fraction at the end of the file held out for validation",
                              *(lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"))
     cache_dir: Optional[str] = _f(None, "where the encoded text is cached; null: OUTPUT_DIR/data_cache")
+    mode: str = _f("stream", "stream: the file is one text, the state carried across lines; lines: each non-empty "
+                   "line is an item, read from a zero state with the newline as its start and end marker",
+                   *(lambda v: v in ("stream", "lines"), "must be one of stream, lines"))
 
 
 @dataclass

@@ -68,23 +68,56 @@ def codepoint_chunks(path):
                 return
 
 
-def scan_vocab(path):
+NEWLINE = 10
+
+
+def as_lines(chunks):
+    """Code point chunks of a text read as items, one per non-empty line (lines mode): a newline
+    before every item and after the last (the start and end marker), carriage returns dropped,
+    runs of newlines (empty lines) folded into one.
+    >>> np.concatenate(list(as_lines([np.array([97, 10, 10, 98, 13, 10, 99], np.uint8)]))).tolist()
+    [10, 97, 10, 98, 10, 99, 10]
+    """
+    last = NEWLINE
+    yield np.array([NEWLINE], dtype=np.uint8)
+    for cps in chunks:
+        cps = cps[cps != 13]
+        if cps.size == 0:
+            continue
+        nl = cps == NEWLINE
+        after_nl = np.empty_like(nl)
+        after_nl[0] = last == NEWLINE
+        after_nl[1:] = nl[:-1]
+        out = cps[~(nl & after_nl)]
+        if out.size:
+            last = int(out[-1])
+            yield out
+    if last != NEWLINE:
+        yield np.array([NEWLINE], dtype=np.uint8)
+
+
+def text_chunks(path, mode="stream"):
+    """The code points training reads: the file as it is (stream), or as items (lines)."""
+    return as_lines(codepoint_chunks(path)) if mode == "lines" else codepoint_chunks(path)
+
+
+def scan_vocab(path, mode="stream"):
     """(Vocab, number of characters) of a UTF-8 file, read in chunks."""
     seen = np.zeros(_MAX_CP, dtype=bool)
     n = 0
-    for cps in codepoint_chunks(path):
+    for cps in text_chunks(path, mode):
         counts = np.bincount(cps)
         seen[: counts.size] |= counts > 0
         n += cps.size
     return Vocab(np.flatnonzero(seen)), n
 
 
-def _cache_paths(path, cache_dir):
+def _cache_paths(path, cache_dir, mode="stream"):
     """(base, .npy, .json) paths of a file's cache: named after the file and a hash of its absolute path."""
     src = os.path.abspath(path)
     tag = hashlib.sha1(src.encode("utf-8")).hexdigest()[:12]
     stem = os.path.basename(src)
-    base = os.path.join(cache_dir, f"{stem}.{tag}")
+    base = os.path.join(cache_dir, f"{stem}.{tag}" + (".lines" if mode == "lines" else ""))
     return base, base + ".npy", base + ".json"
 
 
@@ -169,14 +202,36 @@ class Corpus:
     reused: bool  # True when an existing cache was valid
     sha1: str = ""  # of the encoded text, to tell whether a resumed run's data changed
 
-    def split(self, val_fraction):
-        """Contiguous (train, val): the last val_fraction of the characters is validation."""
+    def split(self, val_fraction, lines=False):
+        """Contiguous (train, val): the last val_fraction of the characters is validation.
+
+        lines: the cut moves back to the newline that starts an item, so validation holds whole
+        items; that newline ends the training split's last item and starts validation's first."""
         n = len(self.data)
         n_val = int(n * val_fraction)
-        return self.data[: n - n_val], self.data[n - n_val :]
+        if not lines or n_val == 0:
+            return self.data[: n - n_val], self.data[n - n_val :]
+        k = self.item_start_at_or_before(n - n_val)
+        return self.data[: k + 1], self.data[k:]
+
+    def item_start_at_or_before(self, k):
+        """The position of the last newline at or before k (0 if there is none)."""
+        return last_newline(self.data, k, self.vocab.index("\n"))
 
 
-def prepare(path, cache_dir, echo=None):
+def last_newline(data, k, nl):
+    """The position of the last `nl` in data[: k + 1], or 0. last_newline(np.array([1, 0, 2, 0, 3]), 2, 0) == 1"""
+    k = min(k, len(data) - 1)
+    while k > 0:
+        lo = max(0, k - 4096)
+        hits = np.flatnonzero(np.asarray(data[lo : k + 1]) == nl)
+        if hits.size:
+            return lo + int(hits[-1])
+        k = lo - 1 if lo > 0 else 0
+    return 0
+
+
+def prepare(path, cache_dir, echo=None, mode="stream"):
     """Encode `path` into the cache (or reuse a valid one); the Corpus reads it on demand.
 
     A cache is reused only when the file's stamp is unchanged and the cache checks out whole
@@ -190,7 +245,7 @@ def prepare(path, cache_dir, echo=None):
         raise DataError(f"data file not found: {os.path.abspath(path)}")
     if os.path.getsize(path) == 0:
         raise DataError(f"data file is empty: {path}")
-    base, npy, meta_path = _cache_paths(path, cache_dir)
+    base, npy, meta_path = _cache_paths(path, cache_dir, mode)
     corpus, damage = _reuse(npy, meta_path, _source_stamp(path))
     if corpus is not None:
         return corpus
@@ -201,7 +256,7 @@ def prepare(path, cache_dir, echo=None):
             return corpus
         if damage and echo is not None:
             echo(f"warning: the encoded cache {npy} is damaged ({damage}); encoding {path} again")
-        return _encode(path, base, npy, meta_path)
+        return _encode(path, base, npy, meta_path, mode)
 
 
 def _reuse(npy, meta_path, stamp):
@@ -250,10 +305,10 @@ def _sweep_temporaries(base):
                 pass
 
 
-def _encode(path, base, npy, meta_path):
+def _encode(path, base, npy, meta_path, mode="stream"):
     _sweep_temporaries(base)
     stamp = _source_stamp(path)
-    vocab, n = scan_vocab(path)
+    vocab, n = scan_vocab(path, mode)
     dtype = vocab.index_dtype()
     lut = vocab.lookup_table(dtype)  # code point -> index
     tmp, tmp_meta = npy + f".tmp{os.getpid()}.npy", meta_path + f".tmp{os.getpid()}"
@@ -265,7 +320,7 @@ def _encode(path, base, npy, meta_path):
         digest = hashlib.sha1()  # of the encoded text: lets a resumed run see that its data changed
         with open(tmp, "r+b") as fh:  # plain sequential writes: nothing of the file stays mapped
             fh.seek(offset)
-            for cps in codepoint_chunks(path):
+            for cps in text_chunks(path, mode):
                 try:
                     encoded = lut[cps].tobytes()
                 except IndexError:  # a character the first pass did not see
@@ -294,11 +349,13 @@ class Streams:
     an epoch is ceil(L / T) chunks (the last may be shorter), so it reads every input once.
     `block` = (first, end) keeps only those streams (one process's share of a data-parallel run):
     the streams are cut as for all B, so together the processes read what one process would.
+    `align` moves each stream's start back to an item's start (lines mode), so no stream begins
+    inside an item; a stream then reads a little of the next stream's first item again.
     >>> s = Streams(np.arange(9), batch_size=2, seq_length=3); x, y = s.chunk(0); x.T.tolist(), y.T.tolist()
     ([[0, 1, 2], [4, 5, 6]], [[1, 2, 3], [5, 6, 7]])
     """
 
-    def __init__(self, data, batch_size, seq_length, block=None):
+    def __init__(self, data, batch_size, seq_length, block=None, align=None):
         self.data = data
         self.batch_size = batch_size
         self.seq_length = seq_length
@@ -306,6 +363,8 @@ class Streams:
         assert self.stream_len >= 1, "too little data for this many streams"
         first, end = block or (0, batch_size)
         self.starts = np.arange(first, end, dtype=np.int64) * self.stream_len  # (b,) this process's streams
+        if align is not None:  # lines mode: each stream starts where an item starts (at or before b * L)
+            self.starts = np.array([align(int(s)) for s in self.starts], dtype=np.int64)
         self.steps_per_epoch = -(-self.stream_len // seq_length)
 
     def chunk(self, offset):

@@ -16,35 +16,42 @@ from .data import Streams
 LN2 = math.log(2.0)
 
 
-def score(model, data, streams=1, seq_length=256, max_chars=None):
+def score(model, data, streams=1, seq_length=256, max_chars=None, nl=None):
     """(nats_per_char, chars_scored) of `model` on the index array `data`."""
-    total, count = score_sums(model, data, streams, seq_length, max_chars)
+    total, count, _ = score_sums(model, data, streams, seq_length, max_chars, nl=nl)
     return (total / count if count else float("nan")), count
 
 
-def score_sums(model, data, streams=1, seq_length=256, max_chars=None, rank=0, size=1):
-    """(summed nats, characters scored) over the streams process `rank` of `size` owns, out of
-    `streams` cut from data[:max_chars + 1]; the processes' sums add up to one process's."""
+def score_sums(model, data, streams=1, seq_length=256, max_chars=None, rank=0, size=1, nl=None):
+    """(summed nats, characters scored, items ended) over the streams process `rank` of `size`
+    owns, out of `streams` cut from data[:max_chars + 1]; the processes' sums add up to one
+    process's. nl: lines mode, the newline's index: the state resets where an item starts, and
+    the targets that are newlines (items ended) are counted."""
+    from .data import last_newline
     from .dist import split
 
     if max_chars is not None:
         data = data[: max_chars + 1]
     n = len(data)
     if n < 2:
-        return 0.0, 0
+        return 0.0, 0, 0
     streams = max(1, min(streams, n - 1))
     first, end = split(streams, size, rank)
     if first == end:
-        return 0.0, 0
-    s = Streams(data, streams, seq_length, block=(first, end))
+        return 0.0, 0, 0
+    align = None if nl is None else (lambda pos: last_newline(data, pos, nl))  # streams start at items
+    s = Streams(data, streams, seq_length, block=(first, end), align=align)
     state = model.zero_state(end - first)
-    total, count = 0.0, 0
+    total, count, ends = 0.0, 0, 0
     for j in range(s.steps_per_epoch):
         x, y = s.chunk(j * seq_length)
-        loss, state, _ = model.forward(x, y, state)
+        resets = None if nl is None else x == nl
+        loss, state, _ = model.forward(x, y, state, resets=resets)
         total += loss * y.size
         count += y.size
-    return total, count
+        if nl is not None:
+            ends += int((y == nl).sum())
+    return total, count, ends
 
 
 def bits(nats):
@@ -52,21 +59,22 @@ def bits(nats):
     return nats / LN2
 
 
-def score_file(model, vocab, path, seq_length=256):
+def score_file(model, vocab, path, seq_length=256, lines=False):
     """Score a UTF-8 file from a zero state with the state carried (one stream), chunk by chunk.
 
     Characters outside the vocabulary are dropped before scoring: they are neither predicted nor
     used as context. Returns (nats_per_char, chars_scored, {unknown char: count}).
     Memory is bounded by the read size, whatever the file's length.
     """
-    from .data import codepoint_chunks
+    from .data import text_chunks
 
     lut = vocab.lookup_table(np.int64, fill=-1)  # -1: not in the vocabulary
     unknown = {}
     state = model.zero_state(1)
     total, count = 0.0, 0
     carry = np.zeros(0, dtype=np.int64)  # the last character of the previous piece: next input
-    for cps in codepoint_chunks(path):
+    nl = vocab.index("\n") if lines else None  # lines: the file's items, each from a zero state
+    for cps in text_chunks(path, "lines" if lines else "stream"):
         cps = cps.astype(np.int64)
         inside = cps < lut.size
         idx = np.full(cps.shape, -1, dtype=np.int64)
@@ -83,7 +91,7 @@ def score_file(model, vocab, path, seq_length=256):
             if len(piece) < 2:
                 break
             x, y = piece[:-1, None], piece[1:, None]  # (T, 1)
-            loss, state, _ = model.forward(x, y, state)
+            loss, state, _ = model.forward(x, y, state, resets=None if nl is None else x == nl)
             total += loss * y.size
             count += y.size
         carry = seq[-1:]
@@ -109,12 +117,13 @@ def score_validation_split(ck, model, warn=None):
         raise DataError(f"the training data {os.path.abspath(d.path)} (data.path in {ck.path}) is not there; "
                         f"run from the folder training ran in, or pass a FILE to score")
     cache_dir = d.cache_dir or os.path.join(os.path.dirname(os.path.abspath(ck.path)), "data_cache")
-    corpus = prepare(d.path, cache_dir, warn)
+    corpus = prepare(d.path, cache_dir, warn, mode=d.mode)
     if corpus.vocab != ck.vocab:
         raise DataError(f"{d.path} has other characters than {ck.path} was trained on: it changed since")
     sha1 = ck.get("data.sha1")
     if warn is not None and sha1 is not None and str(sha1) and corpus.sha1 != str(sha1):
         warn(f"warning: {d.path} changed since {ck.path} was trained: its validation split is other text now")
-    _, val = corpus.split(d.val_fraction)
-    nats, count = score(model, val, streams=1, seq_length=256)
+    lines = d.mode == "lines"
+    _, val = corpus.split(d.val_fraction, lines=lines)
+    nats, count = score(model, val, streams=1, seq_length=256, nl=ck.vocab.index("\n") if lines else None)
     return nats, count, d.path

@@ -188,16 +188,18 @@ class CharRNN:
 
     # ---- forward / backward --------------------------------------------------------------
 
-    def forward(self, idx, targets, state, masks=None):
+    def forward(self, idx, targets, state, masks=None, resets=None):
         """Run a (T, B) chunk of indices from `state`.
 
         Returns (loss, new_state, cache): loss is the mean cross-entropy in nats over T*B
         targets (None when targets is None), cache feeds backward() and holds the (T*B, V)
         logits, row t*B + b for step t of stream b. `masks` (from dropout_masks) turns dropout
-        on; None means evaluation.
+        on; None means evaluation. `resets` (T, B) bool, or None: True where stream b's state is
+        reset to zero before step t, in every layer (lines mode: an item starts at idx[t, b]).
         """
         T, B = idx.shape
         p, cell, dt = self.params, self.cell, self.dtype
+        keep = None if resets is None else np.logical_not(resets).astype(dt)[:, None, :]  # (T, 1, B)
         G = cell.gates * self.hidden_size
         layers, new_state = [], [[] for _ in cell.state_names]
         x = None  # (H, T, B) feature-major input of the next layer
@@ -212,7 +214,7 @@ class CharRNN:
                 np.matmul(p[f"Wx{k}"], x.transpose(1, 0, 2), out=xw)  # (G, H) @ (T, H, B), per step
                 xw += bias[:, None]
             s0 = tuple(np.ascontiguousarray(s[k].T) for s in state)  # (H, B) columns
-            HS, sT, cache = cell.forward(xw, s0, p[f"Wh{k}"], p[f"bh{k}"], ws)
+            HS, sT, cache = cell.forward(xw, s0, p[f"Wh{k}"], p[f"bh{k}"], ws, keep)
             for j, s in enumerate(sT):
                 new_state[j].append(s.T)
             hs = HS[:, 1:]  # (H, T, B)

@@ -126,3 +126,31 @@ def generate(model, vocab, prime, length, temperature=1.0, top_k=None, argmax=Fa
             logits, state = model.step(nxt, state, ctx)
     for n in range(N):
         yield n, prime + vocab.decode(out[:, n])
+
+
+def generate_items(model, vocab, temperature=1.0, top_k=None, argmax=False, rng=None, max_length=500,
+                   top_p=None):
+    """Yield items, one at a time, for a model trained in lines mode: each from a zero state fed
+    the newline (the start marker), sampled until the model gives the newline (the end marker)
+    or max_length characters. The rng draws the noise of every item in turn."""
+    rng = rng if rng is not None else np.random.default_rng()
+    nl = vocab.index("\n")
+    ctx = model.prepare_step(1)
+    V = len(vocab)
+    while True:
+        logits, state = model.step(nl, model.zero_state(1), ctx)
+        out = []
+        noise = _gumbel_rows(rng, V, max_length + 1, logits.dtype)
+        for _ in range(max_length + 1):
+            j = _choose_one(logits[0], temperature, top_k, argmax, None if argmax else next(noise), top_p)
+            if j == nl or len(out) == max_length:
+                break
+            out.append(vocab.chars[j])
+            logits, state = model.step(j, state, ctx)
+        yield "".join(out)
+
+
+def training_items(path):
+    """The items (non-empty lines, carriage returns dropped) of a training file, as a set."""
+    with open(path, encoding="utf-8") as fh:
+        return {line.replace("\r", "") for line in fh.read().split("\n") if line.replace("\r", "")}

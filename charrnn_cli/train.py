@@ -83,6 +83,7 @@ class Result:
     advice: str = ""  # which checkpoint to sample from, and its step
     warning: str = ""  # a diverged run says so
     model: object = None  # the trained CharRNN
+    val_per_item: float = math.nan  # lines mode: the last validation's nats per item
 
 
 def on_writer(comm, fn, *args):
@@ -115,6 +116,9 @@ def _check_resume(ck, cfg, vocab):
     if ck.vocab != vocab:
         raise ckpt.CheckpointError(f"{ck.path} does not match the data: its vocabulary has {len(ck.vocab)} "
                                    f"characters, {cfg.data.path} has {len(vocab)} (or different ones)")
+    if ck.config.data.mode != cfg.data.mode:
+        raise ckpt.CheckpointError(f"{ck.path} was trained with data.mode {ck.config.data.mode}; "
+                                   f"resume with the same data.mode")
     if ck.config.training.batch_size != cfg.training.batch_size:
         raise ckpt.CheckpointError(f"{ck.path} was trained with training.batch_size "
                                    f"{ck.config.training.batch_size}; resume with the same batch_size")
@@ -154,6 +158,8 @@ class Run:
         self.cfg, self.corpus, self.streams, self.val_data = cfg, corpus, streams, val_data
         self.comm = comm or Single()
         self.block = self.comm.block(t_cfg.batch_size)  # this process's streams [first, end)
+        self.nl = corpus.vocab.index("\n") if cfg.data.mode == "lines" else None  # lines: items reset the state
+        self.val_per_item = math.nan  # lines mode: the last validation's nats per item
         self.local_b = self.block[1] - self.block[0]
         self.model = CharRNN(m_cfg.type, len(corpus.vocab), m_cfg.hidden_size, m_cfg.num_layers, m_cfg.dropout,
                              seed=t_cfg.seed, init=m_cfg.init, init_scale=m_cfg.init_scale,
@@ -201,7 +207,8 @@ class Run:
         if masks is not None and self.local_b != B:
             first, end = self.block
             masks = [np.ascontiguousarray(m[:, :, first:end]) for m in masks]
-        loss, new_state, cache = model.forward(x, y, self.state, masks)
+        resets = None if self.nl is None else x == self.nl  # an item starts: its state starts from zero
+        loss, new_state, cache = model.forward(x, y, self.state, masks, resets)
         grads, _ = model.backward(cache)
         grads = comm.average_gradients(grads)  # gradients of the mean loss over all B x T characters
         loss = comm.mean(loss)
@@ -226,9 +233,11 @@ class Run:
     def validation_loss(self, max_chars=None):
         """The validation loss over the first max_chars characters (default: the run's fixed amount)."""
         t_cfg, comm = self.cfg.training, self.comm
-        total, count = score_sums(self.model, self.val_data, t_cfg.batch_size, t_cfg.seq_length,
-                                  max_chars or self.prog.eval_chars or t_cfg.eval_max_chars, comm.rank, comm.size)
-        total, count = comm.sum((total, count))  # each process scored its block of the streams
+        total, count, ends = score_sums(self.model, self.val_data, t_cfg.batch_size, t_cfg.seq_length,
+                                        max_chars or self.prog.eval_chars or t_cfg.eval_max_chars, comm.rank,
+                                        comm.size, nl=self.nl)
+        total, count, ends = comm.sum((total, count, ends))  # each process scored its block of the streams
+        self.val_per_item = total / ends if ends else math.nan
         return total / count if count else math.nan
 
     def record_validation(self, loss, best_path):
@@ -407,7 +416,7 @@ def _prepare(cfg, echo, signals, comm):
 
     def prep():
         with signals.interruptible():
-            return prepare(cfg.data.path, cache_dir, echo)
+            return prepare(cfg.data.path, cache_dir, echo, mode=cfg.data.mode)
 
     if comm.size == 1:
         return prep()
@@ -434,13 +443,15 @@ def _setup(cfg, resume, echo, signals, comm, minutes):
     """The data, this process's streams, the checkpoint resumed from and the Run: (run, ck)."""
     t_cfg = cfg.training
     corpus = _prepare(cfg, echo, signals, comm)
-    train_data, val_data = corpus.split(cfg.data.val_fraction)
+    lines = cfg.data.mode == "lines"
+    train_data, val_data = corpus.split(cfg.data.val_fraction, lines=lines)  # lines: whole items
     B, T = t_cfg.batch_size, t_cfg.seq_length
     need = B * (T + 1)
     if len(train_data) < need:
         raise DataError(f"{cfg.data.path}: the training split has {len(train_data):,} characters; "
                         f"batch_size {B} x (seq_length {T} + 1) needs at least {need:,}")
-    streams = Streams(train_data, B, T, block=comm.block(B))  # this process's streams
+    streams = Streams(train_data, B, T, block=comm.block(B),  # this process's streams
+                      align=corpus.item_start_at_or_before if lines else None)
     ck = None
     if resume is not None:
         ck = on_writer(comm, ckpt.load, resume)  # read once, sent to every process
@@ -621,7 +632,8 @@ class Schedule:
         else:
             final = prog.history["train"][-1][3] if prog.history["train"] else math.nan
         warning = divergence(final, len(run.corpus.vocab), t_cfg.learning_rate)
-        return Result(prog, self.last_val, reason, run.cfg.output.dir, _advice(folder, run), warning, run.model)
+        return Result(prog, self.last_val, reason, run.cfg.output.dir, _advice(folder, run), warning, run.model,
+                      run.val_per_item)
 
 
 def _record(run, train_loss, val_loss, cps, lr, val_s=None, val_total_s=None):
@@ -630,6 +642,8 @@ def _record(run, train_loss, val_loss, cps, lr, val_s=None, val_total_s=None):
             "train_loss": train_loss, "val_loss": val_loss, "learning_rate": lr,
             "chars_per_sec": None if cps is None else round(cps, 1), "elapsed_s": round(prog.elapsed_s, 3),
             "val_s": None if val_s is None else round(val_s, 3),
+            **({"val_nats_per_item": run.val_per_item if val_loss is not None else None}
+               if run.nl is not None else {}),
             "val_total_s": None if val_total_s is None else round(val_total_s, 3)}
 
 

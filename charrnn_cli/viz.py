@@ -282,7 +282,7 @@ D.units.forEach(u => { const li = document.createElement("li");
   li.onclick = () => { layerSel.value = u.layer; kinds(); kindSel.value = u.name; unitIn.value = u.unit; drawUnit();
     document.getElementById("unitview").scrollIntoView({block: "nearest"}); };
   ul.appendChild(li); });
-const m = /^#t=(\d+)$/.exec(location.hash);  // page.html#t=123 opens on character 123, its predictions shown
+const m = /^#t=(\\d+)$/.exec(location.hash);  // page.html#t=123 opens on character 123, its predictions shown
 if (m && +m[1] < N) { const s = sur[+m[1]], r = s.getBoundingClientRect(); s.scrollIntoView({block: "center"});
   s.classList.add("sel"); hover({target: s, clientX: r.left, clientY: r.bottom}); }
 document.body.dataset.ready = "1";

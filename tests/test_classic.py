@@ -94,7 +94,7 @@ def test_classic_configs_validate_and_train_a_few_steps(name, tmp_path, monkeypa
 
 def test_every_config_is_covered():
     names = {os.path.basename(p)[:-5] for p in glob.glob(os.path.join(ROOT, "configs", "*.yaml"))}
-    assert set(CLASSIC) | {"tiny"} == names
+    assert set(CLASSIC) | {"tiny", "names"} == names  # names: lines mode, tested in test_lines.py
 
 
 def test_min_char_rnn_config_is_faithful():
