@@ -402,7 +402,8 @@ def info(checkpoint, as_json):
         "latest_val_loss": latest,
         "val_history": [[int(r[0]), _finite_or_none(float(r[3]))] for r in val],
         "nonfinite_parameters": ck.nonfinite,
-        "diverged": latest is not None and latest > DIVERGED * math.log(len(ck.vocab)),
+        "diverged": bool(ck.history("train").shape[0]) and not (float(ck.history("train")[-1, 3])
+                                                               <= DIVERGED * math.log(len(ck.vocab))),
         "config": ck.config.to_dict(),
     }
     if as_json:
@@ -423,7 +424,9 @@ def info(checkpoint, as_json):
     ]
     from .train import divergence
 
-    diverged = divergence(latest, len(ck.vocab), ck.config.training.learning_rate) if latest is not None else ""
+    train_hist = ck.history("train")
+    last_train = _finite_or_none(float(train_hist[-1, 3])) if len(train_hist) else latest  # see Schedule.loop
+    diverged = divergence(last_train, len(ck.vocab), ck.config.training.learning_rate) if last_train is not None else ""
     if diverged:
         lines.append(diverged)
     if ck.nonfinite:
@@ -584,8 +587,9 @@ def viz(checkpoint, file, output, max_chars, as_json):
 def gradcheck(model_type, layers, hidden_size, seq_length, batch_size, vocab_size, dropout, seed, config_path, tol):
     """Check every hand-written gradient against centred finite differences in float64.
 
-    Prints the largest relative error of each parameter tensor and of the initial state, and exits
-    with 1 if any exceeds --tol.
+    Prints the largest relative error of each parameter tensor and of the initial state, for a
+    chunk run as streams and again with state resets inside it (lines mode), and exits with 1 if
+    any exceeds --tol.
 
     \b
     Example:

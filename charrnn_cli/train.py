@@ -627,10 +627,9 @@ class Schedule:
                 run.save(folder.latest)
         finally:
             bar.close()
-        if self.has_val:
-            final = self.last_val
-        else:
-            final = prog.history["train"][-1][3] if prog.history["train"] else math.nan
+        # divergence is a training loss far above a uniform guess (a high validation loss with a low
+        # training loss is overfitting, which best.npz and patience deal with)
+        final = prog.history["train"][-1][3] if prog.history["train"] else self.last_val
         warning = divergence(final, len(run.corpus.vocab), t_cfg.learning_rate)
         return Result(prog, self.last_val, reason, run.cfg.output.dir, _advice(folder, run), warning, run.model,
                       run.val_per_item)
