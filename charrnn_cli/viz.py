@@ -221,6 +221,7 @@ section{margin-bottom:1.4em}
 <script id="data" type="application/json">__DATA__</script>
 <script>
 "use strict";
+window.addEventListener("error", e => { document.body.dataset.errors = (document.body.dataset.errors || "") + e.message + ";"; });
 const D = JSON.parse(document.getElementById("data").textContent);
 const raw = atob(D.acts);
 const N = D.chars.length, M = Math.max(N - 1, 1), W = Math.ceil((N - 1) / 2);  // bytes per unit
@@ -291,6 +292,8 @@ D.units.forEach(u => { const li = document.createElement("li");
   li.onclick = () => { layerSel.value = u.layer; kinds(); kindSel.value = u.name; unitIn.value = u.unit; drawUnit();
     document.getElementById("unitview").scrollIntoView({block: "nearest"}); };
   ul.appendChild(li); });
+const pick = /^#unit=(\\d+),(h|c),(\\d+)$/.exec(location.hash);  // page.html#unit=1,c,325 opens on that unit
+if (pick) { layerSel.value = pick[1]; kinds(); kindSel.value = pick[2]; unitIn.value = pick[3]; drawUnit(); }
 const m = /^#t=(\\d+)$/.exec(location.hash);  // page.html#t=123 opens on character 123, its predictions shown
 if (m && +m[1] < N) { const s = sur[+m[1]], r = s.getBoundingClientRect(); s.scrollIntoView({block: "center"});
   s.classList.add("sel"); hover({target: s, clientX: r.left, clientY: r.bottom}); }

@@ -103,13 +103,26 @@ def test_analyze_keeps_the_state_of_every_layer(trained):
 
 
 def test_bad_input_is_one_line(trained, tmp_path):
-    ck_path, _ = trained
+    ck_path, text_path = trained
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"ab\xffcd")
+    alien = tmp_path / "alien.txt"
+    alien.write_text("ЖЖЖ 漢字", encoding="utf-8")  # no character the vocabulary knows but the space
+    (tmp_path / "afile").write_text("x")
     for args, msg in (([ck_path, tmp_path / "none.txt"], "file not found"), ([ck_path, bad], "not valid UTF-8"),
-                      ([tmp_path / "none.npz", bad], "checkpoint not found")):
+                      ([tmp_path / "none.npz", bad], "checkpoint not found"),
+                      ([ck_path, alien], "nothing to show"),
+                      ([ck_path, text_path, "-o", tmp_path / "afile" / "page.html"], "cannot write")):
         r = invoke("viz", *args)
         assert r.exit_code == 1 and msg in r.output and "Traceback" not in r.output, r.output
+        assert r.output.strip().count("\n") <= 1, r.output  # one line (and a warning for dropped characters)
+    assert sorted(os.listdir(tmp_path)) == ["afile", "alien.txt", "bad.txt"]  # nothing half-written
+
+
+def _dom(url):
+    """The page's DOM after its script has run, as headless Chromium renders it."""
+    return subprocess.run([BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
+                           "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
 
 
 @pytest.mark.skipif(BROWSER is None, reason="needs headless Chromium: apt-get install chromium-headless-shell")
@@ -120,9 +133,8 @@ def test_the_page_renders_in_a_headless_browser(trained, tmp_path):
     assert r.exit_code == 0, r.output
     page = out.read_text(encoding="utf-8")
     assert "http://" not in page and "https://" not in page and "src=" not in page  # nothing fetched
-    dom = subprocess.run([BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
-                          "--dump-dom", out.as_uri()], capture_output=True, text=True, timeout=120).stdout
-    assert 'data-ready="1"' in dom, dom[-2000:]  # the script ran to its end
+    dom = _dom(out.as_uri())
+    assert 'data-ready="1"' in dom and "data-errors" not in dom, dom[-2000:]  # the script ran, no errors
     surprise = dom.split('id="surprise"')[1].split("</div>")[0]
     assert surprise.count("<span") == 600  # every character drawn, shaded by its surprisal
     assert surprise.count("background: rgb(") == 599  # all but the first, which is not predicted
@@ -133,10 +145,14 @@ def test_the_page_renders_in_a_headless_browser(trained, tmp_path):
     units = dom.split('id="units"')[1].split("</ol>")[0]
     assert units.count("<li") >= 5 and "r = " in units
     recs = [json.loads(line) for line in invoke("viz", ck_path, text_path, "--json", "--max-chars", 600).output.splitlines()]
-    hovered = subprocess.run([BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
-                              "--dump-dom", out.as_uri() + "#t=123"], capture_output=True, text=True, timeout=120).stdout
+    hovered = _dom(out.as_uri() + "#t=123")
     tip = hovered.split('id="tip"')[1].split("</div>")[0]
     assert "top 5 before it" in tip and f"p = {100 * recs[123]['p']:.2f}%" in tip, tip
     unitview = dom.split('id="unitview"')[1].split("</div>")[0]
     assert unitview.count("background: rgb(") == 600  # a unit on a diverging scale, the last character grey
     assert unitview.count("rgb(238, 238, 238)") == 1
+    other = _dom(out.as_uri() + "#unit=1,h,5")  # choosing another unit re-shades the text
+    assert 'data-ready="1"' in other and "data-errors" not in other
+    assert 'id="scale">' in other
+    reshaded = other.split('id="unitview"')[1].split("</div>")[0]
+    assert reshaded.count("background: rgb(") == 600 and reshaded != unitview
