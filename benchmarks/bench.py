@@ -202,7 +202,7 @@ def large_file(path, gib, steps):
 
     from charrnn_cli.config import from_dict
     from charrnn_cli.data import prepare
-    from charrnn_cli.train import train
+    from charrnn_cli.training import train
 
     cache = tempfile.mkdtemp(prefix="charrnn-bench-cache-")
     t0 = time.perf_counter()

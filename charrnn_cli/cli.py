@@ -87,7 +87,7 @@ def train(target, overrides, minutes, resume, overwrite, threads, lines, quiet):
     from .dist import DistError, world
     from .runfolder import RunFolderError
     from .signals import ForcedStop, exit_code, signal_name
-    from .train import Interrupted, TrainingError, train as run_training
+    from .training import Interrupted, TrainingError, train as run_training
 
     try:
         comm = world()  # one process, or this one's place in an MPI job
@@ -380,7 +380,7 @@ def info(checkpoint, as_json):
 
     from .checkpoint import FORMAT_VERSION
     from .evaluate import bits
-    from .train import DIVERGED
+    from .training import DIVERGED
 
     ck = _load_checkpoint(checkpoint, allow_nonfinite=True)
     m = ck.config.model
@@ -422,7 +422,7 @@ def info(checkpoint, as_json):
         f"{d['elapsed_s']:.1f} s",
         f"validation      best {fmt(d['best_val_loss'])}; latest {fmt(d['latest_val_loss'])}",
     ]
-    from .train import divergence
+    from .training import divergence
 
     train_hist = ck.history("train")
     last_train = _finite_or_none(float(train_hist[-1, 3])) if len(train_hist) else latest  # see Schedule.loop

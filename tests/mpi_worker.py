@@ -7,7 +7,7 @@ import numpy as np
 
 from charrnn_cli.config import load_config
 from charrnn_cli.dist import world
-from charrnn_cli.train import train
+from charrnn_cli.training import train
 
 
 def main(config_path, out):

@@ -14,7 +14,7 @@ from charrnn_cli.config import from_dict
 from charrnn_cli.data import as_lines, prepare
 from charrnn_cli.gradcheck import check_model
 from charrnn_cli.model import CharRNN
-from charrnn_cli.train import train
+from charrnn_cli.training import train
 
 from test_train import params_of, write_yaml
 

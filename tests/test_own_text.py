@@ -18,7 +18,7 @@ from charrnn_cli import checkpoint as ckpt
 from charrnn_cli.cli import main
 from charrnn_cli.config import OWN_TEXT, from_dict, load_config
 from charrnn_cli.runfolder import read_metrics
-from charrnn_cli.train import Run, ValidationPlan, train
+from charrnn_cli.training import Run, ValidationPlan, train
 
 from test_train import make_config, make_text, write_yaml
 
@@ -120,7 +120,7 @@ class _SlowValidation:
     """A stand-in run whose validation takes `per_char` seconds per character."""
 
     def __init__(self, t_cfg, per_char):
-        from charrnn_cli.train import Progress
+        from charrnn_cli.training import Progress
 
         self.prog, self.per_char, self.calls = Progress(), per_char, []
         self.t_cfg = t_cfg

@@ -19,7 +19,7 @@ from charrnn_cli import data as data_mod
 from charrnn_cli.cli import main
 from charrnn_cli.config import ConfigError, from_dict, load_config
 from charrnn_cli.runfolder import read_metrics
-from charrnn_cli.train import Run, train
+from charrnn_cli.training import Run, train
 
 from test_train import make_config, make_text, params_of, write_yaml
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from charrnn_cli import checkpoint as ckpt
 from charrnn_cli.cli import main
 from charrnn_cli.config import from_dict
-from charrnn_cli.train import train
+from charrnn_cli.training import train
 
 
 def make_text(path, n=3000, seed=0):

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from charrnn_cli import checkpoint as ckpt
 from charrnn_cli.cli import main
 from charrnn_cli.config import from_dict
-from charrnn_cli.train import train
+from charrnn_cli.training import train
 from charrnn_cli.viz import analyze, features, find_units
 
 from test_train import make_config

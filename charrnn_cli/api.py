@@ -1,0 +1,140 @@
+"""The Python API: use a trained model from a script or notebook, or train one, without a shell.
+
+    import charrnn_cli as charrnn
+    model = charrnn.load("runs/shakespeare/best.npz")
+    text = model.sample("ROMEO:", length=300, temperature=0.8, rng_seed=1)
+    nats = model.score("To be, or not to be")          # nats per character, as `charrnn eval`
+    for piece in model.stream("ROMEO:", length=1000):  # characters as they are generated
+        print(piece, end="")
+    names = model.items(10, novel=True)                 # a model trained in lines mode
+    result = charrnn.train("configs/tiny.yaml", overrides={"training.max_steps": 50})
+
+Each call does what the command of the same name does, with the same options and the same
+results for the same seed; user errors raise the library's exceptions (CheckpointError,
+ConfigError, DataError, ...), whose message is the line the command would print, and ValueError
+for bad arguments.
+"""
+
+import os
+
+import numpy as np
+import yaml
+
+from . import checkpoint as ckpt
+from .config import ConfigError, is_config_path, load_config, own_text_config, resolve_data_path
+from .evaluate import score as _score
+from .sample import generate, generate_items, training_items
+
+
+def load(path):
+    """The model in a checkpoint, checked as `charrnn sample` checks it."""
+    return Model(ckpt.load(path))
+
+
+class Model:
+    """A trained model: its checkpoint's config and vocabulary, and the network in float32."""
+
+    def __init__(self, checkpoint):
+        self.checkpoint = checkpoint
+        self.path = checkpoint.path
+        self.config = checkpoint.config
+        self.vocab = checkpoint.vocab
+        self.net = checkpoint.build_model()
+
+    def __repr__(self):
+        m = self.config.model
+        return f"<charrnn model {m.type} {m.num_layers}x{m.hidden_size}, {len(self.vocab)} characters, {self.path}>"
+
+    def _prime(self, prime):
+        if prime is None:
+            return "\n" if "\n" in self.vocab else self.vocab.chars[0]
+        if not prime:
+            raise ValueError("prime must not be empty (None starts from a newline)")
+        unknown = self.vocab.unknown(prime)
+        if unknown:
+            raise ValueError(f"prime has characters not in the vocabulary: {' '.join(map(repr, unknown))}")
+        return prime
+
+    @staticmethod
+    def _check(length, temperature, top_k, top_p):
+        if length < 0:
+            raise ValueError("length must be >= 0")
+        if not temperature > 0:
+            raise ValueError("temperature must be > 0")
+        if top_k is not None and top_k < 1:
+            raise ValueError("top_k must be >= 1")
+        if top_p is not None and not 0 < top_p <= 1:
+            raise ValueError("top_p must be in (0, 1]")
+
+    def stream(self, prime=None, length=500, temperature=1.0, top_k=None, top_p=None, argmax=False,
+               rng_seed=None):
+        """Yield the generated characters one at a time (the priming text is not repeated)."""
+        self._check(length, temperature, top_k, top_p)
+        rng = np.random.default_rng(rng_seed)
+        pieces = generate(self.net, self.vocab, self._prime(prime), length, temperature, top_k, argmax, rng, 1, top_p)
+        next(pieces)  # the priming text
+        for _, ch in pieces:
+            yield ch
+
+    def sample(self, prime=None, length=500, temperature=1.0, top_k=None, top_p=None, argmax=False,
+               rng_seed=None):
+        """The priming text followed by `length` generated characters: `charrnn sample`'s text."""
+        prime = self._prime(prime)
+        return prime + "".join(self.stream(prime, length, temperature, top_k, top_p, argmax, rng_seed))
+
+    def score(self, text):
+        """Nats per character of `text` (every character after the first predicted, from a zero
+        state carried through), as `charrnn eval`; characters outside the vocabulary are left out."""
+        kept = "".join(c for c in text if c in self.vocab)
+        if len(kept) < 2:
+            raise ValueError("nothing to score: fewer than two characters in the vocabulary")
+        nl = self.vocab.index("\n") if self.config.data.mode == "lines" else None
+        idx = self.vocab.encode(kept)
+        if nl is not None:  # items: the text as charrnn eval reads a file in lines mode
+            idx = self.vocab.encode("\n" + "\n".join(x for x in kept.split("\n") if x) + "\n")
+        nats, _ = _score(self.net, idx, streams=1, seq_length=256, nl=nl)
+        return nats
+
+    def items(self, n, novel=False, temperature=1.0, top_k=None, top_p=None, argmax=False, rng_seed=None,
+              max_length=500):
+        """n items from a model trained in lines mode, as `charrnn sample --items n [--novel]`."""
+        if self.config.data.mode != "lines" or "\n" not in self.vocab:
+            raise ValueError(f"{self.path} was trained with data.mode {self.config.data.mode}: items need a model "
+                             f"trained on items (data.mode: lines)")
+        self._check(max_length, temperature, top_k, top_p)
+        known = training_items(self.config.data.path) if novel else set()
+        gen = generate_items(self.net, self.vocab, temperature, top_k, argmax, np.random.default_rng(rng_seed),
+                             max_length=max_length, top_p=top_p)
+        out, tries = [], 0
+        while len(out) < n and tries < 100 * n:
+            item = next(gen)
+            tries += 1
+            if item not in known:
+                out.append(item)
+        return out
+
+
+def train(config, overrides=None, resume=None, overwrite=False, minutes=None, quiet=True, echo=None):
+    """Train as `charrnn train` does; returns its Result (progress, validation loss, stop reason,
+    the run folder, the trained model in .model).
+
+    config: a YAML path, a text file (the default model on it, into runs/NAME), or a Config.
+    overrides: {"section.key": value}, as --set. resume: a checkpoint path (the run goes on in its
+    folder unless overrides name output.dir).
+    """
+    from .training import train as run_training
+
+    sets = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+            for k, v in (overrides or {}).items()]
+    if isinstance(config, (str, os.PathLike)):
+        path = os.fspath(config)
+        cfg = load_config(path, sets) if is_config_path(path) else own_text_config(path, sets)
+        cfg = resolve_data_path(cfg, path if is_config_path(path) else None)
+    else:
+        if sets:
+            raise ConfigError("overrides go with a config path; change a Config object's fields directly")
+        cfg = config
+    if resume is not None and "output.dir" not in (overrides or {}):
+        cfg.output.dir = os.path.dirname(resume) or "."
+    return run_training(cfg, resume=resume, quiet=quiet, echo=echo or (lambda msg: None), overwrite=overwrite,
+                        minutes=minutes)
