@@ -22,6 +22,7 @@ import yaml
 
 from . import checkpoint as ckpt
 from .config import ConfigError, is_config_path, load_config, own_text_config, resolve_data_path
+from .data import DataError
 from .evaluate import score as _score
 from .sample import generate, generate_items, training_items
 
@@ -102,7 +103,13 @@ class Model:
             raise ValueError(f"{self.path} was trained with data.mode {self.config.data.mode}: items need a model "
                              f"trained on items (data.mode: lines)")
         self._check(max_length, temperature, top_k, top_p)
-        known = training_items(self.config.data.path) if novel else set()
+        known = set()
+        if novel:
+            try:
+                known = training_items(self.config.data.path)
+            except OSError as e:
+                raise DataError(f"novel reads the training file {os.path.abspath(self.config.data.path)} "
+                                f"(data.path in {self.path}): {e.strerror or e}") from None
         gen = generate_items(self.net, self.vocab, temperature, top_k, argmax, np.random.default_rng(rng_seed),
                              max_length=max_length, top_p=top_p)
         out, tries = [], 0
