@@ -9,9 +9,10 @@ position in the line, inside quotes, bracket and parenthesis depth, inside a wor
 word, the start of a line. page() writes it all as one self-contained HTML file; records() as
 JSON lines for scripts.
 
-The page stores activations as 4-bit codes (15 levels of the unit's largest magnitude, which is
-kept), two characters a byte, base64-encoded: 2,000 characters of a 2x384 LSTM (h and c of both
-layers, 1,536 units) make a page of about 2.2 MB.
+The page stores activations as 8-, 4- or 2-bit codes (255, 15 or 3 levels of the unit's largest
+magnitude, which is kept), whichever is the finest that keeps them within 3 MB, base64-encoded:
+2,000 characters of a 2x384 LSTM (h and c of both layers, 1,536 units) at 4 bits make a page of
+about 2.2 MB, 10,000 characters at 2 bits about 5 MB.
 """
 
 import base64
@@ -143,29 +144,50 @@ def mean_nats(result):
     return float(n.mean()) if len(n) else math.nan
 
 
+BUDGET_BYTES = 3_000_000  # activations stored in a page, before base64 (which adds a third)
+
+
+def bits_for(values, budget=None):
+    """Bits per stored activation: 8, 4 or 2, the most that keep `values` of them within budget.
+    bits_for(2000 * 1536) == 4; bits_for(10_000 * 1536) == 2"""
+    budget = BUDGET_BYTES if budget is None else budget
+    for bits in (8, 4):
+        if values * bits <= budget * 8:
+            return bits
+    return 2
+
+
 def _quantized(acts):
-    """Activations as 4-bit codes, two characters a byte, unit after unit, each unit scaled by its
-    largest magnitude: code = round(7 a / scale) + 8, in 1..15. Returns (base64, scales, layout)."""
+    """Activations as `bits`-bit codes (8, 4 or 2: see bits_for), 8 // bits characters a byte, unit
+    after unit, each unit scaled by its largest magnitude: code = round(k a / scale) + k + 1 with
+    k = 2 ** (bits - 1) - 1 (so 0 is never used). Returns (base64, bits, scales, layout)."""
     keys = sorted(acts, key=lambda k: (k[0], k[1] != "h"))  # per layer: h, then c
+    values = sum(a.size for a in acts.values())
+    bits = bits_for(values)
+    k = 2 ** (bits - 1) - 1  # levels each side of zero: 127, 7 or 1
     blocks, scales, layout = [], [], []
     for key in keys:
         a = acts[key].T  # (H, N - 1)
         s = np.abs(a).max(axis=1)
         s[s == 0] = 1.0
-        blocks.append((np.round(a / s[:, None] * 7) + 8).astype(np.uint8))
+        blocks.append((np.round(a / s[:, None] * k) + k + 1).astype(np.uint8))
         scales += [round(float(v), 4) for v in s]
         layout.append({"layer": key[0], "name": key[1], "units": int(a.shape[0])})
     if not blocks:
-        return "", scales, layout
+        return "", bits, scales, layout
     q = np.concatenate(blocks)  # (units, N - 1)
-    if q.shape[1] % 2:
-        q = np.concatenate([q, np.full((q.shape[0], 1), 8, np.uint8)], axis=1)
-    packed = (q[:, 0::2] << 4) | q[:, 1::2]  # (units, ceil((N - 1) / 2))
-    return base64.b64encode(np.ascontiguousarray(packed).tobytes()).decode("ascii"), scales, layout
+    per = 8 // bits  # codes a byte
+    pad = (-q.shape[1]) % per
+    if pad:
+        q = np.concatenate([q, np.full((q.shape[0], pad), k + 1, np.uint8)], axis=1)
+    packed = np.zeros((q.shape[0], q.shape[1] // per), np.uint8)
+    for j in range(per):  # the first character in the highest bits
+        packed |= q[:, j::per] << (bits * (per - 1 - j))
+    return base64.b64encode(np.ascontiguousarray(packed).tobytes()).decode("ascii"), bits, scales, layout
 
 
 def page_data(result, vocab, units, title):
-    q, scales, layout = _quantized(result["acts"])
+    q, bits, scales, layout = _quantized(result["acts"])
     nats = result["nats"]
     return {
         "title": title,
@@ -175,7 +197,7 @@ def page_data(result, vocab, units, title):
         "top": [[]] + [[[vocab.chars[j], round(float(p), 4)] for j, p in zip(tj, tp) if p > 0]
                        for tj, tp in zip(result["top"][1:].tolist(), result["top_p"][1:].tolist())],
         "nats_per_char": mean_nats(result),
-        "acts": q, "scales": scales, "layout": layout,
+        "acts": q, "act_bits": bits, "scales": scales, "layout": layout,
         "units": [{"r": round(r, 3), "feature": f, "layer": layer, "name": name, "unit": unit}
                   for _, r, f, layer, name, unit in units],
     }
@@ -224,10 +246,12 @@ section{margin-bottom:1.4em}
 window.addEventListener("error", e => { document.body.dataset.errors = (document.body.dataset.errors || "") + e.message + ";"; });
 const D = JSON.parse(document.getElementById("data").textContent);
 const raw = atob(D.acts);
-const N = D.chars.length, M = Math.max(N - 1, 1), W = Math.ceil((N - 1) / 2);  // bytes per unit
+const N = D.chars.length, B = D.act_bits, PER = 8 / B, K = 2 ** (B - 1) - 1;  // codes a byte, levels a side
+const W = Math.ceil((N - 1) / PER);  // bytes per unit
 function act(unitRow, t) {  // the unit's activation after reading char t, in -1..1 of its scale
-  const byte = raw.charCodeAt(unitRow * W + (t >> 1));
-  return (((t & 1) ? byte & 15 : byte >> 4) - 8) / 7;
+  const byte = raw.charCodeAt(unitRow * W + Math.floor(t / PER));
+  const code = (byte >> (B * (PER - 1 - t % PER))) & (2 ** B - 1);
+  return (code - K - 1) / K;
 }
 const esc = c => c === "\\n" ? "\\u21b5\\n" : c;
 const show = c => c === "\\n" ? "\\\\n" : c === " " ? "\\u2423" : c;

@@ -156,3 +156,34 @@ def test_the_page_renders_in_a_headless_browser(trained, tmp_path):
     assert 'id="scale">' in other
     reshaded = other.split('id="unitview"')[1].split("</div>")[0]
     assert reshaded.count("background: rgb(") == 600 and reshaded != unitview
+
+
+@pytest.mark.skipif(BROWSER is None, reason="needs headless Chromium: apt-get install chromium-headless-shell")
+@pytest.mark.parametrize("budget,bits", [(10 ** 9, 8), (600, 4), (200, 2)])
+def test_the_page_decodes_its_activation_codes(trained, tmp_path, monkeypatch, budget, bits):
+    """Activations packed 8, 4 or 2 bits to a value come back, in the browser, as the colours of
+    their quantized values: a unit ramping from -1 to +1 over the text."""
+    from charrnn_cli import viz
+
+    monkeypatch.setattr(viz, "BUDGET_BYTES", budget)
+    ck = ckpt.load(str(trained[0]))
+    res = analyze(ck.build_model(), ck.vocab, "the cat sat on the mat\n" * 12)
+    n = len(res["chars"]) - 1
+    ramp = np.linspace(-1, 1, n)
+    res["acts"] = {(0, "h"): np.stack([np.zeros(n), ramp, ramp ** 3], axis=1).astype(np.float32)}
+    data = viz.page_data(res, ck.vocab, [], "test")
+    assert data["act_bits"] == bits
+    out = tmp_path / "p.html"
+    out.write_text(viz.page(data), encoding="utf-8")
+    dom = _dom(out.as_uri() + "#unit=0,h,1")
+    assert 'data-ready="1"' in dom and "data-errors" not in dom
+    spans = dom.split('id="unitview"')[1].split("</div>")[0].split("<span")[1:]
+    k = 2 ** (bits - 1) - 1
+
+    def colour(v):  # the page's diverging scale, JavaScript's rounding
+        w, c = min(abs(v), 1), ((33, 102, 172) if v < 0 else (178, 24, 43))
+        return "rgb(" + ", ".join(str(int(np.floor(255 + (x - 255) * w + 0.5))) for x in c) + ")"
+
+    for t in range(n):
+        expected = colour(round(ramp[t] * k) / k)
+        assert f"background: {expected};" in spans[t], (t, ramp[t], spans[t][:80])
