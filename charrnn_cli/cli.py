@@ -542,7 +542,7 @@ def viz(checkpoint, file, output, max_chars, as_json):
     except OSError as e:
         raise click.ClickException(f"cannot read {file}: {e.strerror or e}") from None
     model = ck.build_model()
-    result = analyze(model, ck.vocab, text)
+    result = analyze(model, ck.vocab, text, lines=ck.config.data.mode == "lines")
     if len(result["chars"]) < 2:
         raise click.ClickException(f"{file}: nothing to show (fewer than two characters in the vocabulary)")
     if result["dropped"]:

@@ -26,9 +26,10 @@ TOP = 5  # predictions kept per character
 CHUNK = 256  # characters per forward pass (as score_file)
 
 
-def analyze(model, vocab, text):
+def analyze(model, vocab, text, lines=False):
     """Per-character predictions and activations of `model` over `text` (characters outside the
-    vocabulary are left out, as eval does). Returns a dict:
+    vocabulary are left out, as eval does). lines: a model trained in lines mode reads the text as
+    eval does then, as items (data.as_lines), its state reset where each starts. Returns a dict:
 
         chars    the text scored (a str)
         nats     (N,) float64, nats[t] = -ln p(chars[t] | chars[:t]); nats[0] = nan (not predicted)
@@ -37,6 +38,9 @@ def analyze(model, vocab, text):
         acts     {(layer, name): (N, H) float32}, name "h" or "c"
     """
     kept = "".join(c for c in text if c in vocab)
+    if lines:
+        kept = "\n" + "\n".join(x for x in kept.replace("\r", "").split("\n") if x) + "\n"
+    nl = vocab.index("\n") if lines else None
     idx = vocab.encode(kept)
     N = len(idx)
     nats = np.full(N, np.nan)
@@ -49,7 +53,7 @@ def analyze(model, vocab, text):
     for start in range(0, max(N - 1, 0), CHUNK):
         piece = idx[start : start + CHUNK + 1]
         x, y = piece[:-1, None], piece[1:, None]  # (T, 1)
-        _, state, cache = model.forward(x, y, state)
+        _, state, cache = model.forward(x, y, state, resets=None if nl is None else x == nl)
         probs = cache["probs"].astype(np.float64)  # (T, V): the prediction of each next character
         T = len(y)
         rows = np.arange(T)
@@ -64,7 +68,7 @@ def analyze(model, vocab, text):
                 acts.setdefault((layer, name), []).append(a[:, :, 0].T.copy())
     acts = {key: np.concatenate(v) for key, v in acts.items()}  # (N - 1, H): after chars[0 .. N-2]
     return {"chars": kept, "nats": nats, "top": top, "top_p": top_p, "p": p_true, "acts": acts,
-            "dropped": len(text) - len(kept)}
+            "dropped": sum(c not in vocab for c in text)}
 
 
 def features(text):

@@ -61,6 +61,9 @@ def test_items_are_the_commands_items(tmp_path):
     cli = invoke("sample", best, "--items", 8, "--rng-seed", 3).output.split("\n")[:-1]
     assert model.items(8, rng_seed=3) == cli
     assert not set(model.items(10, novel=True, rng_seed=4)) & set(NAMES)
+    ev = json.loads(invoke("eval", best, raw["data"]["path"], "--json").output)  # items scored as eval does
+    text = open(raw["data"]["path"], encoding="utf-8").read()
+    assert model.score(text) == pytest.approx(ev["nats_per_char"], rel=1e-12)
 
 
 def test_bad_checkpoint_raises_the_commands_message(tmp_path):

@@ -187,3 +187,16 @@ def test_the_page_decodes_its_activation_codes(trained, tmp_path, monkeypatch, b
     for t in range(n):
         expected = colour(round(ramp[t] * k) / k)
         assert f"background: {expected};" in spans[t], (t, ramp[t], spans[t][:80])
+
+
+def test_a_lines_model_is_read_as_items_as_eval_reads_it(tmp_path):
+    from test_lines import _names_config
+    from test_train import write_yaml
+
+    raw = _names_config(tmp_path, max_steps=30)
+    assert invoke("train", write_yaml(tmp_path, raw), "--quiet").exit_code == 0
+    best, names = tmp_path / "run" / "best.npz", raw["data"]["path"]
+    recs = [json.loads(line) for line in invoke("viz", best, names, "--json", "--max-chars", 10 ** 6).output.splitlines()]
+    ev = json.loads(invoke("eval", best, names, "--json").output)
+    assert recs[0]["char"] == "\n" and ev["chars"] == len(recs) - 1
+    assert np.mean([x["nats"] for x in recs[1:]]) == pytest.approx(ev["nats_per_char"], rel=1e-6)
