@@ -67,6 +67,7 @@ class RunFolder:
         except LockTaken as e:
             raise RunFolderError(f"another run ({e.holder}) is training in {self.path}; wait for it to end, "
                                  f"or train into another folder with --set output.dir=...") from None
+        self._sweep()
         continuing = resume is not None and _same_folder(os.path.dirname(os.path.abspath(resume)), self.path)
         present = self.holds_run()
         self.replacing = bool(present) and not continuing  # only with overwrite, below
@@ -78,6 +79,17 @@ class RunFolder:
                 f"--resume {self.latest}, or start a new one with --set output.dir=NEW_FOLDER "
                 f"or --overwrite (which replaces it)")
         return self
+
+    def _sweep(self):
+        """Remove temporary files a process killed mid-write left here (we hold the lock: no live
+        run writes this folder), such as a half-written .latest.npz.*.tmp after SIGKILL."""
+        names = ["." + f for f in RUN_FILES + ("config.yaml",)] + [".write-test."]
+        for name in os.listdir(self.path):
+            if any(name.startswith(n) for n in names) and (name.endswith(".tmp") or name.startswith(".write-test.")):
+                try:
+                    os.unlink(os.path.join(self.path, name))
+                except OSError:
+                    pass
 
     def start(self, resumed_step=None):
         """Called just before the run's first write: clears a replaced run, trims a resumed one's log."""
@@ -132,6 +144,17 @@ class OtherProcessFolder(RunFolder):
 
     def claim(self, resume=None, overwrite=False):
         return self
+
+    def _sweep(self):
+        """Remove temporary files a process killed mid-write left here (we hold the lock: no live
+        run writes this folder), such as a half-written .latest.npz.*.tmp after SIGKILL."""
+        names = ["." + f for f in RUN_FILES + ("config.yaml",)] + [".write-test."]
+        for name in os.listdir(self.path):
+            if any(name.startswith(n) for n in names) and (name.endswith(".tmp") or name.startswith(".write-test.")):
+                try:
+                    os.unlink(os.path.join(self.path, name))
+                except OSError:
+                    pass
 
     def start(self, resumed_step=None):
         pass

@@ -125,6 +125,16 @@ def test_resume_drops_the_lines_logged_after_the_checkpoint(tmp_path):
     assert steps_logged(tmp_path / "run") == list(range(1, 7))
 
 
+def test_temporary_files_of_a_killed_save_are_swept_by_the_next_run(tmp_path):
+    raw = make_config(tmp_path, max_steps=2)
+    train(from_dict(raw), quiet=True)
+    left = tmp_path / "run" / ".latest.npz.k3j2h1.tmp"  # SIGKILL in the middle of a checkpoint write
+    left.write_bytes(b"PK half a checkpoint")
+    raw["training"]["max_steps"] = 4
+    train(from_dict(raw), resume=str(tmp_path / "run" / "latest.npz"), quiet=True)
+    assert not left.exists() and not [f for f in os.listdir(tmp_path / "run") if f.endswith(".tmp")]
+
+
 def test_the_lock_is_released_at_the_end_of_a_run(tmp_path):
     raw = make_config(tmp_path, max_steps=2)
     train(from_dict(raw), quiet=True)
