@@ -145,17 +145,6 @@ class OtherProcessFolder(RunFolder):
     def claim(self, resume=None, overwrite=False):
         return self
 
-    def _sweep(self):
-        """Remove temporary files a process killed mid-write left here (we hold the lock: no live
-        run writes this folder), such as a half-written .latest.npz.*.tmp after SIGKILL."""
-        names = ["." + f for f in RUN_FILES + ("config.yaml",)] + [".write-test."]
-        for name in os.listdir(self.path):
-            if any(name.startswith(n) for n in names) and (name.endswith(".tmp") or name.startswith(".write-test.")):
-                try:
-                    os.unlink(os.path.join(self.path, name))
-                except OSError:
-                    pass
-
     def start(self, resumed_step=None):
         pass
 
