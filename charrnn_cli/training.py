@@ -208,8 +208,9 @@ class Run:
             first, end = self.block
             masks = [np.ascontiguousarray(m[:, :, first:end]) for m in masks]
         resets = None if self.nl is None else x == self.nl  # an item starts: its state starts from zero
-        loss, new_state, cache = model.forward(x, y, self.state, masks, resets)
-        grads, _ = model.backward(cache)
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverging run: the finite check below says so
+            loss, new_state, cache = model.forward(x, y, self.state, masks, resets)
+            grads, _ = model.backward(cache)
         grads = comm.average_gradients(grads)  # gradients of the mean loss over all B x T characters
         loss = comm.mean(loss)
         norm = global_norm(grads)
