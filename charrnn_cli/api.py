@@ -21,10 +21,10 @@ import numpy as np
 import yaml
 
 from . import checkpoint as ckpt
-from .config import ConfigError, is_config_path, load_config, own_text_config, resolve_data_path
-from .data import DataError
+from .config import ConfigError, config_for
+from .data import as_items_text
 from .evaluate import score as _score
-from .sample import generate, generate_items, training_items
+from .sample import generate, new_items, training_items
 
 
 def load(path):
@@ -90,9 +90,7 @@ class Model:
         if len(kept) < 2:
             raise ValueError("nothing to score: fewer than two characters in the vocabulary")
         nl = self.vocab.index("\n") if self.config.data.mode == "lines" else None
-        idx = self.vocab.encode(kept)
-        if nl is not None:  # items: the text as charrnn eval reads a file in lines mode
-            idx = self.vocab.encode("\n" + "\n".join(x for x in kept.split("\n") if x) + "\n")
+        idx = self.vocab.encode(kept if nl is None else as_items_text(kept))  # lines: as eval reads a file
         nats, _ = _score(self.net, idx, streams=1, seq_length=256, nl=nl)
         return nats
 
@@ -103,22 +101,10 @@ class Model:
             raise ValueError(f"{self.path} was trained with data.mode {self.config.data.mode}: items need a model "
                              f"trained on items (data.mode: lines)")
         self._check(max_length, temperature, top_k, top_p)
-        known = set()
-        if novel:
-            try:
-                known = training_items(self.config.data.path)
-            except OSError as e:
-                raise DataError(f"novel reads the training file {os.path.abspath(self.config.data.path)} "
-                                f"(data.path in {self.path}): {e.strerror or e}") from None
-        gen = generate_items(self.net, self.vocab, temperature, top_k, argmax, np.random.default_rng(rng_seed),
-                             max_length=max_length, top_p=top_p)
-        out, tries = [], 0
-        while len(out) < n and tries < 100 * n:
-            item = next(gen)
-            tries += 1
-            if item not in known:
-                out.append(item)
-        return out
+        known = training_items(self.config.data.path, self.path) if novel else set()
+        items, _, _ = new_items(self.net, self.vocab, n, known, temperature, top_k, argmax,
+                                np.random.default_rng(rng_seed), max_length, top_p)
+        return items
 
 
 def train(config, overrides=None, resume=None, overwrite=False, minutes=None, quiet=True, echo=None):
@@ -134,9 +120,7 @@ def train(config, overrides=None, resume=None, overwrite=False, minutes=None, qu
     sets = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
             for k, v in (overrides or {}).items()]
     if isinstance(config, (str, os.PathLike)):
-        path = os.fspath(config)
-        cfg = load_config(path, sets) if is_config_path(path) else own_text_config(path, sets)
-        cfg = resolve_data_path(cfg, path if is_config_path(path) else None)
+        cfg = config_for(os.fspath(config), sets)
     else:
         if sets:
             raise ConfigError("overrides go with a config path; change a Config object's fields directly")

@@ -286,10 +286,9 @@ def load(path, allow_nonfinite=False):
     missing = [n for n in REQUIRED if n not in arrays]
     if missing:
         raise CheckpointError(f"{path} is missing arrays: {', '.join(missing)}")
-    for name in ("format_version", "config_json", "vocab"):
-        if name == "vocab" and arrays[name].dtype.kind not in "iu":
-            raise CheckpointError(f"{path}: array vocab should hold integer code points, holds "
-                                  f"{_kind(arrays[name])} values")
+    if arrays["vocab"].dtype.kind not in "iu":
+        raise CheckpointError(f"{path}: array vocab should hold integer code points, holds "
+                              f"{_kind(arrays['vocab'])} values")
     if arrays["config_json"].shape != () or arrays["config_json"].dtype.kind != "U":
         raise CheckpointError(f"{path}: array config_json should be a single string")
     ck = Checkpoint(path, arrays)

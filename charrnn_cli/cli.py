@@ -8,7 +8,7 @@ import sys
 import click
 
 from . import __version__
-from .config import ConfigError, is_config_path, load_config, own_text_config, resolve_data_path
+from .config import ConfigError, config_for, load_config
 
 # NumPy is imported inside the commands, not here: `train --threads N` must set the BLAS thread
 # count before NumPy loads its BLAS library and starts the thread pool.
@@ -75,10 +75,7 @@ def train(target, overrides, minutes, resume, overwrite, threads, lines, quiet):
     """
     overrides = overrides + (("data.mode=lines",) if lines else ())
     try:
-        if is_config_path(target):
-            cfg = resolve_data_path(load_config(target, overrides), target)
-        else:
-            cfg = resolve_data_path(own_text_config(target, overrides))
+        cfg = config_for(target, overrides)
     except ConfigError as e:
         raise click.ClickException(str(e)) from None
     _set_threads(threads or cfg.training.threads)
@@ -272,32 +269,24 @@ def sample(checkpoint, prime, length, temperature, top_k, top_p, argmax, rng_see
 def _sample_items(ck, n, novel, length, temperature, top_k, top_p, argmax, rng_seed):
     import numpy as np
 
-    from .sample import generate_items, training_items
+    from .data import DataError
+    from .sample import new_items, training_items
 
     if ck.config.data.mode != "lines" or "\n" not in ck.vocab:
         raise click.ClickException(f"{ck.path} was trained with data.mode {ck.config.data.mode}: --items needs a "
                                    f"model trained on items (data.mode: lines, or charrnn train FILE --lines)")
-    known = set()
-    if novel:
-        try:
-            known = training_items(ck.config.data.path)
-        except OSError as e:
-            raise click.ClickException(f"--novel reads the training file {os.path.abspath(ck.config.data.path)} "
-                                       f"(data.path in {ck.path}): {e.strerror or e}") from None
-    gen = generate_items(ck.build_model(), ck.vocab, temperature, top_k, argmax, np.random.default_rng(rng_seed),
-                         max_length=length, top_p=top_p)
-    shown, copies, tries = 0, 0, 0
-    while shown < n and tries < 100 * n:
-        item = next(gen)
-        tries += 1
-        if item in known:
-            copies += 1
-            continue
+    try:
+        known = training_items(ck.config.data.path, ck.path) if novel else set()
+    except DataError as e:
+        raise click.ClickException(str(e)) from None
+    items, copies, tries = new_items(ck.build_model(), ck.vocab, n, known, temperature, top_k, argmax,
+                                     np.random.default_rng(rng_seed), length, top_p)
+    for item in items:
         click.echo(item)
-        shown += 1
     if novel:
         click.echo(f"dropped {copies:,} of {tries:,} sampled items as copies of training items"
-                   + (f"; stopped after {tries:,} tries with {shown:,} new ones" if shown < n else ""), err=True)
+                   + (f"; stopped after {tries:,} tries with {len(items):,} new ones" if len(items) < n else ""),
+                   err=True)
 
 
 # ---- eval --------------------------------------------------------------------------------
@@ -380,7 +369,7 @@ def info(checkpoint, as_json):
 
     from .checkpoint import FORMAT_VERSION
     from .evaluate import bits
-    from .training import DIVERGED
+    from .training import divergence, final_loss
 
     ck = _load_checkpoint(checkpoint, allow_nonfinite=True)
     m = ck.config.model
@@ -388,6 +377,8 @@ def info(checkpoint, as_json):
     val = ck.history("val")
     best = _finite_or_none(ck.scalar("train.best_val", math.nan))
     latest = _finite_or_none(float(val[-1, 3])) if len(val) else None
+    judged = final_loss({"train": ck.history("train")}, latest)
+    diverged = divergence(float(judged), len(ck.vocab), ck.config.training.learning_rate) if judged is not None else ""
     d = {
         "format_version": FORMAT_VERSION,
         "model": {"type": m.type, "num_layers": m.num_layers, "hidden_size": m.hidden_size, "dropout": m.dropout},
@@ -402,8 +393,7 @@ def info(checkpoint, as_json):
         "latest_val_loss": latest,
         "val_history": [[int(r[0]), _finite_or_none(float(r[3]))] for r in val],
         "nonfinite_parameters": ck.nonfinite,
-        "diverged": bool(ck.history("train").shape[0]) and not (float(ck.history("train")[-1, 3])
-                                                               <= DIVERGED * math.log(len(ck.vocab))),
+        "diverged": bool(diverged),
         "config": ck.config.to_dict(),
     }
     if as_json:
@@ -422,11 +412,6 @@ def info(checkpoint, as_json):
         f"{d['elapsed_s']:.1f} s",
         f"validation      best {fmt(d['best_val_loss'])}; latest {fmt(d['latest_val_loss'])}",
     ]
-    from .training import divergence
-
-    train_hist = ck.history("train")
-    last_train = _finite_or_none(float(train_hist[-1, 3])) if len(train_hist) else latest  # see Schedule.loop
-    diverged = divergence(last_train, len(ck.vocab), ck.config.training.learning_rate) if last_train is not None else ""
     if diverged:
         lines.append(diverged)
     if ck.nonfinite:

@@ -259,6 +259,14 @@ def own_text_config(text_path, overrides=()):
     return from_dict(apply_overrides(raw, overrides))
 
 
+def config_for(target, overrides=()):
+    """The config `charrnn train TARGET` trains with: a YAML file's, or the own-text default on a
+    text file; overrides applied, data.path found (resolve_data_path)."""
+    if is_config_path(target):
+        return resolve_data_path(load_config(target, overrides), target)
+    return resolve_data_path(own_text_config(target, overrides))
+
+
 def resolve_data_path(cfg, config_path=None):
     """Find data.path: as given (relative to the current folder), else relative to the config
     file's folder or one of the folders above it. Sets the found path; ConfigError if none."""

@@ -96,6 +96,17 @@ def as_lines(chunks):
         yield np.array([NEWLINE], dtype=np.uint8)
 
 
+def items_of(text):
+    """The items of a text in lines mode: its non-empty lines, carriage returns dropped, as as_lines
+    reads them. items_of("a\r\n\nb\n") == ['a', 'b']"""
+    return [line for line in text.replace("\r", "").split("\n") if line]
+
+
+def as_items_text(text):
+    """The text as lines mode trains on it: each item between newline markers, as as_lines gives."""
+    return "\n" + "\n".join(items_of(text)) + "\n"
+
+
 def text_chunks(path, mode="stream"):
     """The code points training reads: the file as it is (stream), or as items (lines)."""
     return as_lines(codepoint_chunks(path)) if mode == "lines" else codepoint_chunks(path)

@@ -15,6 +15,8 @@ differ at first, but once it has forgotten the prompt, the same noise drives it 
 characters: to compare prompts, use different seeds (or --num-samples).
 """
 
+import os
+
 import numpy as np
 
 # Sampling by the Gumbel-max trick: if g_1..g_V are independent standard Gumbel draws, then
@@ -150,7 +152,30 @@ def generate_items(model, vocab, temperature=1.0, top_k=None, argmax=False, rng=
         yield "".join(out)
 
 
-def training_items(path):
-    """The items (non-empty lines, carriage returns dropped) of a training file, as a set."""
-    with open(path, encoding="utf-8") as fh:
-        return {line.replace("\r", "") for line in fh.read().split("\n") if line.replace("\r", "")}
+def new_items(model, vocab, n, known=frozenset(), temperature=1.0, top_k=None, argmax=False, rng=None,
+              max_length=500, top_p=None):
+    """Up to n items that are not in `known`, drawn from generate_items within 100 n tries:
+    (items, copies dropped, tries)."""
+    gen = generate_items(model, vocab, temperature, top_k, argmax, rng, max_length=max_length, top_p=top_p)
+    items, copies, tries = [], 0, 0
+    while len(items) < n and tries < 100 * n:
+        item = next(gen)
+        tries += 1
+        if item in known:
+            copies += 1
+        else:
+            items.append(item)
+    return items, copies, tries
+
+
+def training_items(path, checkpoint_path):
+    """The items (non-empty lines, carriage returns dropped) of a checkpoint's training file, as a
+    set; DataError naming the file when it cannot be read."""
+    from .data import DataError, items_of
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return set(items_of(fh.read()))
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"novel items are told by reading the training file {os.path.abspath(path)} "
+                        f"(data.path in {checkpoint_path}): {getattr(e, 'strerror', None) or e}") from None

@@ -322,6 +322,12 @@ def divergence(loss, vocab_size, lr=None):
 DIVERGED = 1.2  # a loss this many times ln V: worse than knowing nothing, by far
 
 
+def final_loss(history, last_val):
+    """The loss divergence is judged on: the last training loss (a high validation loss with a low
+    training loss is overfitting, which best.npz and patience deal with), else the last validation."""
+    return history["train"][-1][3] if len(history["train"]) else last_val
+
+
 def _spent(reason, ck, prog, t_cfg):
     """The line for a resume that has nothing left to do."""
     if reason == "max_steps":
@@ -334,6 +340,11 @@ def _spent(reason, ck, prog, t_cfg):
             f"the whole run, across resumes: train on with --minutes N (N more minutes) or raise it with --set")
 
 
+def _time_fraction(t_cfg, elapsed_s):
+    """How much of max_minutes has gone: the cosine schedule's clock when it runs on time."""
+    return elapsed_s / (60 * t_cfg.max_minutes) if t_cfg.max_minutes else 0.0
+
+
 def _anchor_on_resume(ck, t_cfg, prog):
     """Keep the cosine schedule continuous when a resume changes its horizon (a longer budget)."""
     old_t = ck.config.training
@@ -341,8 +352,7 @@ def _anchor_on_resume(ck, t_cfg, prog):
         return prog.lr_anchor
 
     def frac(tc, anchor):
-        tf = prog.elapsed_s / (60 * tc.max_minutes) if tc.max_minutes else 0.0
-        return cosine_fraction(tc, prog.step, tf, anchor)
+        return cosine_fraction(tc, prog.step, _time_fraction(tc, prog.elapsed_s), anchor)
 
     reached = frac(old_t, prog.lr_anchor)
     if frac(t_cfg, prog.lr_anchor) == reached:
@@ -486,8 +496,7 @@ def _opening_lines(run, folder, ck, comm, echo):
         echo(f"resumed from {ck.path} at step {prog.step:,}; writing to {folder.path}")
 
 
-def _train(cfg, resume, quiet, echo, folder, signals, minutes=None, comm=None):
-    comm = comm or Single()
+def _train(cfg, resume, quiet, echo, folder, signals, minutes, comm):
     run, ck = _setup(cfg, resume, echo, signals, comm, minutes)
     schedule = Schedule(run, folder, signals, comm, quiet, echo)
     if ck is not None:
@@ -538,9 +547,8 @@ class Schedule:
         return None
 
     def lr_of(self, step):
-        t_cfg, prog = self.t_cfg, self.run.prog
-        time_fraction = prog.elapsed_s / (60 * t_cfg.max_minutes) if t_cfg.max_minutes else 0.0
-        return learning_rate(t_cfg, step, time_fraction, prog.lr_anchor)
+        prog = self.run.prog
+        return learning_rate(self.t_cfg, step, _time_fraction(self.t_cfg, prog.elapsed_s), prog.lr_anchor)
 
     def interrupted(self, signum):
         self.run.save(self.folder.latest)
@@ -628,10 +636,7 @@ class Schedule:
                 run.save(folder.latest)
         finally:
             bar.close()
-        # divergence is a training loss far above a uniform guess (a high validation loss with a low
-        # training loss is overfitting, which best.npz and patience deal with)
-        final = prog.history["train"][-1][3] if prog.history["train"] else self.last_val
-        warning = divergence(final, len(run.corpus.vocab), t_cfg.learning_rate)
+        warning = divergence(final_loss(prog.history, self.last_val), len(run.corpus.vocab), t_cfg.learning_rate)
         return Result(prog, self.last_val, reason, run.cfg.output.dir, _advice(folder, run), warning, run.model,
                       run.val_per_item)
 

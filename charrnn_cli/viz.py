@@ -22,6 +22,8 @@ import math
 
 import numpy as np
 
+from .data import as_items_text
+
 TOP = 5  # predictions kept per character
 CHUNK = 256  # characters per forward pass (as score_file)
 
@@ -39,7 +41,7 @@ def analyze(model, vocab, text, lines=False):
     """
     kept = "".join(c for c in text if c in vocab)
     if lines:
-        kept = "\n" + "\n".join(x for x in kept.replace("\r", "").split("\n") if x) + "\n"
+        kept = as_items_text(kept)
     nl = vocab.index("\n") if lines else None
     idx = vocab.encode(kept)
     N = len(idx)
