@@ -308,8 +308,9 @@ def _reuse(npy, meta_path, stamp):
 def _sweep_temporaries(base):
     """Remove temporary files of this cache left by killed processes (the caller holds the lock)."""
     folder, stem = os.path.split(base)
+    own = (stem + ".npy.tmp", stem + ".json.tmp")  # this mode's only: the other mode has its own lock
     for name in os.listdir(folder or "."):
-        if name.startswith(stem + ".") and ".tmp" in name[len(stem):]:
+        if name.startswith(own):
             try:
                 os.unlink(os.path.join(folder, name))
             except OSError:

@@ -307,6 +307,16 @@ def test_encoding_leaves_no_temporary_file_on_any_way_out(tmp_path, monkeypatch,
     assert sorted(os.listdir(tmp_path / "cache")) == [os.path.basename(base) + ".lock"]  # the stale one too
 
 
+def test_a_sweep_leaves_the_other_modes_encoding_alone(tmp_path):
+    f = make_text(tmp_path / "t.txt")
+    (tmp_path / "cache").mkdir()
+    _, npy_lines, _ = data_mod._cache_paths(str(f), str(tmp_path / "cache"), "lines")
+    busy = npy_lines + ".tmp4242.npy"  # lines mode encoding the same file right now, under its own lock
+    open(busy, "wb").write(b"x")
+    data_mod.prepare(str(f), str(tmp_path / "cache"))  # stream mode sweeps only its own leftovers
+    assert os.path.exists(busy)
+
+
 def test_sigterm_while_preparing_stops_with_one_line_and_no_temporary_file(tmp_path, monkeypatch):
     raw = make_config(tmp_path)
     real = data_mod.codepoint_chunks
