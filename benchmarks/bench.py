@@ -122,6 +122,35 @@ def dp_train(mt, L, H, B, T, steps, repeats):
             "bytes": 4 * model.num_params(), "processes": comm.size}
 
 
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+def flop_per_char(mt, L, H, V=VOCAB):
+    """The matrix-product FLOPs a training step spends per character: each layer's recurrent product
+    forward, its transpose backward and the weight gradient (3 x 2 G H), the same three for every
+    input product above layer 0 (layer 0's one-hot input is a lookup), and the decoder's three (3 x 2 V H).
+    LSTM 1x512 on 65 characters: 6.49 MFLOP."""
+    G = GATES[mt] * H
+    return 6 * G * H * L + 6 * G * H * (L - 1) + 6 * V * H
+
+
+def sgemm(G, H, B, n, repeats):
+    """GFLOP/s of the per-step product (G, H) @ (H, B) in float32, as the time loop calls it: median of blocks of n."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((G, H), dtype=np.float32)
+    h = rng.standard_normal((H, B), dtype=np.float32)
+    out = np.empty((G, B), np.float32)
+    rates = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            np.matmul(W, h, out=out)
+        rates.append(2 * G * H * B * n / (time.perf_counter() - t0) / 1e9)
+    return {"gflops": statistics.median(rates[1:])}
+
+
 def charrnn_sample(mt, L, H, n_chars, repeats):
     import numpy as np
 
@@ -377,8 +406,11 @@ def main():
     print(f"training: Adam, global-norm clip 5, float32; median of {repeats} blocks of {steps} steps "
           f"after 2 warm-up steps; sampling: {a.sample_chars} characters at batch 1, median of {repeats}; "
           f"each row the median of {a.rounds} alternating rounds, every run in a fresh process\n")
-    head = "| model | batch x seq | charrnn train ch/s | peak MB |"
-    sep = "| --- | --- | ---: | ---: |"
+    print("sgemm bound: the per-step product (G*H, H) @ (H, B) in float32, measured each round beside the rows, "
+          "divided by the row's matrix-product FLOPs per character (LSTM 1x512: 6.49 M); 'of bound' is charrnn's "
+          "training rate as a share of it\n")
+    head = "| model | batch x seq | charrnn train ch/s | peak MB | sgemm GFLOP/s | of bound |"
+    sep = "| --- | --- | ---: | ---: | ---: | ---: |"
     if use_torch:
         head += " PyTorch train ch/s | ratio |"
         sep += " ---: | ---: |"
@@ -391,8 +423,9 @@ def main():
     print(sep)
     for mt, L, H, B, T in ROWS:
         # alternate the two libraries over several rounds, so drift on a shared machine hits both
-        rates = {"ours": [], "theirs": [], "s_ours": [], "s_theirs": [], "peak": []}
+        rates = {"ours": [], "theirs": [], "s_ours": [], "s_theirs": [], "peak": [], "gflops": []}
         for _ in range(a.rounds):
+            rates["gflops"].append(run_worker("sgemm", GATES[mt] * H, H, B, 200, repeats)["gflops"])
             r = run_worker("charrnn_train", mt, L, H, B, T, steps, repeats)
             rates["ours"].append(r["chars_per_sec"])
             rates["peak"].append(r["peak_mb"])
@@ -402,7 +435,9 @@ def main():
             if use_torch:
                 rates["s_theirs"].append(run_worker("torch_sample", mt, L, H, a.sample_chars, repeats)["chars_per_sec"])
         med = {k: statistics.median(v) for k, v in rates.items() if v}
-        line = f"| {mt.upper()} {L}x{H} | {B} x {T} | {med['ours']:,.0f} | {max(rates['peak']):,.0f} |"
+        bound = med["gflops"] * 1e9 / flop_per_char(mt, L, H)
+        line = (f"| {mt.upper()} {L}x{H} | {B} x {T} | {med['ours']:,.0f} | {max(rates['peak']):,.0f} | "
+                f"{med['gflops']:.0f} | {100 * med['ours'] / bound:.0f}% |")
         if use_torch:
             line += f" {med['theirs']:,.0f} | {med['ours'] / med['theirs']:.2f}x |"
         line += f" {med['s_ours']:,.0f} |"

@@ -167,6 +167,15 @@ def _hidden_buffer(h0, T, ws):
     return HS
 
 
+def _transposed(Wh, ws):
+    """Wh^T (H, G) as a contiguous copy, made once per backward: the per-step product W_hh^T da
+    runs faster from it than from the transposed view (LSTM 1x512 at B = 64 on a 2-core AMD EPYC,
+    2026-11-26: 1.24 against 1.51 ms a step; 4 MB copied once per chunk)."""
+    WhT = ws.get("WhT", Wh.T.shape, Wh.dtype)
+    np.copyto(WhT, Wh.T)
+    return WhT
+
+
 class RNNCell(Cell):
     name = "rnn"
     gates = 1
@@ -191,6 +200,7 @@ class RNNCell(Cell):
         dA = ws.get("dA", (H, T, B), dt)  # feature-major, for the weight gradient
         da = ws.get("da", (H, B), dt)
         dh = ws.get("dh", (H, B), dt)
+        WhT = _transposed(Wh, ws)
         np.copyto(dh, dstate[0])
         for t in range(T - 1, -1, -1):
             h = HS[:, t + 1]
@@ -199,7 +209,7 @@ class RNNCell(Cell):
             np.multiply(h, h, out=da)
             np.subtract(1.0, da, out=da)
             da *= dh
-            np.matmul(Wh.T, da, out=dh)  # dh_{t-1} (H, B)
+            np.matmul(WhT, da, out=dh)  # dh_{t-1} (H, B)
             if keep is not None:
                 dh *= keep[t]  # nothing flows back through a reset
             dA[:, t] = da
@@ -261,6 +271,7 @@ class LSTMCell(Cell):
         tmp = ws.get("tmp", (H, B), dt)
         dsig = ws.get("dsig", (3 * H, B), dt)
         dai, daf, dao, dag = da[:H], da[H : 2 * H], da[2 * H : 3 * H], da[3 * H :]
+        WhT = _transposed(Wh, ws)
         np.copyto(dh, dstate[0])
         np.copyto(dc, dstate[1])
         for t in range(T - 1, -1, -1):
@@ -285,7 +296,7 @@ class LSTMCell(Cell):
             np.multiply(dc, i, out=dag)
             dag *= tmp
             dc *= f  # dc_{t-1}
-            np.matmul(Wh.T, da, out=dh)  # dh_{t-1} (H, B)
+            np.matmul(WhT, da, out=dh)  # dh_{t-1} (H, B)
             if keep is not None:
                 dh *= keep[t]  # nothing flows back through a reset
                 dc *= keep[t]
@@ -379,6 +390,7 @@ class GRUCell(Cell):
         tmp = ws.get("tmp", (H, B), dt)
         dsig = ws.get("dsig", (2 * H, B), dt)
         dar, daz, dhn = dhw[:H], dhw[H : 2 * H], dhw[2 * H :]
+        WhT = _transposed(Wh, ws)
         np.copyto(dh, dstate[0])
         for t in range(T - 1, -1, -1):
             a = A[t]
@@ -397,7 +409,7 @@ class GRUCell(Cell):
             dhw[: 2 * H] *= dsig
             np.multiply(dan, r, out=dhn)  # d hn = dan * r
             dh *= z  # the direct path z * h_{t-1}
-            dh += np.matmul(Wh.T, dhw, out=tmp)  # dh_{t-1} (H, B)
+            dh += np.matmul(WhT, dhw, out=tmp)  # dh_{t-1} (H, B)
             if keep is not None:
                 dh *= keep[t]  # nothing flows back through a reset
             dX[: 2 * H, t] = dhw[: 2 * H]
