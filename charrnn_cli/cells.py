@@ -96,6 +96,7 @@ def rowsum(x):
 # 0.5 as a 0-d array per dtype: NumPy takes it faster than a Python float, whose type it must work
 # out on every call (0.34 vs 0.60 us for a 1024-element multiply), and a batch-1 step is such calls.
 _HALF = {np.dtype(t): np.array(0.5, dtype=t) for t in (np.float32, np.float64)}
+_ONE = {np.dtype(t): np.array(1.0, dtype=t) for t in (np.float32, np.float64)}
 
 # The step closures below compute sigma(x) = (1 + tanh(x / 2)) / 2 (one transcendental pass, no
 # overflow) with its calls written out in place (the x / 2 is skipped in generation, whose weight
@@ -252,11 +253,12 @@ class LSTMCell(Cell):
         HP = CP = None
         if keep is not None:  # the states as read, after resets
             HP, CP = ws.get("HP", (H, T, B), dt), ws.get("CP", (T, H, B), dt)
-        for t in range(T):  # keep every intermediate for backward
-            h_prev, c_prev = (HS[:, t], C[t]) if keep is None else \
-                (_reset(HS[:, t], keep[t], HP[:, t]), _reset(C[t], keep[t], CP[t]))
-            np.matmul(Wh, h_prev, out=A[t])  # (4H, B)
-            self._gates(A[t], c_prev, A[t], C[t + 1], TC[t], HS[:, t + 1])(xw[t])
+        with np.errstate(over="ignore"):  # exp(-x) overflows to inf for x < -88: sigma(x) = 0, as it should
+            for t in range(T):  # keep every intermediate for backward
+                h_prev, c_prev = (HS[:, t], C[t]) if keep is None else \
+                    (_reset(HS[:, t], keep[t], HP[:, t]), _reset(C[t], keep[t], CP[t]))
+                np.matmul(Wh, h_prev, out=A[t])  # (4H, B)
+                self._gates(A[t], c_prev, A[t], C[t + 1], TC[t], HS[:, t + 1])(xw[t])
         return HS, (HS[:, T].copy(), C[T].copy()), (HS, A, C, TC, Wh, ws, keep, HP, CP)
 
     def backward(self, dhs, dstate, cache):
@@ -323,14 +325,20 @@ class LSTMCell(Cell):
         i, f, o = a[:H], a[H : 2 * H], a[2 * H : 3 * H]
 
         add, mul, tanh, half = np.add, np.multiply, np.tanh, _HALF.get(a.dtype, 0.5)
+        neg, exp, recip, one = np.negative, np.exp, np.reciprocal, _ONE.get(a.dtype, 1.0)
 
         def gates(xw_t):
             add(hw, xw_t, a)
-            if not halved:
-                mul(ifo, half, ifo)
-            tanh(a, a)  # one pass: tanh(x / 2) for i, f, o and tanh(x) for g
-            mul(ifo, half, ifo)  # i, f, o = (1 + tanh(x / 2)) / 2
-            add(ifo, half, ifo)
+            if halved:  # generation: one tanh pass for all four blocks costs the fewest calls
+                tanh(a, a)  # tanh(x / 2) for i, f, o and tanh(x) for g
+                mul(ifo, half, ifo)  # i, f, o = (1 + tanh(x / 2)) / 2
+                add(ifo, half, ifo)
+            else:  # training: sigma(x) = 1 / (1 + exp(-x)); exp costs less than tanh per element
+                neg(ifo, ifo)
+                exp(ifo, ifo)  # inf for x < -88 gives sigma = 0 (the forward runs with overflow ignored)
+                add(ifo, one, ifo)
+                recip(ifo, ifo)
+                tanh(g, g)
             mul(f, c, c_out)
             mul(i, g, tc_out)  # tc_out as scratch for i * g
             add(c_out, tc_out, c_out)
