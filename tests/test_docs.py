@@ -51,3 +51,13 @@ def test_the_readme_is_a_guide_that_links_every_doc():
     readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
     for doc in glob.glob(os.path.join(ROOT, "docs", "*.md")):
         assert f"docs/{os.path.basename(doc)}" in readme, f"README does not link {doc}"
+
+
+def test_the_readme_shows_every_command():
+    from charrnn_cli.cli import main
+
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    commands = open(os.path.join(ROOT, "docs", "commands.md"), encoding="utf-8").read()
+    for name in main.commands:
+        assert f"**`charrnn {name} " in readme or f"**`charrnn {name}`**" in readme, name
+        assert f"## `charrnn {name}" in commands, name
