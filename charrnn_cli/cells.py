@@ -378,10 +378,11 @@ class GRUCell(Cell):
         hw = ws.get("hw", (G, B), dt)
         HP = None if keep is None else ws.get("HP", (H, T, B), dt)  # h_{t-1} as read, after resets
         bhn = bh[2 * H :, None]
-        for t in range(T):  # keep every intermediate for backward
-            h_prev = HS[:, t] if keep is None else _reset(HS[:, t], keep[t], HP[:, t])
-            np.matmul(Wh, h_prev, out=hw)  # (3H, B)
-            self._gates(hw, h_prev, bhn, A[t], HN[t], HS[:, t + 1])(xw[t])
+        with np.errstate(over="ignore"):  # exp(-x) overflows to inf for x < -88: sigma(x) = 0, as it should
+            for t in range(T):  # keep every intermediate for backward
+                h_prev = HS[:, t] if keep is None else _reset(HS[:, t], keep[t], HP[:, t])
+                np.matmul(Wh, h_prev, out=hw)  # (3H, B)
+                self._gates(hw, h_prev, bhn, A[t], HN[t], HS[:, t + 1])(xw[t])
         return HS, (HS[:, T].copy(),), (HS, A, HN, Wh, ws, keep, HP)
 
     def backward(self, dhs, dstate, cache):
@@ -446,14 +447,19 @@ class GRUCell(Cell):
         rz, r, z, n = a[: 2 * H], a[:H], a[H : 2 * H], a[2 * H :]
 
         add, mul, sub, tanh, half = np.add, np.multiply, np.subtract, np.tanh, _HALF.get(a.dtype, 0.5)
+        neg, exp, recip, one = np.negative, np.exp, np.reciprocal, _ONE.get(a.dtype, 1.0)
 
         def gates(xw_t):
             add(hw_rz, xw_t[: 2 * H], rz)
-            if not halved:
-                mul(rz, half, rz)  # r, z = sigma(.) in one pass
-            tanh(rz, rz)
-            mul(rz, half, rz)
-            add(rz, half, rz)
+            if halved:  # generation: r, z = (1 + tanh(x / 2)) / 2, the rows came halved
+                tanh(rz, rz)
+                mul(rz, half, rz)
+                add(rz, half, rz)
+            else:  # training: sigma(x) = 1 / (1 + exp(-x)), as the LSTM's
+                neg(rz, rz)
+                exp(rz, rz)
+                add(rz, one, rz)
+                recip(rz, rz)
             if bhn is not None:
                 add(hw_n, bhn, hn)
             mul(r, hn, n)
