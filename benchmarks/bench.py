@@ -385,6 +385,8 @@ def main():
     ap.add_argument("--sample-chars", type=int, default=2000, help="characters per sampling run")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per row; medians are reported")
     ap.add_argument("--mpi", action="store_true", help="only the data-parallel table (needs the mpi extra)")
+    ap.add_argument("--rows", default="", help="only the rows whose name contains one of these, comma-separated "
+                    "(for example lstm or 'lstm 2x256'); more rounds of fewer rows where the machine is noisy")
     a = ap.parse_args()
     if a.worker:
         result = globals()[a.worker](*json.loads(a.args))
@@ -401,6 +403,10 @@ def main():
     if a.quick:
         a.rounds = 1
     use_torch = has_torch() and not a.no_torch
+    wanted = [w.strip().lower() for w in a.rows.split(",") if w.strip()]
+    rows = [r for r in ROWS if not wanted or any(w in f"{r[0]} {r[1]}x{r[2]}" for w in wanted)]
+    if not rows:
+        raise SystemExit(f"--rows {a.rows!r} matches none of: " + ", ".join(f"{r[0]} {r[1]}x{r[2]}" for r in ROWS))
     print(f"machine: {machine()}")
     print(f"blas: {blas_kernels()}")
     print(f"training: Adam, global-norm clip 5, float32; median of {repeats} blocks of {steps} steps "
@@ -421,7 +427,7 @@ def main():
         sep += " ---: | ---: |"
     print(head)
     print(sep)
-    for mt, L, H, B, T in ROWS:
+    for mt, L, H, B, T in rows:
         # alternate the two libraries over several rounds, so drift on a shared machine hits both
         rates = {"ours": [], "theirs": [], "s_ours": [], "s_theirs": [], "peak": [], "gflops": []}
         for _ in range(a.rounds):
