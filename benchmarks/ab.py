@@ -1,0 +1,81 @@
+"""A/B: training speed of two checkouts of charrnn, side by side on this machine.
+
+    git worktree add /tmp/before HEAD~1
+    python benchmarks/ab.py /tmp/before . --model lstm 1 512 64 100 --rounds 6
+
+On a shared or virtual machine a single measurement moves by 10-25%, and the drift hits whatever
+runs at the time; alternating the two checkouts in fresh processes, round after round (A B, then
+B A), spreads the drift over both. Each process times 5 blocks of 3 training steps (Adam, clipping)
+after 2 warm-up steps and reports the median; the script prints both medians, their ratio and the
+spread of the per-round ratios. This is how docs/speed.md's "A/B" figures were measured.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+WORKER = r"""
+import json, statistics, sys, time
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+from charrnn_cli.config import TrainingConfig
+from charrnn_cli.model import CharRNN
+from charrnn_cli.optim import clip_gradients, global_norm, make_optimizer
+mt, L, H, B, T = sys.argv[2], *map(int, sys.argv[3:7])
+model = CharRNN(mt, 65, H, L)
+opt = make_optimizer("adam", model.params, TrainingConfig())
+data = np.random.default_rng(0).integers(0, 65, size=(T + 1, B))
+state = model.zero_state(B)
+def step():
+    global state
+    _, state, cache = model.forward(data[:-1], data[1:], state)
+    grads, _ = model.backward(cache)
+    clip_gradients(grads, "norm", 5.0, global_norm(grads))
+    opt.step(model.params, grads, 0.002)
+step(); step()
+times = []
+for _ in range(5):
+    t0 = time.perf_counter()
+    for _ in range(3):
+        step()
+    times.append((time.perf_counter() - t0) / 3)
+print(json.dumps(B * T / statistics.median(times)))
+"""
+
+
+def rate(checkout, model):
+    out = subprocess.run([sys.executable, "-c", WORKER, os.path.abspath(checkout), *map(str, model)],
+                         capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"{checkout}: {out.stderr.strip()}")
+    return json.loads(out.stdout)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("a", help="checkout A (the folder holding charrnn_cli/)")
+    ap.add_argument("b", help="checkout B")
+    ap.add_argument("--model", nargs=5, default=["lstm", "1", "512", "64", "100"],
+                    metavar=("TYPE", "LAYERS", "HIDDEN", "BATCH", "SEQ"), help="default: lstm 1 512 64 100")
+    ap.add_argument("--rounds", type=int, default=6)
+    args = ap.parse_args()
+    for d in (args.a, args.b):
+        if not os.path.isdir(os.path.join(d, "charrnn_cli")):
+            raise SystemExit(f"{d} holds no charrnn_cli/")
+    ra, rb = [], []
+    for r in range(args.rounds):
+        order = [(args.a, ra), (args.b, rb)] if r % 2 == 0 else [(args.b, rb), (args.a, ra)]
+        for checkout, rates in order:
+            rates.append(rate(checkout, args.model))
+    a, b = statistics.median(ra), statistics.median(rb)
+    ratios = [y / x for x, y in zip(ra, rb)]
+    mt, L, H, B, T = args.model
+    print(f"{mt} {L}x{H}, batch {B} x {T}, {args.rounds} rounds: A {a:,.0f} ch/s, B {b:,.0f} ch/s, "
+          f"B/A {b / a:.3f} (per round {min(ratios):.2f}-{max(ratios):.2f})")
+
+
+if __name__ == "__main__":
+    main()
