@@ -5,9 +5,9 @@
 
 On a shared or virtual machine a single measurement moves by 10-25%, and the drift hits whatever
 runs at the time; alternating the two checkouts in fresh processes, round after round (A B, then
-B A), spreads the drift over both. Each process times 5 blocks of 3 training steps (Adam, clipping)
-after 2 warm-up steps and reports the median; the script prints both medians, their ratio and the
-spread of the per-round ratios. This is how docs/speed.md's "A/B" figures were measured.
+B A), spreads the drift over both. Each process runs bench.py's training measurement (Adam,
+clipping, 2 warm-up steps, the median of 5 blocks of 3 steps) with charrnn_cli imported from its
+checkout; the script prints both medians, their ratio and the spread of the per-round ratios. This is how docs/speed.md's "A/B" figures were measured.
 """
 
 import argparse
@@ -17,37 +17,16 @@ import statistics
 import subprocess
 import sys
 
-WORKER = r"""
-import json, statistics, sys, time
-sys.path.insert(0, sys.argv[1])
-import numpy as np
-from charrnn_cli.config import TrainingConfig
-from charrnn_cli.model import CharRNN
-from charrnn_cli.optim import clip_gradients, global_norm, make_optimizer
-mt, L, H, B, T = sys.argv[2], *map(int, sys.argv[3:7])
-model = CharRNN(mt, 65, H, L)
-opt = make_optimizer("adam", model.params, TrainingConfig())
-data = np.random.default_rng(0).integers(0, 65, size=(T + 1, B))
-state = model.zero_state(B)
-def step():
-    global state
-    _, state, cache = model.forward(data[:-1], data[1:], state)
-    grads, _ = model.backward(cache)
-    clip_gradients(grads, "norm", 5.0, global_norm(grads))
-    opt.step(model.params, grads, 0.002)
-step(); step()
-times = []
-for _ in range(5):
-    t0 = time.perf_counter()
-    for _ in range(3):
-        step()
-    times.append((time.perf_counter() - t0) / 3)
-print(json.dumps(B * T / statistics.median(times)))
-"""
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# bench.py's own training measurement (its charrnn_train worker: Adam, clipping, 2 warm-up steps,
+# median of 5 blocks of 3 steps), with charrnn_cli imported from the checkout given
+WORKER = ("import json, sys; sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[2]); import bench; "
+          "print(json.dumps(bench.charrnn_train(sys.argv[3], *map(int, sys.argv[4:8]), 3, 5)['chars_per_sec']))")
 
 
 def rate(checkout, model):
-    out = subprocess.run([sys.executable, "-c", WORKER, os.path.abspath(checkout), *map(str, model)],
+    out = subprocess.run([sys.executable, "-c", WORKER, os.path.abspath(checkout), HERE, *map(str, model)],
                          capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f"{checkout}: {out.stderr.strip()}")

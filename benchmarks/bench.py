@@ -122,7 +122,11 @@ def dp_train(mt, L, H, B, T, steps, repeats):
             "bytes": 4 * model.num_params(), "processes": comm.size}
 
 
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+def gates(mt):
+    """G, the gate blocks of a cell type, from the cell itself: gates("lstm") == 4"""
+    from charrnn_cli.cells import make_cell
+
+    return make_cell(mt).gates
 
 
 def flop_per_char(mt, L, H, V=VOCAB):
@@ -130,7 +134,7 @@ def flop_per_char(mt, L, H, V=VOCAB):
     forward, its transpose backward and the weight gradient (3 x 2 G H), the same three for every
     input product above layer 0 (layer 0's one-hot input is a lookup), and the decoder's three (3 x 2 V H).
     LSTM 1x512 on 65 characters: 6.49 MFLOP."""
-    G = GATES[mt] * H
+    G = gates(mt) * H
     return 6 * G * H * L + 6 * G * H * (L - 1) + 6 * V * H
 
 
@@ -431,7 +435,7 @@ def main():
         # alternate the two libraries over several rounds, so drift on a shared machine hits both
         rates = {"ours": [], "theirs": [], "s_ours": [], "s_theirs": [], "peak": [], "gflops": []}
         for _ in range(a.rounds):
-            rates["gflops"].append(run_worker("sgemm", GATES[mt] * H, H, B, 200, repeats)["gflops"])
+            rates["gflops"].append(run_worker("sgemm", gates(mt) * H, H, B, 200, repeats)["gflops"])
             r = run_worker("charrnn_train", mt, L, H, B, T, steps, repeats)
             rates["ours"].append(r["chars_per_sec"])
             rates["peak"].append(r["peak_mb"])
