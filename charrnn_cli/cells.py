@@ -23,9 +23,14 @@ per pass in NumPy). Per-chunk arrays come in two orders:
 
 Every cell has one interface, used by the model for every layer:
 
-    HS, state, cache       = cell.forward(xw, state0, Wh, bh, ws, keep=None)
+    HS, state, cache       = cell.forward(xw, state0, Wh, bh, ws, keep=None, team=SOLO)
     dxw, dstate0, dWh, dbh = cell.backward(dhs, dstate, cache)
     advance = cell.stepper(hw, state); advance(xw_t)            # generation: one step in place
+
+`team` (team.py) is the processes sharing the step. In one process (SOLO) every array below holds
+all H units and all G*H gate rows. In a team of S, a process holds its H/S units of the state,
+of dhs and of its private arrays, its G*H/S rows of xw, dWh and dbh, and reads the full HS, Wh and
+dxw (rows in the team's P order), which every process writes its part of.
 
     xw      (T, G*H, B) time-major: W_ih x_t plus cell.input_bias(bx, bh), for the whole chunk
     state   tuple of (H, B) arrays: (h,) for RNN and GRU, (h, c) for LSTM
@@ -54,6 +59,8 @@ import math
 
 import numpy as np
 
+from .team import SOLO
+
 
 class Workspace:
     """Scratch buffers reused across calls, so the time loops allocate nothing per step.
@@ -62,7 +69,8 @@ class Workspace:
     True
     """
 
-    def __init__(self):
+    def __init__(self, tag=""):
+        self.tag = tag  # names this workspace's arrays in a team's shared memory (team.py)
         self._bufs = {}
 
     def get(self, name, shape, dtype):
@@ -162,21 +170,13 @@ class Cell:
         raise NotImplementedError
 
 
-def _hidden_buffer(h0, T, ws):
-    """HS (H, T+1, B) with h_0 in column block 0."""
-    H, B = h0.shape
-    HS = ws.get("HS", (H, T + 1, B), h0.dtype)
-    HS[:, 0] = h0
+def _hidden_buffer(h0, H, T, ws, team):
+    """HS (H, T+1, B) with h_0 in column block 0, seen by the whole team (h0: this process's units)."""
+    B = h0.shape[1]
+    HS = team.buffer(ws, "HS", (H, T + 1, B), h0.dtype)
+    HS[team.units, 0] = h0
+    team.sync()
     return HS
-
-
-def _transposed(Wh, ws):
-    """Wh^T (H, G) as a contiguous copy, made once per backward: the per-step product W_hh^T da
-    runs faster from it than from the transposed view (LSTM 1x512 at B = 64 on a 2-core AMD EPYC,
-    2026-11-26: 1.24 against 1.51 ms a step; 4 MB copied once per chunk)."""
-    WhT = ws.get("WhT", Wh.T.shape, Wh.dtype)
-    np.copyto(WhT, Wh.T)
-    return WhT
 
 
 class RNNCell(Cell):
@@ -185,39 +185,44 @@ class RNNCell(Cell):
     state_names = ("h",)
     torch_blocks = (0,)
 
-    def forward(self, xw, state0, Wh, bh, ws, keep=None):
-        T = xw.shape[0]
-        HS = _hidden_buffer(state0[0], T, ws)
+    def forward(self, xw, state0, Wh, bh, ws, keep=None, team=SOLO):
+        T, u = xw.shape[0], team.units
+        HS = _hidden_buffer(state0[0], Wh.shape[1], T, ws, team)
         HP = None if keep is None else ws.get("HP", HS[:, 1:].shape, HS.dtype)  # h_{t-1} as read, after resets
+        W = team.rows(Wh, self.gates)  # this process's rows (all of them in one process)
         for t in range(T):
-            h_out = HS[:, t + 1]
+            h_out = HS[u, t + 1]
             h_prev = HS[:, t] if keep is None else _reset(HS[:, t], keep[t], HP[:, t])
-            np.matmul(Wh, h_prev, out=h_out)
+            np.matmul(W, h_prev, out=h_out)
             self._gates(h_out, h_out)(xw[t])
-        return HS, (HS[:, T].copy(),), (HS, Wh, ws, keep, HP)
+            team.sync()  # h_t complete: every process's units
+        return HS, (HS[u, T].copy(),), (HS, Wh, ws, keep, HP, team)
 
     def backward(self, dhs, dstate, cache):
-        HS, Wh, ws, keep, HP = cache
+        HS, Wh, ws, keep, HP, team = cache
         H, T, B = HS.shape[0], HS.shape[1] - 1, HS.shape[2]
-        dt = HS.dtype
-        dA = ws.get("dA", (H, T, B), dt)  # feature-major, for the weight gradient
-        da = ws.get("da", (H, B), dt)
-        dh = ws.get("dh", (H, B), dt)
-        WhT = _transposed(Wh, ws)
+        u, own, dt = team.units, team.own(H), HS.dtype
+        dA = team.buffer(ws, "dA", (H, T, B), dt)  # feature-major, for the weight gradient (rows in P order)
+        DA = team.buffer(ws, "da", (2, H, B), dt)  # step t's da in DA[t % 2]: a peer may still read the other
+        dh = ws.get("dh", dstate[0].shape, dt)
+        WhT = team.transposed(Wh, self.gates, ws, "WhT")
         np.copyto(dh, dstate[0])
         for t in range(T - 1, -1, -1):
-            h = HS[:, t + 1]
+            da_all = DA[t & 1]
+            da, h = da_all[own], HS[u, t + 1]
             dh += dhs[t]
             # backprop through tanh: da = dh * (1 - h^2)
             np.multiply(h, h, out=da)
             np.subtract(1.0, da, out=da)
             da *= dh
-            np.matmul(WhT, da, out=dh)  # dh_{t-1} (H, B)
+            team.sync()  # da_t complete
+            np.matmul(WhT, da_all, out=dh)  # dh_{t-1} (H, B)
             if keep is not None:
                 dh *= keep[t]  # nothing flows back through a reset
-            dA[:, t] = da
-        dWh = _recurrent_weight_grad(dA, HS if keep is None else HP)
-        return dA, (dh.copy(),), dWh, rowsum(as_matrix(dA))
+            dA[own, t] = da
+        dA_own = dA[own]
+        dWh = _recurrent_weight_grad(dA_own, HS if keep is None else HP)
+        return dA, (dh.copy(),), dWh, rowsum(as_matrix(dA_own))
 
     def stepper(self, hw, state):
         return self._gates(hw, state[0])
@@ -242,43 +247,46 @@ class LSTMCell(Cell):
     state_names = ("h", "c")
     torch_blocks = (0, 1, 3, 2)  # internal (i, f, o, g) <- PyTorch (i, f, g, o)
 
-    def forward(self, xw, state0, Wh, bh, ws, keep=None):
-        T, G, B = xw.shape
-        H = G // 4
+    def forward(self, xw, state0, Wh, bh, ws, keep=None, team=SOLO):
+        T, G, B = xw.shape  # G: this process's gate rows (all 4H of them in one process)
+        H, u = G // 4, team.units
         h0, c0 = state0
         dt = xw.dtype
-        HS = _hidden_buffer(h0, T, ws)
+        HS = _hidden_buffer(h0, Wh.shape[1], T, ws, team)
         A = ws.get("A", (T, G, B), dt)  # activated gates i f o g
         C = ws.get("C", (T + 1, H, B), dt)  # C[0] = c_0, C[t+1] = c_t
         TC = ws.get("TC", (T, H, B), dt)  # tanh(c_t)
         C[0] = c0
         HP = CP = None
         if keep is not None:  # the states as read, after resets
-            HP, CP = ws.get("HP", (H, T, B), dt), ws.get("CP", (T, H, B), dt)
+            HP, CP = ws.get("HP", (Wh.shape[1], T, B), dt), ws.get("CP", (T, H, B), dt)
+        W = team.rows(Wh, self.gates)
         with np.errstate(over="ignore"):  # exp(-x) overflows to inf for x < -88: sigma(x) = 0, as it should
             for t in range(T):  # keep every intermediate for backward
                 h_prev, c_prev = (HS[:, t], C[t]) if keep is None else \
                     (_reset(HS[:, t], keep[t], HP[:, t]), _reset(C[t], keep[t], CP[t]))
-                np.matmul(Wh, h_prev, out=A[t])  # (4H, B)
-                self._gates(A[t], c_prev, A[t], C[t + 1], TC[t], HS[:, t + 1])(xw[t])
-        return HS, (HS[:, T].copy(), C[T].copy()), (HS, A, C, TC, Wh, ws, keep, HP, CP)
+                np.matmul(W, h_prev, out=A[t])  # (4H, B)
+                self._gates(A[t], c_prev, A[t], C[t + 1], TC[t], HS[u, t + 1])(xw[t])
+                team.sync()  # h_t complete: every process's units
+        return HS, (HS[u, T].copy(), C[T].copy()), (HS, A, C, TC, Wh, ws, keep, HP, CP, team)
 
     def backward(self, dhs, dstate, cache):
-        HS, A, C, TC, Wh, ws, keep, HP, CP = cache
+        HS, A, C, TC, Wh, ws, keep, HP, CP, team = cache
         T, G, B = A.shape
-        H = G // 4
-        dt = A.dtype
-        dA = ws.get("dA", (G, T, B), dt)  # feature-major, for the weight gradient
-        da = ws.get("da", (G, B), dt)
+        H, own, dt = G // 4, team.own(Wh.shape[0]), A.dtype
+        dA = team.buffer(ws, "dA", (Wh.shape[0], T, B), dt)  # feature-major, for the weight gradient (P order)
+        DA = team.buffer(ws, "da", (2, Wh.shape[0], B), dt)  # step t's da in DA[t % 2]: a peer may read the other
         dh = ws.get("dh", (H, B), dt)
         dc = ws.get("dc", (H, B), dt)
         tmp = ws.get("tmp", (H, B), dt)
         dsig = ws.get("dsig", (3 * H, B), dt)
-        dai, daf, dao, dag = da[:H], da[H : 2 * H], da[2 * H : 3 * H], da[3 * H :]
-        WhT = _transposed(Wh, ws)
+        WhT = team.transposed(Wh, self.gates, ws, "WhT")
         np.copyto(dh, dstate[0])
         np.copyto(dc, dstate[1])
         for t in range(T - 1, -1, -1):
+            da_all = DA[t & 1]
+            da = da_all[own]
+            dai, daf, dao, dag = da[:H], da[H : 2 * H], da[2 * H : 3 * H], da[3 * H :]
             a, tc, c_prev = A[t], TC[t], (C[t] if keep is None else CP[t])
             i, f, o, g = a[:H], a[H : 2 * H], a[2 * H : 3 * H], a[3 * H :]
             dh += dhs[t]
@@ -300,16 +308,18 @@ class LSTMCell(Cell):
             np.multiply(dc, i, out=dag)
             dag *= tmp
             dc *= f  # dc_{t-1}
-            np.matmul(WhT, da, out=dh)  # dh_{t-1} (H, B)
+            team.sync()  # da_t complete
+            np.matmul(WhT, da_all, out=dh)  # dh_{t-1} (H, B)
             if keep is not None:
                 dh *= keep[t]  # nothing flows back through a reset
                 dc *= keep[t]
-            dA[:, t] = da
-        dWh = _recurrent_weight_grad(dA, HS if keep is None else HP)
-        return dA, (dh.copy(), dc.copy()), dWh, rowsum(as_matrix(dA))
+            dA[own, t] = da
+        dA_own = dA[own]
+        dWh = _recurrent_weight_grad(dA_own, HS if keep is None else HP)
+        return dA, (dh.copy(), dc.copy()), dWh, rowsum(as_matrix(dA_own))
 
     def activations(self, cache):
-        HS, _, C = cache[:3]
+        HS, _, C = cache[:3]  # one process's
         return {"h": HS[:, 1:], "c": C[1:].transpose(1, 0, 2)}
 
     def stepper(self, hw, state):
@@ -370,44 +380,48 @@ class GRUCell(Cell):
         b[2 * H :] = bh[2 * H :]
         return b
 
-    def forward(self, xw, state0, Wh, bh, ws, keep=None):
-        T, G, B = xw.shape
-        H = G // 3
+    def forward(self, xw, state0, Wh, bh, ws, keep=None, team=SOLO):
+        T, G, B = xw.shape  # G: this process's gate rows (all 3H of them in one process)
+        H, u = G // 3, team.units
         dt = xw.dtype
-        HS = _hidden_buffer(state0[0], T, ws)
+        HS = _hidden_buffer(state0[0], Wh.shape[1], T, ws, team)
         A = ws.get("A", (T, G, B), dt)  # activated r, z, n
         HN = ws.get("HN", (T, H, B), dt)  # W_hn h_{t-1} + b_hn
         hw = ws.get("hw", (G, B), dt)
-        HP = None if keep is None else ws.get("HP", (H, T, B), dt)  # h_{t-1} as read, after resets
-        bhn = bh[2 * H :, None]
+        HP = None if keep is None else ws.get("HP", (Wh.shape[1], T, B), dt)  # h_{t-1} as read, after resets
+        bhn = team.rows(bh, self.gates)[2 * H :, None]
+        W = team.rows(Wh, self.gates)
         with np.errstate(over="ignore"):  # exp(-x) overflows to inf for x < -88: sigma(x) = 0, as it should
             for t in range(T):  # keep every intermediate for backward
                 h_prev = HS[:, t] if keep is None else _reset(HS[:, t], keep[t], HP[:, t])
-                np.matmul(Wh, h_prev, out=hw)  # (3H, B)
-                self._gates(hw, h_prev, bhn, A[t], HN[t], HS[:, t + 1])(xw[t])
-        return HS, (HS[:, T].copy(),), (HS, A, HN, Wh, ws, keep, HP)
+                np.matmul(W, h_prev, out=hw)  # (3H, B)
+                self._gates(hw, h_prev[u], bhn, A[t], HN[t], HS[u, t + 1])(xw[t])
+                team.sync()  # h_t complete: every process's units
+        return HS, (HS[u, T].copy(),), (HS, A, HN, Wh, ws, keep, HP, team)
 
     def backward(self, dhs, dstate, cache):
-        HS, A, HN, Wh, ws, keep, HP = cache
+        HS, A, HN, Wh, ws, keep, HP, team = cache
         PREV = HS if keep is None else HP  # h_{t-1} as read
         T, G, B = A.shape
-        H = G // 3
-        dt = A.dtype
-        dX = ws.get("dX", (G, T, B), dt)  # feature-major gradient of the input-side pre-activations
+        H, u, own, dt = G // 3, team.units, team.own(Wh.shape[0]), A.dtype
+        dX = team.buffer(ws, "dX", (Wh.shape[0], T, B), dt)  # feature-major gradient of the input-side pre-activations (P order)
+        DHW = team.buffer(ws, "dhw", (2, Wh.shape[0], B), dt)  # step t's gradient of W_hh h + b_hh in DHW[t % 2]
         dHN = ws.get("dHN", (H, T, B), dt)  # feature-major gradient of W_hn h + b_hn
-        dhw = ws.get("dhw", (G, B), dt)  # one step's gradient of W_hh h + b_hh: d r, d z, d hn
         dan = ws.get("dan", (H, B), dt)  # one step's gradient of the n pre-activation
         dh = ws.get("dh", (H, B), dt)
         tmp = ws.get("tmp", (H, B), dt)
         dsig = ws.get("dsig", (2 * H, B), dt)
-        dar, daz, dhn = dhw[:H], dhw[H : 2 * H], dhw[2 * H :]
-        WhT = _transposed(Wh, ws)
+        WhT = team.transposed(Wh, self.gates, ws, "WhT")
+        dXo = dX[own]
         np.copyto(dh, dstate[0])
         for t in range(T - 1, -1, -1):
+            dhw_all = DHW[t & 1]
+            dhw = dhw_all[own]  # one step's d r, d z, d hn
+            dar, daz, dhn = dhw[:H], dhw[H : 2 * H], dhw[2 * H :]
             a = A[t]
             r, z, n = a[:H], a[H : 2 * H], a[2 * H :]
             dh += dhs[t]
-            np.subtract(PREV[:, t], n, out=daz)  # d z = dh * (h_{t-1} - n)
+            np.subtract(PREV[u, t], n, out=daz)  # d z = dh * (h_{t-1} - n)
             daz *= dh
             np.subtract(1.0, z, out=dan)  # d n = dh * (1 - z)
             dan *= dh
@@ -420,16 +434,17 @@ class GRUCell(Cell):
             dhw[: 2 * H] *= dsig
             np.multiply(dan, r, out=dhn)  # d hn = dan * r
             dh *= z  # the direct path z * h_{t-1}
-            dh += np.matmul(WhT, dhw, out=tmp)  # dh_{t-1} (H, B)
+            team.sync()  # the step's d r, d z, d hn complete
+            dh += np.matmul(WhT, dhw_all, out=tmp)  # dh_{t-1} (H, B)
             if keep is not None:
                 dh *= keep[t]  # nothing flows back through a reset
-            dX[: 2 * H, t] = dhw[: 2 * H]
-            dX[2 * H :, t] = dan
+            dXo[: 2 * H, t] = dhw[: 2 * H]
+            dXo[2 * H :, t] = dan
             dHN[:, t] = dhn
-        dWh = np.empty_like(Wh)
-        _recurrent_weight_grad(dX[: 2 * H], PREV, out=dWh[: 2 * H])
+        dWh = np.empty((G, Wh.shape[1]), dt)
+        _recurrent_weight_grad(dXo[: 2 * H], PREV, out=dWh[: 2 * H])
         _recurrent_weight_grad(dHN, PREV, out=dWh[2 * H :])
-        dbh = np.concatenate([rowsum(as_matrix(dX[: 2 * H])), rowsum(as_matrix(dHN))])
+        dbh = np.concatenate([rowsum(as_matrix(dXo[: 2 * H])), rowsum(as_matrix(dHN))])
         return dX, (dh.copy(),), dWh, dbh
 
     def stepper(self, hw, state):

@@ -9,6 +9,7 @@ import click
 
 from . import __version__
 from .config import ConfigError, config_for, load_config
+from .cores import plan_threads, set_threads
 
 # NumPy is imported inside the commands, not here: `train --threads N` must set the BLAS thread
 # count before NumPy loads its BLAS library and starts the thread pool.
@@ -78,7 +79,9 @@ def train(target, overrides, minutes, resume, overwrite, threads, lines, quiet):
         cfg = config_for(target, overrides)
     except ConfigError as e:
         raise click.ClickException(str(e)) from None
-    _set_threads(threads or cfg.training.threads)
+    asked = threads or cfg.training.threads
+    if not set_threads(plan_threads(cfg.training, cfg.model, threads)) and asked:
+        click.echo(f"warning: NumPy was already loaded; --threads {asked} cannot change its thread pool", err=True)
     from .checkpoint import CheckpointError
     from .data import DataError
     from .dist import DistError, world
@@ -157,21 +160,6 @@ def _end(comm, code, shared):
         sys.stderr.flush()
         comm.abort(code)
     sys.exit(code)
-
-
-THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
-
-
-def _set_threads(n):
-    """Set the BLAS thread count for this process. It must run before NumPy is imported: BLAS
-    reads these variables once, when NumPy loads it."""
-    if n is None:
-        return
-    if "numpy" in sys.modules:  # imported by the caller (a script driving main()): too late to apply
-        click.echo(f"warning: NumPy was already loaded; --threads {n} cannot change its thread pool", err=True)
-        return
-    for var in THREAD_VARIABLES:
-        os.environ[var] = str(n)
 
 
 def _tqdm_echo(msg):

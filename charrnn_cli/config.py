@@ -138,8 +138,13 @@ class TrainingConfig:
     checkpoint_every: int = _f(500, "steps between writes of latest.npz", *_positive)
     log_every: int = _f(10, "steps between lines of metrics.jsonl", *_positive)
     seed: int = _f(42, "seeds the initialisation and dropout", *_non_negative)
-    threads: Optional[int] = _f(None, "BLAS threads (null: the BLAS default, one per core); --threads overrides; "
-                                "set before NumPy starts, so it holds for the whole run", *_positive)
+    threads: Optional[int] = _f(None, "BLAS threads per process (null: the cores divided among unit_split's "
+                                "processes); --threads overrides; set before NumPy starts, so it holds for the whole "
+                                "run", *_positive)
+    unit_split: Optional[int] = _f(None, "processes that share each training step, each computing its share of the "
+                                   "hidden units on its own cores (null: 2 when this process may use 2 or more "
+                                   "cores, hidden_size is even and at least 128, and the run is not an MPI job; "
+                                   "1: one process)", *_positive)
 
 
 @dataclass
@@ -231,6 +236,9 @@ def from_dict(raw):
     if t.lr_schedule == "cosine" and t.lr_decay_steps is None and t.max_steps is None and t.max_minutes is None:
         raise ConfigError("training.lr_decay_steps: the cosine schedule needs lr_decay_steps, max_steps "
                           "or max_minutes")
+    if t.unit_split and cfg.model.hidden_size % t.unit_split:
+        raise ConfigError(f"training.unit_split: {t.unit_split} processes cannot share model.hidden_size "
+                          f"{cfg.model.hidden_size} units evenly: use a divisor of it (1: one process)")
     return cfg
 
 

@@ -30,11 +30,7 @@ import zlib
 
 import numpy as np
 
-# How launchers tell a process how many processes the job has (MPICH and Intel MPI: PMI_SIZE;
-# Open MPI: OMPI_COMM_WORLD_SIZE; MVAPICH: MV2_COMM_WORLD_SIZE; Slurm's srun: SLURM_STEP_NUM_TASKS
-# with SLURM_PROCID set for the step's tasks).
-LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
-
+from .cores import LAUNCHER_SIZE_VARS, launcher_size  # noqa: F401 (launcher_size: part of this module's interface)
 
 class DistError(RuntimeError):
     """The processes cannot train together: the message says why."""

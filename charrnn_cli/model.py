@@ -23,6 +23,7 @@ the same layout as PyTorch's h_0 / (h_0, c_0). The model holds only math: no fil
 import numpy as np
 
 from .cells import Workspace, aligned_zeros, as_matrix, make_cell, rowsum
+from .team import SOLO
 
 
 def init_params(cell, vocab_size, hidden_size, num_layers, rng, dtype, init="pytorch", init_scale=None, forget_bias=0.0):
@@ -163,8 +164,8 @@ class CharRNN:
         rng = np.random.default_rng(seed)
         self.params = init_params(self.cell, vocab_size, hidden_size, num_layers, rng, self.dtype,
                                   init, init_scale, forget_bias)
-        self._ws = [Workspace() for _ in range(num_layers)]
-        self._ws_top = Workspace()
+        self._ws = [Workspace(f"layer{k}") for k in range(num_layers)]
+        self._ws_top = Workspace("top")
 
     # ---- state -------------------------------------------------------------------------
 
@@ -188,7 +189,7 @@ class CharRNN:
 
     # ---- forward / backward --------------------------------------------------------------
 
-    def forward(self, idx, targets, state, masks=None, resets=None):
+    def forward(self, idx, targets, state, masks=None, resets=None, team=SOLO):
         """Run a (T, B) chunk of indices from `state`.
 
         Returns (loss, new_state, cache): loss is the mean cross-entropy in nats over T*B
@@ -196,35 +197,44 @@ class CharRNN:
         logits, row t*B + b for step t of stream b. `masks` (from dropout_masks) turns dropout
         on; None means evaluation. `resets` (T, B) bool, or None: True where stream b's state is
         reset to zero before step t, in every layer (lines mode: an item starts at idx[t, b]).
+        `team` (team.py): the processes sharing this step, each on its hidden units; process 0
+        alone computes the logits and the loss.
         """
         T, B = idx.shape
-        p, cell, dt = self.params, self.cell, self.dtype
+        p, cell, dt, H, gates = self.params, self.cell, self.dtype, self.hidden_size, self.cell.gates
         keep = None if resets is None else np.logical_not(resets).astype(dt)[:, None, :]  # (T, 1, B)
-        G = cell.gates * self.hidden_size
+        u, Gu = team.units, gates * H // team.size  # this process's units and gate rows
         layers, new_state = [], [[] for _ in cell.state_names]
         x = None  # (H, T, B) feature-major input of the next layer
         for k in range(self.num_layers):
             ws = self._ws[k]
-            xw = ws.get("xw", (T, G, B), dt)  # time-major input contribution
-            bias = cell.input_bias(p[f"bx{k}"], p[f"bh{k}"])
+            xw = ws.get("xw", (T, Gu, B), dt)  # time-major input contribution
+            bias = team.rows(cell.input_bias(p[f"bx{k}"], p[f"bh{k}"]), gates)
             if k == 0:
                 # the one-hot product W_ih x as a lookup of a (G, V) table with the biases folded in
-                lookup_columns(p["Wx0"] + bias[:, None], idx, xw)
+                lookup_columns(team.rows(p["Wx0"], gates) + bias[:, None], idx, xw)
             else:
-                np.matmul(p[f"Wx{k}"], x.transpose(1, 0, 2), out=xw)  # (G, H) @ (T, H, B), per step
+                np.matmul(team.rows(p[f"Wx{k}"], gates), x.transpose(1, 0, 2), out=xw)  # (G, H) @ (T, H, B), per step
                 xw += bias[:, None]
-            s0 = tuple(np.ascontiguousarray(s[k].T) for s in state)  # (H, B) columns
-            HS, sT, cache = cell.forward(xw, s0, p[f"Wh{k}"], p[f"bh{k}"], ws, keep)
+            s0 = tuple(np.ascontiguousarray(s[k].T[u]) for s in state)  # (H, B) columns
+            HS, sT, cache = cell.forward(xw, s0, p[f"Wh{k}"], p[f"bh{k}"], ws, keep, team)
             for j, s in enumerate(sT):
+                if team.size > 1:  # every process's units of the final state, complete after the sync below
+                    full = team.buffer(ws, f"final{j}", (H, B), dt)
+                    full[u] = s
+                    s = full
                 new_state[j].append(s.T)
             hs = HS[:, 1:]  # (H, T, B)
             if masks is not None:
-                x = ws.get("drop", hs.shape, dt)
-                np.multiply(hs, masks[k], out=x)
+                x = team.buffer(ws, "drop", hs.shape, dt)
+                np.multiply(hs[u], masks[k][u], out=x[u])
             else:
                 x = hs
+            team.sync()  # the layer's output complete: the next layer's input
             layers.append((x, cache))
         new_state = tuple(np.stack(s) for s in new_state)  # (L, B, H)
+        if team.rank != 0:
+            return None, new_state, {"idx": idx, "layers": layers, "masks": masks}
         logits = self._ws_top.get("logits", (T * B, self.vocab_size), dt)
         np.matmul(as_matrix(x).T, p["Wy"].T, out=logits)  # (T*B, H) @ (H, V)
         logits += p["by"]
@@ -235,46 +245,57 @@ class CharRNN:
             cache["probs"] = probs
         return loss, new_state, cache
 
-    def backward(self, cache, dstate=None):
+    def backward(self, cache, dstate=None, team=SOLO):
         """Gradients of the mean loss: (grads with the keys of params, dstate0 like the state).
 
         `dstate` is an optional gradient arriving at the final state (zero for truncated BPTT).
+        With a team of several processes (team.py) every process computes its rows of every
+        recurrent layer's gradients and process 0 returns them all (dstate0: None).
         """
-        p, cell, dt = self.params, self.cell, self.dtype
-        idx, targets, layers, masks = cache["idx"], cache["targets"], cache["layers"], cache["masks"]
+        p, cell, dt, gates = self.params, self.cell, self.dtype, self.cell.gates
+        idx, layers, masks = cache["idx"], cache["layers"], cache["masks"]
         T, B = idx.shape
-        H, N = self.hidden_size, T * B
+        H, N, u = self.hidden_size, T * B, team.units
         grads = {}
-        # backprop through softmax cross-entropy: (p - onehot) / N
-        dlogits = cache["probs"]  # (N, V)
-        dlogits[np.arange(N), targets.reshape(-1)] -= 1.0
-        dlogits *= dt.type(1.0 / N)
-        top = as_matrix(layers[-1][0])  # (H, N)
-        grads["Wy"] = dlogits.T @ top.T  # (V, H)
-        grads["by"] = rowsum(dlogits.T)
-        dx = self._ws_top.get("dx", (H, T, B), dt)  # feature-major gradient at the top layer's output
-        np.matmul(p["Wy"].T, dlogits.T, out=as_matrix(dx))
+        dx = team.buffer(self._ws_top, "dx", (H, T, B), dt)  # feature-major gradient at the top layer's output
+        if team.rank == 0:
+            # backprop through softmax cross-entropy: (p - onehot) / N
+            dlogits = cache["probs"]  # (N, V)
+            dlogits[np.arange(N), cache["targets"].reshape(-1)] -= 1.0
+            dlogits *= dt.type(1.0 / N)
+            top = as_matrix(layers[-1][0])  # (H, N)
+            grads["Wy"] = dlogits.T @ top.T  # (V, H)
+            grads["by"] = rowsum(dlogits.T)
+            np.matmul(p["Wy"].T, dlogits.T, out=as_matrix(dx))
+        team.sync()  # the top gradient complete
         dstate0 = [[None] * self.num_layers for _ in cell.state_names]
         for k in range(self.num_layers - 1, -1, -1):
             _, lcache = layers[k]
+            dxu = dx[u]  # this process's units (H, T, B)
             if masks is not None:
-                dx *= masks[k]  # backprop through dropout
-            ds = tuple(np.zeros((H, B), dt) if dstate is None else np.ascontiguousarray(dstate[j][k].T)
+                dxu *= masks[k][u]  # backprop through dropout
+            ds = tuple(np.zeros(dxu[:, 0].shape, dt) if dstate is None else np.ascontiguousarray(dstate[j][k].T[u])
                        for j in range(len(cell.state_names)))
-            dxw, ds0, dWh, dbh = cell.backward(dx.transpose(1, 0, 2), ds, lcache)
+            dxw, ds0, dWh, dbh = cell.backward(dxu.transpose(1, 0, 2), ds, lcache)
             for j, s in enumerate(ds0):
                 dstate0[j][k] = s.T
-            dxw2 = as_matrix(dxw)  # (G, N)
-            grads[f"Wh{k}"] = dWh
-            grads[f"bh{k}"] = dbh
+            own = as_matrix(dxw[team.own(dxw.shape[0])])  # (G, N): this process's rows
+            grads[f"Wh{k}"] = team.put_rows(f"Wh{k}", dWh, gates)
+            grads[f"bh{k}"] = team.put_rows(f"bh{k}", dbh, gates)
             if k == 0:
-                grads["Wx0"] = scatter_columns(idx.reshape(-1), dxw2, np.empty_like(p["Wx0"]))
-                grads["bx0"] = rowsum(grads["Wx0"])  # one-hot input: every column of dxw lands in one column
+                dWx = scatter_columns(idx.reshape(-1), own, np.empty((own.shape[0], self.vocab_size), dt))
+                grads["Wx0"] = team.put_rows("Wx0", dWx, gates)
+                grads["bx0"] = team.put_rows("bx0", rowsum(dWx), gates)  # one-hot input: each column of dxw lands in one column
             else:
-                grads[f"bx{k}"] = rowsum(dxw2)
-                grads[f"Wx{k}"] = dxw2 @ as_matrix(layers[k - 1][0]).T  # (G, N) @ (N, H)
-                dx = self._ws[k].get("dx_in", (H, T, B), dt)
-                np.matmul(p[f"Wx{k}"].T, dxw2, out=as_matrix(dx))
+                grads[f"bx{k}"] = team.put_rows(f"bx{k}", rowsum(own), gates)
+                grads[f"Wx{k}"] = team.put_rows(f"Wx{k}", own @ as_matrix(layers[k - 1][0]).T, gates)  # (G, N) @ (N, H)
+                dx = team.buffer(self._ws[k], "dx_in", (H, T, B), dt)
+                team.sync()  # every process's rows of dxw
+                np.matmul(team.transposed(p[f"Wx{k}"], gates, self._ws[k], None if team.size == 1 else "WxT"),
+                          as_matrix(dxw), out=as_matrix(dx[u]))
+        team.finish()  # every process's rows of every gradient
+        if team.size > 1:
+            return grads, None
         dstate0 = tuple(np.stack(s) for s in dstate0)
         return grads, dstate0
 

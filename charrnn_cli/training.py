@@ -28,9 +28,11 @@ from .dist import Single, world
 from .evaluate import score_sums
 from .model import CharRNN
 from .config import ConfigError
+from .cores import team_size
 from .optim import clip_gradients, cosine_fraction, global_norm, learning_rate, make_optimizer
 from .runfolder import OtherProcessFolder, RunFolder
 from .signals import ForcedStop, SignalGuard, Stop
+from .team import SOLO, TeamError, make_team
 
 
 class TrainingError(RuntimeError):
@@ -168,6 +170,8 @@ class Run:
         self.prog = Progress()
         self.rng = np.random.default_rng(t_cfg.seed + 1)  # dropout masks
         self.state = self.model.zero_state(self.local_b)
+        self.team = SOLO  # the processes sharing each step (team.py), started with the first step
+        self.team_size = team_size(t_cfg, m_cfg) if self.comm.size == 1 else 1
         if ck is not None:
             self._resume_from(ck, echo)
 
@@ -208,9 +212,15 @@ class Run:
             first, end = self.block
             masks = [np.ascontiguousarray(m[:, :, first:end]) for m in masks]
         resets = None if self.nl is None else x == self.nl  # an item starts: its state starts from zero
+        team = self._team()
+        team.begin(x, self.state, masks, resets)  # the team's other processes start the same step
         with np.errstate(over="ignore", invalid="ignore"):  # a diverging run: the finite check below says so
-            loss, new_state, cache = model.forward(x, y, self.state, masks, resets)
-            grads, _ = model.backward(cache)
+            try:
+                loss, new_state, cache = model.forward(x, y, self.state, masks, resets, team=team)
+                grads, _ = model.backward(cache, team=team)
+            except TeamError as e:
+                raise TrainingError(f"{e}; the step was not applied (--set training.unit_split=1 trains in "
+                                    f"one process)") from None
         grads = comm.average_gradients(grads)  # gradients of the mean loss over all B x T characters
         loss = comm.mean(loss)
         norm = global_norm(grads)
@@ -230,6 +240,15 @@ class Run:
             prog.offset, prog.epoch = 0, prog.epoch + 1
             self.state = model.zero_state(self.local_b)
         return loss, x.size * comm.size
+
+    def _team(self):
+        if self.team is SOLO and self.team_size > 1:
+            self.team = make_team(self.team_size, self.model, self.local_b, self.cfg.training.seq_length)
+        return self.team
+
+    def close(self):
+        """Stop the team's other processes (a no-op in one process)."""
+        self.team.close()
 
     def validation_loss(self, max_chars=None):
         """The validation loss over the first max_chars characters (default: the run's fixed amount)."""
@@ -507,7 +526,10 @@ def _train(cfg, resume, quiet, echo, folder, signals, minutes, comm):
     on_writer(comm, folder.save_config, cfg)
     if not quiet:
         _opening_lines(run, folder, ck, comm, echo)
-    return schedule.loop(resumed=ck is not None)
+    try:
+        return schedule.loop(resumed=ck is not None)
+    finally:
+        run.close()
 
 
 class Schedule:

@@ -137,9 +137,9 @@ def test_stream_mode_has_no_resets(tmp_path, monkeypatch):
     seen = []
     real = CharRNN.forward
 
-    def forward(self, idx, targets, state, masks=None, resets=None):
+    def forward(self, idx, targets, state, masks=None, resets=None, team=None):
         seen.append(resets)
-        return real(self, idx, targets, state, masks, resets)
+        return real(self, idx, targets, state, masks, resets, **({} if team is None else {"team": team}))
 
     monkeypatch.setattr(CharRNN, "forward", forward)
     from test_train import make_config

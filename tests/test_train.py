@@ -174,8 +174,8 @@ def test_nan_loss_stops_with_the_last_good_checkpoint(tmp_path, monkeypatch):
     real_forward = CharRNN.forward
     calls = {"n": 0}
 
-    def forward(self, idx, targets, state, masks=None, resets=None):
-        loss, st, cache = real_forward(self, idx, targets, state, masks, resets)
+    def forward(self, idx, targets, state, masks=None, resets=None, team=None):
+        loss, st, cache = real_forward(self, idx, targets, state, masks, resets, **({} if team is None else {"team": team}))
         if masks is not None:  # training steps only
             calls["n"] += 1
             if calls["n"] == 7:
@@ -277,8 +277,8 @@ def test_state_is_carried_between_steps_and_reset_at_the_epoch_wrap(tmp_path, mo
     seen = []  # (input state, output state, inputs) of every training step
     real_forward = CharRNN.forward
 
-    def forward(self, idx, targets, state, masks=None, resets=None):
-        loss, new_state, cache = real_forward(self, idx, targets, state, masks, resets)
+    def forward(self, idx, targets, state, masks=None, resets=None, team=None):
+        loss, new_state, cache = real_forward(self, idx, targets, state, masks, resets, **({} if team is None else {"team": team}))
         seen.append(([s.copy() for s in state], [s.copy() for s in new_state], idx.copy()))
         return loss, new_state, cache
 

@@ -1,0 +1,100 @@
+"""How a training process uses the machine's cores, decided before NumPy loads its BLAS.
+
+Two ways to use several cores in one training process: BLAS threads (every product split between
+them, every elementwise call on one core) and a team (team.py: the hidden units split between
+processes, each with its own BLAS threads, so the elementwise work is split too). A BLAS reads its
+thread count once, when NumPy loads it, so `charrnn train` decides both first:
+
+    training.threads      BLAS threads per process (null: the cores divided among the team)
+    training.unit_split   processes in the team (null: 2 where it pays, see team_size)
+
+Stdlib only: nothing here may import NumPy.
+"""
+
+import os
+
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
+
+# How launchers tell a process how many processes the job has (MPICH and Intel MPI: PMI_SIZE;
+# Open MPI: OMPI_COMM_WORLD_SIZE; MVAPICH: MV2_COMM_WORLD_SIZE; Slurm's srun: SLURM_STEP_NUM_TASKS
+# with SLURM_PROCID set for the step's tasks).
+LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+
+# The smallest hidden size the team takes on by itself: below it a step's elementwise calls are
+# too short to be worth splitting (docs/speed.md, "Two processes per step").
+TEAM_MIN_HIDDEN = 128
+
+
+def launcher_size(environ=None):
+    """How many processes the launcher started, per the environment (1 when not launched)."""
+    env = os.environ if environ is None else environ
+    for var in LAUNCHER_SIZE_VARS:
+        if env.get(var, "").isdigit():
+            return int(env[var])
+    if "SLURM_PROCID" in env and env.get("SLURM_STEP_NUM_TASKS", "").isdigit():
+        return int(env["SLURM_STEP_NUM_TASKS"])
+    return 1
+
+
+def usable_cores():
+    """The cores this process may run on (its CPU affinity, where the system says)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def blas_threads(environ=None):
+    """The BLAS thread count the environment sets, or None."""
+    env = os.environ if environ is None else environ
+    for var in THREAD_VARIABLES:
+        if env.get(var, "").strip().isdigit():
+            return int(env[var])
+    return None
+
+
+def auto_team(hidden_size, environ=None, cores=None):
+    """2 where the team pays by default: 2 or more cores, not an MPI job, an even hidden size of at
+    least TEAM_MIN_HIDDEN; else 1."""
+    cores = usable_cores() if cores is None else cores
+    if cores < 2 or launcher_size(environ) > 1 or hidden_size % 2 or hidden_size < TEAM_MIN_HIDDEN:
+        return 1
+    return 2
+
+
+def plan_threads(t_cfg, m_cfg, threads=None, environ=None, cores=None):
+    """The BLAS threads to set before NumPy loads (None: leave the BLAS default): `threads` (the
+    command line's), else training.threads, else the cores divided among the team when there is one."""
+    if threads or t_cfg.threads:
+        return threads or t_cfg.threads
+    cores = usable_cores() if cores is None else cores
+    size = t_cfg.unit_split or auto_team(m_cfg.hidden_size, environ, cores)
+    return max(1, cores // size) if size > 1 else None
+
+
+def team_size(t_cfg, m_cfg, environ=None, cores=None):
+    """The processes that share each step: training.unit_split, or for null the automatic choice,
+    taken only when the BLAS threads are set to leave each process its share of the cores (as
+    `charrnn train` sets them; in a program that loaded NumPy first, one process)."""
+    if t_cfg.unit_split:
+        return t_cfg.unit_split
+    cores = usable_cores() if cores is None else cores
+    size = auto_team(m_cfg.hidden_size, environ, cores)
+    threads = blas_threads(environ)
+    if size > 1 and (threads is None or threads * size > cores):
+        return 1  # each process's BLAS would use every core: they would fight over them
+    return size
+
+
+def set_threads(n):
+    """Set the BLAS thread count for this process: effective only before NumPy is imported.
+    Returns False when NumPy was loaded already (too late)."""
+    import sys
+
+    if n is None:
+        return True
+    if "numpy" in sys.modules:
+        return False
+    for var in THREAD_VARIABLES:
+        os.environ[var] = str(n)
+    return True

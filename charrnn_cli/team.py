@@ -1,0 +1,331 @@
+"""One training step, several processes: the hidden units split between forked processes.
+
+NumPy runs every elementwise call on one core, so in one process a step's gate equations leave
+the other cores idle while BLAS uses them all for the products (docs/speed.md: on a 2-core machine
+the LSTM 1x512 step spends about 40% of its time there). A team of S processes, each with its own
+BLAS threads, splits every recurrent layer by hidden units: process j owns units
+[j H/S, (j+1) H/S), that is its rows of every gate block of W_ih, W_hh and the biases, and it
+computes those rows of every product, every gate equation and every weight gradient. They meet
+twice per time step, through memory they share:
+
+    forward   h_t (H, B) = every process's units of h_t   -> sync -> each: its gates of W_hh h_t
+    backward  da_t (G, B) = every process's gate rows      -> sync -> each: its units of W_hh^T da_t
+
+A sync is a spin on counters in shared memory (a sleeping process wakes in about 150 us on a
+virtual machine, longer than a step's work). Process 0 is the one that runs the training loop; it
+alone computes the decoder, the loss, the optimizer step and everything else, while the others wait
+for the next step. Parameters live in the shared memory, so process 0's updates are what the
+others read. The math is the same as one process's: each element of each product and each gradient
+is computed once, by one process, in the same order (tests/test_team.py checks the gradients).
+
+Rows "laid out process by process" (P order): a (G, ...) buffer every process writes holds process
+0's rows of gate blocks 0, 1, .. then process 1's, so each process's rows are one contiguous block.
+
+    team.rank, team.size        who this process is; Solo (one process) is rank 0 of 1
+    team.units                  this process's hidden units, a slice of range(H)
+    team.own(n)                 its block of a P-ordered buffer of n rows
+    team.rows(W, gates)         its rows of a weight or bias (internal order), contiguous
+    team.transposed(W, gates, ws, name)   (W^T)[units] with W's rows in P order, contiguous
+    team.buffer(ws, name, shape, dtype)   an array every process of the team sees
+    team.put_rows(name, own, gates)       a gradient's full array, its rows from every process
+    team.sync()                 return when every process has reached the same sync
+
+Solo makes each of these the identity, so the cells and the model read the same in one process.
+"""
+
+import math
+import mmap
+import os
+import signal
+import time
+import zlib
+
+import numpy as np
+
+
+class TeamError(RuntimeError):
+    """A process of the team failed or vanished: the message says which and why."""
+
+
+class Solo:
+    """One process: every unit is its own, every buffer private, every sync free."""
+
+    rank, size = 0, 1
+    units = slice(None)
+
+    def own(self, n):
+        return slice(None)
+
+    def rows(self, W, gates):
+        return W
+
+    def transposed(self, W, gates, ws, name=None):
+        """W^T: as a view, or with `name` a contiguous copy in ws (a per-step product runs faster
+        from it: LSTM 1x512 at B = 64 on a 2-core AMD EPYC, 1.24 against 1.51 ms a step)."""
+        if name is None:
+            return W.T
+        WT = ws.get(name, W.T.shape, W.dtype)
+        np.copyto(WT, W.T)
+        return WT
+
+    def buffer(self, ws, name, shape, dtype):
+        return ws.get(name, shape, dtype)
+
+    def put_rows(self, name, own, gates):
+        return own
+
+    def sync(self):
+        pass
+
+    def finish(self):
+        pass
+
+    def begin(self, x, state, masks, resets):
+        pass
+
+    def close(self):
+        pass
+
+
+SOLO = Solo()
+
+# The control block: int64 slots at the start of the shared memory, one cache line per writer.
+_LINE = 8  # int64s per 64-byte cache line
+_FLAGS = 0  # _FLAGS + _LINE j: the syncs process j has reached
+_CMD = 8 * _LINE  # the parent's command: [sequence, kind, T, B, has masks, has resets]
+_SIG = 9 * _LINE  # _SIG + j: a checksum of process j's shared-memory layout, written at each step's end
+_ERR_AT, _ERR_LEN = 4096, 4096  # bytes: the first error a helper met, for the parent's message
+_ARENA_AT = 8192
+STEP, STOP = 1, 2
+
+
+class Arena:
+    """Named arrays in one shared anonymous mapping (forked processes see the same pages).
+
+    Every process asks for the same names in the same order, so each name gets the same offset
+    in each; a name asked for with more elements than it has gets a new, larger slot."""
+
+    def __init__(self, nbytes):
+        self.mm = mmap.mmap(-1, _ARENA_AT + nbytes)  # MAP_SHARED | MAP_ANONYMOUS: pages on first touch
+        self.top, self.slots, self.signature = _ARENA_AT, {}, 0
+
+    def ints(self, offset, count):
+        return np.frombuffer(self.mm, np.int64, count=count, offset=offset)
+
+    def get(self, name, shape, dtype):
+        dtype = np.dtype(dtype)
+        n = math.prod(shape)
+        slot = self.slots.get(name)
+        if slot is None or slot[1] < n or slot[2] != dtype:
+            start = -(-self.top // 64) * 64  # cache-line aligned
+            end = start + max(n, 1) * dtype.itemsize
+            if end > len(self.mm):
+                raise TeamError(f"the team's shared memory is full ({len(self.mm) >> 20} MB) at {name!r}")
+            slot = self.slots[name] = (start, n, dtype)
+            self.top = end
+            self.signature = zlib.crc32(f"{name}:{start}:{n}".encode(), self.signature)
+        return np.frombuffer(self.mm, slot[2], count=n, offset=slot[0]).reshape(shape)
+
+
+def _row_index(H, gates, size, rank):
+    """Internal rows of process `rank`'s units in every gate block. _row_index(4, 2, 2, 1).tolist() == [2, 3, 6, 7]"""
+    a, b = H * rank // size, H * (rank + 1) // size
+    return np.concatenate([np.arange(k * H + a, k * H + b) for k in range(gates)])
+
+
+class ForkTeam:
+    """Process 0 (this one) and size - 1 forked helpers; see the module docstring.
+
+    start(model) moves the parameters into shared memory and forks; begin() hands the helpers a
+    step's inputs; close() stops them (also run when process 0 exits, by signal or error: a helper
+    whose parent is gone exits at its next wait)."""
+
+    def __init__(self, size, hidden_size, arena_bytes):
+        assert size >= 2 and hidden_size % size == 0
+        self.size, self.rank, self.H = size, 0, hidden_size
+        self.arena = Arena(arena_bytes)
+        self.ctrl = self.arena.ints(0, _ARENA_AT // 8)
+        self.flags = self.ctrl[_FLAGS : _FLAGS + size * _LINE : _LINE]
+        self.count, self.pids, self.parent, self._index = 0, [], os.getpid(), {}
+        self.units = slice(0, hidden_size // size)
+
+    # ---- the interface the cells and the model use ------------------------------------------
+
+    def own(self, n):
+        k = n // self.size
+        return slice(self.rank * k, (self.rank + 1) * k)
+
+    def _rows_of(self, n, gates, rank=None):
+        key = (n, gates, self.rank if rank is None else rank)
+        idx = self._index.get(key)
+        if idx is None:
+            H = n // gates
+            if key[2] == -1:  # P order: every process's rows, process by process
+                idx = np.concatenate([_row_index(H, gates, self.size, j) for j in range(self.size)])
+            else:
+                idx = _row_index(H, gates, self.size, key[2])
+            self._index[key] = idx
+        return idx
+
+    def rows(self, W, gates):
+        return W[self._rows_of(W.shape[0], gates)]
+
+    def transposed(self, W, gates, ws, name=None):
+        P = self._rows_of(W.shape[0], gates, -1)
+        WT = ws.get(name or "WT", (self.H // self.size, W.shape[0]), W.dtype)
+        np.copyto(WT, W[P][:, self.units].T)
+        return WT
+
+    def buffer(self, ws, name, shape, dtype):
+        return self.arena.get(f"{ws.tag}/{name}", shape, dtype)
+
+    def put_rows(self, name, own, gates):
+        full = self.arena.get(f"grad/{name}", (own.shape[0] * self.size,) + own.shape[1:], own.dtype)
+        full[self._rows_of(full.shape[0], gates)] = own
+        return full
+
+    def finish(self):
+        """The step's last sync; process 0 then checks that every process laid out its memory alike."""
+        self.ctrl[_SIG + self.rank] = self.arena.signature
+        self.sync()
+        if self.rank == 0 and len(set(self.ctrl[_SIG : _SIG + self.size].tolist())) != 1:
+            raise TeamError("the team's processes disagree on their shared memory layout (a bug)")
+
+    def sync(self):
+        self.count += 1
+        c, flags = self.count, self.flags
+        flags[self.rank] = c
+        for j in range(self.size):
+            spins = 0
+            while flags[j] < c:
+                spins += 1
+                if spins & 0x3FF == 0:
+                    self._check(spins)
+
+    # ---- process 0: starting, feeding and stopping the helpers --------------------------------
+
+    def start(self, model):
+        """Move the model's parameters into shared memory and fork the helpers."""
+        for name, p in model.params.items():
+            shared = self.arena.get(f"param/{name}", p.shape, p.dtype)
+            np.copyto(shared, p)
+            model.params[name] = shared
+        self.seen = int(self.ctrl[_CMD])  # before the fork: a helper starts waiting for the command after it
+        for rank in range(1, self.size):
+            pid = os.fork()
+            if pid == 0:
+                self._serve(rank, model)  # never returns
+            self.pids.append(pid)
+
+    def _inputs(self, T, B, model):
+        """The step's inputs as every process sees them (the same names, in the same order)."""
+        L, H, S = model.num_layers, model.hidden_size, len(model.cell.state_names)
+        x = self.arena.get("in/x", (T, B), np.int64)
+        state = [self.arena.get(f"in/state{j}", (L, B, H), model.dtype) for j in range(S)]
+        masks = [self.arena.get(f"in/mask{k}", (H, T, B), model.dtype) for k in range(L)]
+        resets = self.arena.get("in/resets", (T, B), np.bool_)
+        return x, state, masks, resets
+
+    def begin(self, x, state, masks, resets):
+        """Hand the helpers step `x` (T, B) from `state`: they start it at once."""
+        T, B = x.shape
+        sx, sstate, smasks, sresets = self._inputs(T, B, self.model)
+        np.copyto(sx, x)
+        for dst, src in zip(sstate, state):
+            np.copyto(dst, src)
+        for dst, src in zip(smasks, masks or ()):
+            np.copyto(dst, src)
+        if resets is not None:
+            np.copyto(sresets, resets)
+        cmd = self.ctrl[_CMD : _CMD + 6]
+        cmd[1:6] = STEP, T, B, masks is not None, resets is not None
+        cmd[0] += 1  # the sequence number last: a helper that sees it sees the rest
+
+    def close(self):
+        """Stop the helpers and wait for them (idempotent)."""
+        if not self.pids:
+            return
+        cmd = self.ctrl[_CMD : _CMD + 6]
+        cmd[1] = STOP
+        cmd[0] += 1
+        for pid in self.pids:
+            for _ in range(200):  # a helper waiting for a command exits within a few ms
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    break
+                time.sleep(0.005)
+            else:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+        self.pids = []
+
+    def _check(self, spins):
+        """While spinning: give the core away now and then, and notice a failed or vanished peer."""
+        if self.rank == 0:
+            err = bytes(self.arena.mm[_ERR_AT : _ERR_AT + _ERR_LEN]).rstrip(b"\0")
+            gone = [(pid, status) for pid, status in (os.waitpid(p, os.WNOHANG) for p in self.pids) if pid]
+            if gone or err:
+                self.pids = [p for p in self.pids if p not in {pid for pid, _ in gone}]
+                self.close()
+                why = err.decode(errors="replace") or _how_it_ended(gone[0][1])
+                raise TeamError(f"a helper process of the training step failed: {why}")
+        elif os.getppid() != self.parent or self.ctrl[_CMD + 1] == STOP:
+            os._exit(0)  # process 0 is gone or done: nothing to finish
+        if spins > 1 << 16:
+            time.sleep(0.0002)  # a long wait (validation, a checkpoint): doze
+        elif spins > 1 << 12:
+            os.sched_yield()
+
+    # ---- a helper --------------------------------------------------------------------------
+
+    def _serve(self, rank, model):
+        """A helper's life: run the steps process 0 hands over, on this process's units, until told
+        to stop or process 0 is gone. Signals are process 0's to answer."""
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        self.rank, self.pids = rank, []
+        self.units = slice(self.H * rank // self.size, self.H * (rank + 1) // self.size)
+        code = 0
+        try:
+            seen, cmd = self.seen, self.ctrl[_CMD : _CMD + 6]
+            while True:
+                spins = 0
+                while cmd[0] == seen:
+                    spins += 1
+                    if spins & 0x3FF == 0:
+                        self._check(spins)
+                seen = cmd[0]
+                if cmd[1] == STOP:
+                    break
+                T, B, has_masks, has_resets = int(cmd[2]), int(cmd[3]), bool(cmd[4]), bool(cmd[5])
+                x, state, masks, resets = self._inputs(T, B, model)
+                with np.errstate(all="ignore"):
+                    _, _, cache = model.forward(x, None, tuple(state), masks if has_masks else None,
+                                                resets if has_resets else None, team=self)
+                    model.backward(cache, team=self)
+        except BaseException as e:  # tell process 0, which reports it and stops the run
+            msg = f"{type(e).__name__}: {e}".encode()[: _ERR_LEN - 1]
+            self.arena.mm[_ERR_AT : _ERR_AT + len(msg)] = msg
+            code = 1
+        finally:
+            os._exit(code)
+
+
+def _how_it_ended(status):
+    """waitpid's status in words. _how_it_ended(9) == 'it was killed by SIGKILL'"""
+    if os.WIFSIGNALED(status):
+        return f"it was killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"it exited with code {os.WEXITSTATUS(status)}"
+
+
+def make_team(size, model, batch_size, seq_length):
+    """A started ForkTeam of `size` processes for steps of (seq_length, batch_size), or SOLO for 1."""
+    if size <= 1:
+        return SOLO
+    L, H, V, G = model.num_layers, model.hidden_size, model.vocab_size, model.cell.gates * model.hidden_size
+    f = model.dtype.itemsize
+    per_layer = (3 * G + 4 * H) * (seq_length + 1) * batch_size + 4 * G * batch_size
+    need = f * (3 * model.num_params() + L * per_layer + 2 * G * (V + H)) + 8 * seq_length * batch_size
+    team = ForkTeam(size, H, 2 * need + (16 << 20))  # room for a second slot of each name (a short chunk first)
+    team.model = model
+    team.start(model)
+    return team

@@ -1,0 +1,213 @@
+"""The unit-split team (team.py): the same gradients as one process, for real forked processes,
+and a run that ends well whichever process fails or is stopped."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from charrnn_cli import checkpoint as ckpt
+from charrnn_cli.cli import main
+from charrnn_cli.config import ConfigError, from_dict
+from charrnn_cli.cores import auto_team, plan_threads, team_size
+from charrnn_cli.model import CharRNN
+from charrnn_cli.team import SOLO, make_team
+
+from test_train import make_config, write_yaml
+
+
+def children(pid):
+    """The pids of pid's live child processes, from /proc."""
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                kids.append(int(entry))
+    return kids
+
+
+def one_step(model, team, x, y, state, masks, resets, repeats=1):
+    for _ in range(repeats):
+        team.begin(x, state, masks, resets)
+        loss, new_state, cache = model.forward(x, y, state, masks, resets, team=team)
+        grads, _ = model.backward(cache, team=team)
+    return loss, new_state, grads
+
+
+@pytest.mark.parametrize("mt", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("layers,hidden,size,dropout,resets", [
+    (1, 8, 2, 0.0, False),  # the plain path
+    (2, 6, 2, 0.3, True),  # dropout between layers, lines-mode resets, an input product per layer
+    (2, 9, 3, 0.0, False),  # three processes, three units each
+])
+def test_a_team_computes_one_process_gradients(mt, layers, hidden, size, dropout, resets):
+    """float64: the loss, the final state and every gradient as one process computes them."""
+    V, T, B = 11, 7, 5
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, V, (T, B)), rng.integers(0, V, (T, B))
+    solo = CharRNN(mt, V, hidden, layers, dropout=dropout, seed=3, dtype=np.float64)
+    split = CharRNN(mt, V, hidden, layers, dropout=dropout, seed=3, dtype=np.float64)
+    state = tuple(rng.standard_normal(s.shape) for s in solo.zero_state(B))  # a carried state, not zeros
+    masks = solo.dropout_masks(T, B, np.random.default_rng(1)) if dropout else None
+    res = rng.random((T, B)) < 0.2 if resets else None
+    want = one_step(solo, SOLO, x, y, state, masks, res)
+    team = make_team(size, split, B, T)
+    try:
+        assert len(children(os.getpid())) >= size - 1
+        got = one_step(split, team, x, y, state, masks, res, repeats=2)  # a second step reuses the buffers
+    finally:
+        team.close()
+    assert not set(children(os.getpid())) & set(team.pids)
+    assert got[0] == pytest.approx(want[0], abs=1e-12)
+    for a, b in zip(got[1], want[1]):
+        np.testing.assert_allclose(a, b, atol=1e-12)
+    assert set(got[2]) == set(want[2])
+    for k in want[2]:
+        np.testing.assert_allclose(got[2][k], want[2][k], atol=1e-12, err_msg=k)
+
+
+def test_a_shorter_chunk_then_a_full_one():
+    """The last chunk of an epoch can be shorter: the shared buffers grow again for the next."""
+    V, H, B = 9, 8, 3
+    solo, split = CharRNN("lstm", V, H, 1, seed=1, dtype=np.float64), CharRNN("lstm", V, H, 1, seed=1, dtype=np.float64)
+    team = make_team(2, split, B, 10)
+    try:
+        for T in (4, 10):
+            x = np.random.default_rng(T).integers(0, V, (T + 1, B))
+            want = one_step(solo, SOLO, x[:-1], x[1:], solo.zero_state(B), None, None)
+            got = one_step(split, team, x[:-1], x[1:], split.zero_state(B), None, None)
+            for k in want[2]:
+                np.testing.assert_allclose(got[2][k], want[2][k], atol=1e-12, err_msg=k)
+    finally:
+        team.close()
+
+
+def test_the_automatic_choice():
+    assert auto_team(512, {}, cores=2) == 2
+    assert auto_team(512, {}, cores=1) == 1  # one core: nothing to split
+    assert auto_team(511, {}, cores=8) == 1  # odd: the units do not halve
+    assert auto_team(64, {}, cores=2) == 1  # small: the calls are too short to split
+    assert auto_team(512, {"PMI_SIZE": "2"}, cores=2) == 1  # an MPI job uses the cores already
+    cfg = from_dict({"model": {"hidden_size": 512}})
+    assert plan_threads(cfg.training, cfg.model, environ={}, cores=2) == 1  # one BLAS thread per process
+    assert plan_threads(cfg.training, cfg.model, environ={}, cores=8) == 4
+    assert plan_threads(cfg.training, cfg.model, threads=3, environ={}, cores=8) == 3  # --threads wins
+    assert team_size(cfg.training, cfg.model, {"OPENBLAS_NUM_THREADS": "1"}, cores=2) == 2
+    assert team_size(cfg.training, cfg.model, {}, cores=2) == 1  # NumPy loaded with a thread per core
+    assert team_size(cfg.training, cfg.model, {"OPENBLAS_NUM_THREADS": "2"}, cores=2) == 1
+    off = from_dict({"model": {"hidden_size": 512}, "training": {"unit_split": 1}})
+    assert plan_threads(off.training, off.model, environ={}, cores=2) is None  # the BLAS default
+    assert team_size(off.training, off.model, {"OPENBLAS_NUM_THREADS": "1"}, cores=2) == 1
+
+
+def test_a_split_that_does_not_divide_the_units_is_refused():
+    with pytest.raises(ConfigError, match="training.unit_split: 5 processes cannot share model.hidden_size 12"):
+        from_dict({"model": {"hidden_size": 12}, "training": {"unit_split": 5}})
+
+
+def losses(run_dir):
+    return [r["train_loss"] for r in map(json.loads, open(os.path.join(run_dir, "metrics.jsonl")))
+            if r.get("train_loss") is not None]
+
+
+def test_training_with_a_team_follows_one_process(tmp_path):
+    """The CLI end to end: the same losses to float32 rounding, checkpoints, resume, no process left."""
+    runs = {}
+    for split in (1, 2):
+        (tmp_path / str(split)).mkdir()
+        raw = make_config(tmp_path / str(split), max_steps=8, unit_split=split)
+        r = CliRunner().invoke(main, ["train", str(write_yaml(tmp_path / str(split), raw)), "--quiet"])
+        assert r.exit_code == 0, r.output
+        runs[split] = losses(raw["output"]["dir"])
+        assert not children(os.getpid())  # the helper is gone
+    assert len(runs[1]) == len(runs[2]) == 4
+    np.testing.assert_allclose(runs[2], runs[1], rtol=1e-4)
+    run2 = tmp_path / "2" / "run"
+    r = CliRunner().invoke(main, ["train", str(tmp_path / "2" / "cfg.yaml"), "--resume", str(run2 / "latest.npz"),
+                                  "--set", "training.max_steps=12", "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert ckpt.load(str(run2 / "latest.npz")).scalar("train.step") == 12
+
+
+@pytest.mark.parametrize("how", ["raises", "killed"])
+def test_a_failed_helper_stops_the_run_with_one_line(tmp_path, monkeypatch, how):
+    real = CharRNN.forward
+    calls = {"n": 0}
+
+    def forward(self, idx, targets, state, masks=None, resets=None, team=SOLO):
+        if team.rank == 1:  # in the helper: its own count of its steps
+            calls["n"] += 1
+            if calls["n"] == 6:
+                if how == "killed":
+                    os.kill(os.getpid(), signal.SIGKILL)
+                raise MemoryError("out of memory (a test)")
+        return real(self, idx, targets, state, masks, resets, team=team)
+
+    monkeypatch.setattr(CharRNN, "forward", forward)
+    raw = make_config(tmp_path, max_steps=20, checkpoint_every=4, unit_split=2)
+    r = CliRunner().invoke(main, ["train", str(write_yaml(tmp_path, raw)), "--quiet"])
+    assert r.exit_code == 1
+    why = "MemoryError: out of memory (a test)" if how == "raises" else "it was killed by SIGKILL"
+    line = [ln for ln in r.output.splitlines() if ln.startswith("Error:")]
+    assert len(line) == 1 and "a helper process of the training step failed: " + why in line[0], r.output
+    assert "step was not applied" in line[0] and "Last good checkpoint" in line[0] and "Traceback" not in r.output
+    assert ckpt.load(str(tmp_path / "run" / "latest.npz")).scalar("train.step") == 4
+    assert not children(os.getpid())
+    assert not [f for f in os.listdir(tmp_path / "run") if "tmp" in f]
+
+
+def start_training(tmp_path, **training):
+    raw = make_config(tmp_path, max_steps=1_000_000, checkpoint_every=1_000_000, eval_every=1_000_000,
+                      log_every=1, unit_split=2, **training)
+    proc = subprocess.Popen([sys.executable, "-m", "charrnn_cli", "train", str(write_yaml(tmp_path, raw)), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (metrics.exists() and metrics.stat().st_size > 0):
+        time.sleep(0.05)
+    assert metrics.exists(), proc.communicate()
+    helpers = children(proc.pid)
+    assert len(helpers) == 1
+    return proc, helpers[0]
+
+
+def gone_within(pid, seconds):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except OSError:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_ctrl_c_to_the_whole_group_saves_and_stops_both(tmp_path):
+    """A terminal's Ctrl-C reaches every process of the group: process 0 answers it, the helper ignores it."""
+    proc, helper = start_training(tmp_path)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted by SIGINT: saved" in err and "Traceback" not in err
+    assert ckpt.load(str(tmp_path / "run" / "latest.npz")).scalar("train.step") >= 1
+    assert gone_within(helper, 5)
+
+
+def test_a_helper_outlives_no_killed_parent(tmp_path):
+    proc, helper = start_training(tmp_path)
+    proc.kill()  # SIGKILL: process 0 cannot stop its helper itself
+    proc.communicate(timeout=30)
+    assert gone_within(helper, 5)
