@@ -2,6 +2,7 @@
 
     git worktree add /tmp/before HEAD~1
     python benchmarks/ab.py /tmp/before . --model lstm 1 512 64 100 --rounds 6
+    python benchmarks/ab.py . . --a-split 1 --rounds 6     # one process against the team, same code
 
 On a shared or virtual machine a single measurement moves by 10-25%, and the drift hits whatever
 runs at the time; alternating the two checkouts in fresh processes, round after round (A B, then
@@ -22,12 +23,21 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # bench.py's own training measurement (its charrnn_train worker: Adam, clipping, 2 warm-up steps,
 # median of 5 blocks of 3 steps), with charrnn_cli imported from the checkout given
 WORKER = ("import json, sys; sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[2]); import bench; "
-          "print(json.dumps(bench.charrnn_train(sys.argv[3], *map(int, sys.argv[4:8]), 3, 5)['chars_per_sec']))")
+          "split = json.loads(sys.argv[8]); "
+          "print(json.dumps(bench.charrnn_train(sys.argv[3], *map(int, sys.argv[4:8]), 3, 5, split)['chars_per_sec']))")
+
+# the BLAS threads `charrnn train` would set for the checkout, computed with that checkout's code
+ENV = ("import json, sys; sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[2]); import bench; "
+       "print(json.dumps(bench.train_env(sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), json.loads(sys.argv[6]))))")
 
 
-def rate(checkout, model):
-    out = subprocess.run([sys.executable, "-c", WORKER, os.path.abspath(checkout), HERE, *map(str, model)],
-                         capture_output=True, text=True)
+def rate(checkout, model, split):
+    mt, L, H = model[:3]
+    where = [os.path.abspath(checkout), HERE]
+    env = subprocess.run([sys.executable, "-c", ENV, *where, mt, L, H, json.dumps(split)], capture_output=True,
+                         text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", WORKER, *where, *map(str, model), json.dumps(split)],
+                         capture_output=True, text=True, env=json.loads(env.stdout))
     if out.returncode:
         raise SystemExit(f"{checkout}: {out.stderr.strip()}")
     return json.loads(out.stdout)
@@ -40,15 +50,17 @@ def main():
     ap.add_argument("--model", nargs=5, default=["lstm", "1", "512", "64", "100"],
                     metavar=("TYPE", "LAYERS", "HIDDEN", "BATCH", "SEQ"), help="default: lstm 1 512 64 100")
     ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--a-split", type=int, default=None, metavar="N", help="training.unit_split for A (default: null)")
+    ap.add_argument("--b-split", type=int, default=None, metavar="N", help="training.unit_split for B (default: null)")
     args = ap.parse_args()
     for d in (args.a, args.b):
         if not os.path.isdir(os.path.join(d, "charrnn_cli")):
             raise SystemExit(f"{d} holds no charrnn_cli/")
     ra, rb = [], []
     for r in range(args.rounds):
-        order = [(args.a, ra), (args.b, rb)] if r % 2 == 0 else [(args.b, rb), (args.a, ra)]
-        for checkout, rates in order:
-            rates.append(rate(checkout, args.model))
+        order = [(args.a, ra, args.a_split), (args.b, rb, args.b_split)]
+        for checkout, rates, split in order if r % 2 == 0 else order[::-1]:
+            rates.append(rate(checkout, args.model, split))
     a, b = statistics.median(ra), statistics.median(rb)
     ratios = [y / x for x, y in zip(ra, rb)]
     mt, L, H, B, T = args.model

@@ -55,27 +55,61 @@ def steady_rate(step, chars_per_step, steps, repeats):
 # ---- workers: each runs in a fresh process and prints one JSON line ---------------------------
 
 
-def charrnn_train(mt, L, H, B, T, steps, repeats):
+def train_config(mt, L, H, split=None):
+    from charrnn_cli.config import from_dict
+
+    return from_dict({"model": {"type": mt, "num_layers": L, "hidden_size": H}, "training": {"unit_split": split}})
+
+
+def train_env(mt, L, H, split=None):
+    """The environment `charrnn train` gives itself for this model: its BLAS threads (cores.py)."""
+    try:
+        from charrnn_cli.cores import THREAD_VARIABLES, plan_threads
+    except ImportError:  # a checkout from before the team (benchmarks/ab.py)
+        return dict(os.environ)
+    cfg = train_config(mt, L, H, split)
+    n = plan_threads(cfg.training, cfg.model)
+    return dict(os.environ, **({var: str(n) for var in THREAD_VARIABLES} if n else {}))
+
+
+def charrnn_train(mt, L, H, B, T, steps, repeats, split=None):
+    """Training steps as `charrnn train` takes them in one process, or with its team (team.py) where
+    it would use one: run it in train_env's environment, as run_worker does."""
     import numpy as np
 
     from charrnn_cli.config import TrainingConfig
     from charrnn_cli.model import CharRNN
     from charrnn_cli.optim import clip_gradients, global_norm, make_optimizer
 
+    try:
+        from charrnn_cli.cores import team_size
+        from charrnn_cli.team import make_team
+    except ImportError:  # a checkout from before the team (benchmarks/ab.py)
+        team_size, make_team = None, None
     model = CharRNN(mt, VOCAB, H, L)
     opt = make_optimizer("adam", model.params, TrainingConfig())
     rng = np.random.default_rng(0)
     data = rng.integers(0, VOCAB, size=(T + 1, B))
     state = model.zero_state(B)
+    size = 1 if team_size is None else team_size(train_config(mt, L, H, split).training, train_config(mt, L, H).model)
+    team = None if make_team is None else make_team(size, model, B, T)
+    kw = {} if team is None else {"team": team}
 
     def step():
         nonlocal state
-        loss, state, cache = model.forward(data[:-1], data[1:], state)
-        grads, _ = model.backward(cache)
+        if team is not None:
+            team.begin(data[:-1], state, None, None)
+        loss, state, cache = model.forward(data[:-1], data[1:], state, **kw)
+        grads, _ = model.backward(cache, **kw)
         clip_gradients(grads, "norm", 5.0, global_norm(grads))
         opt.step(model.params, grads, 0.002)
 
-    return {"chars_per_sec": steady_rate(step, B * T, steps, repeats), "peak_mb": peak_mb()}
+    try:
+        rate = steady_rate(step, B * T, steps, repeats)
+    finally:
+        if team is not None:
+            team.close()
+    return {"chars_per_sec": rate, "peak_mb": peak_mb(), "processes": size}
 
 
 def dp_train(mt, L, H, B, T, steps, repeats):
@@ -283,9 +317,9 @@ def make_large_file(path, gib):
 # ---- driver ---------------------------------------------------------------------------------
 
 
-def run_worker(name, *args):
+def run_worker(name, *args, env=None):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, json.dumps(args)]
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"worker {name}{args} failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -389,6 +423,8 @@ def main():
     ap.add_argument("--sample-chars", type=int, default=2000, help="characters per sampling run")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per row; medians are reported")
     ap.add_argument("--mpi", action="store_true", help="only the data-parallel table (needs the mpi extra)")
+    ap.add_argument("--unit-split", type=int, default=None, metavar="N",
+                    help="charrnn's training.unit_split (default: null, what `charrnn train` picks; 1: one process)")
     ap.add_argument("--rows", default="", help="only the rows whose name contains one of these, comma-separated "
                     "(for example lstm or 'lstm 2x256'); more rounds of fewer rows where the machine is noisy")
     a = ap.parse_args()
@@ -419,8 +455,10 @@ def main():
     print("sgemm bound: the per-step product (G*H, H) @ (H, B) in float32, measured each round beside the rows, "
           "divided by the row's matrix-product FLOPs per character (LSTM 1x512: 6.49 M); 'of bound' is charrnn's "
           "training rate as a share of it\n")
-    head = "| model | batch x seq | charrnn train ch/s | peak MB | sgemm GFLOP/s | of bound |"
-    sep = "| --- | --- | ---: | ---: | ---: | ---: |"
+    print("processes: how many processes share each charrnn training step (training.unit_split, team.py), "
+          "each with the BLAS threads `charrnn train` gives it\n")
+    head = "| model | batch x seq | processes | charrnn train ch/s | peak MB | sgemm GFLOP/s | of bound |"
+    sep = "| --- | --- | ---: | ---: | ---: | ---: | ---: |"
     if use_torch:
         head += " PyTorch train ch/s | ratio |"
         sep += " ---: | ---: |"
@@ -433,11 +471,13 @@ def main():
     print(sep)
     for mt, L, H, B, T in rows:
         # alternate the two libraries over several rounds, so drift on a shared machine hits both
-        rates = {"ours": [], "theirs": [], "s_ours": [], "s_theirs": [], "peak": [], "gflops": []}
+        rates = {"ours": [], "theirs": [], "s_ours": [], "s_theirs": [], "peak": [], "gflops": [], "procs": []}
         for _ in range(a.rounds):
             rates["gflops"].append(run_worker("sgemm", gates(mt) * H, H, B, 200, repeats)["gflops"])
-            r = run_worker("charrnn_train", mt, L, H, B, T, steps, repeats)
+            r = run_worker("charrnn_train", mt, L, H, B, T, steps, repeats, a.unit_split,
+                           env=train_env(mt, L, H, a.unit_split))
             rates["ours"].append(r["chars_per_sec"])
+            rates["procs"].append(r["processes"])
             rates["peak"].append(r["peak_mb"])
             if use_torch:
                 rates["theirs"].append(run_worker("torch_train", mt, L, H, B, T, steps, repeats)["chars_per_sec"])
@@ -446,7 +486,7 @@ def main():
                 rates["s_theirs"].append(run_worker("torch_sample", mt, L, H, a.sample_chars, repeats)["chars_per_sec"])
         med = {k: statistics.median(v) for k, v in rates.items() if v}
         bound = med["gflops"] * 1e9 / flop_per_char(mt, L, H)
-        line = (f"| {mt.upper()} {L}x{H} | {B} x {T} | {med['ours']:,.0f} | {max(rates['peak']):,.0f} | "
+        line = (f"| {mt.upper()} {L}x{H} | {B} x {T} | {max(rates['procs'])} | {med['ours']:,.0f} | {max(rates['peak']):,.0f} | "
                 f"{med['gflops']:.0f} | {100 * med['ours'] / bound:.0f}% |")
         if use_torch:
             line += f" {med['theirs']:,.0f} | {med['ours'] / med['theirs']:.2f}x |"

@@ -80,7 +80,7 @@ class Solo:
     def finish(self):
         pass
 
-    def begin(self, x, state, masks, resets):
+    def begin(self, x, state, masks, resets, backward=True):
         pass
 
     def close(self):
@@ -96,7 +96,7 @@ _CMD = 8 * _LINE  # the parent's command: [sequence, kind, T, B, has masks, has 
 _SIG = 9 * _LINE  # _SIG + j: a checksum of process j's shared-memory layout, written at each step's end
 _ERR_AT, _ERR_LEN = 4096, 4096  # bytes: the first error a helper met, for the parent's message
 _ARENA_AT = 8192
-STEP, STOP = 1, 2
+STEP, FORWARD, STOP = 1, 2, 3  # commands: forward and backward (training), forward only (validation), stop
 
 
 class Arena:
@@ -226,8 +226,9 @@ class ForkTeam:
         resets = self.arena.get("in/resets", (T, B), np.bool_)
         return x, state, masks, resets
 
-    def begin(self, x, state, masks, resets):
-        """Hand the helpers step `x` (T, B) from `state`: they start it at once."""
+    def begin(self, x, state, masks, resets, backward=True):
+        """Hand the helpers step `x` (T, B) from `state`: they start it at once (backward=False:
+        the forward pass only, as validation runs it)."""
         T, B = x.shape
         sx, sstate, smasks, sresets = self._inputs(T, B, self.model)
         np.copyto(sx, x)
@@ -238,7 +239,7 @@ class ForkTeam:
         if resets is not None:
             np.copyto(sresets, resets)
         cmd = self.ctrl[_CMD : _CMD + 6]
-        cmd[1:6] = STEP, T, B, masks is not None, resets is not None
+        cmd[1:6] = STEP if backward else FORWARD, T, B, masks is not None, resets is not None
         cmd[0] += 1  # the sequence number last: a helper that sees it sees the rest
 
     def close(self):
@@ -301,7 +302,8 @@ class ForkTeam:
                 with np.errstate(all="ignore"):
                     _, _, cache = model.forward(x, None, tuple(state), masks if has_masks else None,
                                                 resets if has_resets else None, team=self)
-                    model.backward(cache, team=self)
+                    if cmd[1] == STEP:
+                        model.backward(cache, team=self)
         except BaseException as e:  # tell process 0, which reports it and stops the run
             msg = f"{type(e).__name__}: {e}".encode()[: _ERR_LEN - 1]
             self.arena.mm[_ERR_AT : _ERR_AT + len(msg)] = msg

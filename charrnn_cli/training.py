@@ -253,9 +253,13 @@ class Run:
     def validation_loss(self, max_chars=None):
         """The validation loss over the first max_chars characters (default: the run's fixed amount)."""
         t_cfg, comm = self.cfg.training, self.comm
-        total, count, ends = score_sums(self.model, self.val_data, t_cfg.batch_size, t_cfg.seq_length,
-                                        max_chars or self.prog.eval_chars or t_cfg.eval_max_chars, comm.rank,
-                                        comm.size, nl=self.nl)
+        try:
+            total, count, ends = score_sums(self.model, self.val_data, t_cfg.batch_size, t_cfg.seq_length,
+                                            max_chars or self.prog.eval_chars or t_cfg.eval_max_chars, comm.rank,
+                                            comm.size, nl=self.nl, team=self._team())
+        except TeamError as e:
+            raise TrainingError(f"{e} (during validation; --set training.unit_split=1 trains in one "
+                                f"process)") from None
         total, count, ends = comm.sum((total, count, ends))  # each process scored its block of the streams
         self.val_per_item = total / ends if ends else math.nan
         return total / count if count else math.nan
