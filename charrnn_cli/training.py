@@ -515,6 +515,10 @@ def _opening_lines(run, folder, ck, comm, echo):
     if comm.size > 1:
         echo(f"processes: {comm.size} on {comm.hosts} host{'s' if comm.hosts > 1 else ''}, "
              f"{B // comm.size} streams each (training.batch_size {B} in all)")
+    if run.team_size > 1:
+        H = cfg.model.hidden_size
+        echo(f"cores: {run.team_size} processes share each step, {H // run.team_size} of the {H} hidden units each "
+             f"(training.unit_split; 1 trains in one process)")
     if ck is not None:
         echo(f"resumed from {ck.path} at step {prog.step:,}; writing to {folder.path}")
 

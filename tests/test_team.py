@@ -216,3 +216,21 @@ def test_a_helper_outlives_no_killed_parent(tmp_path):
     proc.kill()  # SIGKILL: process 0 cannot stop its helper itself
     proc.communicate(timeout=30)
     assert gone_within(helper, 5)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="the automatic team needs 2 cores")
+def test_charrnn_train_takes_the_team_by_itself_on_two_cores(tmp_path):
+    """As a user runs it: a fresh process, NumPy not yet loaded, hidden_size 128, no setting."""
+    raw = make_config(tmp_path, max_steps=4)
+    raw["model"]["hidden_size"] = 128
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-m", "charrnn_cli", "train", str(write_yaml(tmp_path, raw))],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "cores: 2 processes share each step, 64 of the 128 hidden units each" in out.stdout + out.stderr
+    raw["training"]["unit_split"] = 1
+    raw["output"]["dir"] = str(tmp_path / "one")
+    out = subprocess.run([sys.executable, "-m", "charrnn_cli", "train", str(write_yaml(tmp_path, raw))],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "cores:" not in out.stdout + out.stderr
