@@ -234,3 +234,25 @@ def test_charrnn_train_takes_the_team_by_itself_on_two_cores(tmp_path):
                          capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "cores:" not in out.stdout + out.stderr
+
+
+def test_exact_resume_with_a_team_is_bitwise(tmp_path):
+    """50 steps straight (crossing an epoch wrap, the last chunk short) against 23 + 27 resumed."""
+    from charrnn_cli.training import train
+
+    from test_train import params_of
+
+    raw = make_config(tmp_path, max_steps=50, eval_every=10, checkpoint_every=100, unit_split=2)
+    straight = train(from_dict(raw), quiet=True)
+    assert straight.progress.epoch == 1
+    a = params_of(os.path.join(straight.out_dir, "latest.npz"))
+    raw["output"]["dir"] = str(tmp_path / "run2")
+    raw["training"]["max_steps"] = 23
+    train(from_dict(raw), quiet=True)
+    raw["training"]["max_steps"] = 50
+    resumed = train(from_dict(raw), resume=str(tmp_path / "run2" / "latest.npz"), quiet=True)
+    b = params_of(os.path.join(resumed.out_dir, "latest.npz"))
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert not children(os.getpid())
