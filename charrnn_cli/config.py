@@ -236,6 +236,8 @@ def from_dict(raw):
     if t.lr_schedule == "cosine" and t.lr_decay_steps is None and t.max_steps is None and t.max_minutes is None:
         raise ConfigError("training.lr_decay_steps: the cosine schedule needs lr_decay_steps, max_steps "
                           "or max_minutes")
+    if t.unit_split and t.unit_split > 1 and not hasattr(os, "fork"):
+        raise ConfigError("training.unit_split: this system cannot fork processes: use 1 (or null)")
     if t.unit_split and cfg.model.hidden_size % t.unit_split:
         raise ConfigError(f"training.unit_split: {t.unit_split} processes cannot share model.hidden_size "
                           f"{cfg.model.hidden_size} units evenly: use a divisor of it (1: one process)")

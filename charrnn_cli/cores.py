@@ -59,7 +59,7 @@ def auto_team(hidden_size, environ=None, cores=None):
     cores = usable_cores() if cores is None else cores
     if cores < 2 or launcher_size(environ) > 1 or hidden_size % 2 or hidden_size < TEAM_MIN_HIDDEN:
         return 1
-    return 2
+    return 2 if hasattr(os, "fork") else 1  # the team forks (not on Windows)
 
 
 def plan_threads(t_cfg, m_cfg, threads=None, environ=None, cores=None):
