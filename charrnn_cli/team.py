@@ -155,23 +155,20 @@ class ForkTeam:
         k = n // self.size
         return slice(self.rank * k, (self.rank + 1) * k)
 
-    def _rows_of(self, n, gates, rank=None):
-        key = (n, gates, self.rank if rank is None else rank)
+    def _rows_of(self, n, gates, ranks):
+        """Internal rows of the units of `ranks`, in that order, in every gate block of n rows
+        (all the ranks in order: the P order)."""
+        key = (n, gates, ranks)
         idx = self._index.get(key)
         if idx is None:
-            H = n // gates
-            if key[2] == -1:  # P order: every process's rows, process by process
-                idx = np.concatenate([_row_index(H, gates, self.size, j) for j in range(self.size)])
-            else:
-                idx = _row_index(H, gates, self.size, key[2])
-            self._index[key] = idx
+            idx = self._index[key] = np.concatenate([_row_index(n // gates, gates, self.size, j) for j in ranks])
         return idx
 
     def rows(self, W, gates):
-        return W[self._rows_of(W.shape[0], gates)]
+        return W[self._rows_of(W.shape[0], gates, (self.rank,))]
 
     def transposed(self, W, gates, ws, name=None):
-        P = self._rows_of(W.shape[0], gates, -1)
+        P = self._rows_of(W.shape[0], gates, tuple(range(self.size)))
         WT = ws.get(name or "WT", (self.H // self.size, W.shape[0]), W.dtype)
         np.copyto(WT, W[P][:, self.units].T)
         return WT
@@ -181,7 +178,7 @@ class ForkTeam:
 
     def put_rows(self, name, own, gates):
         full = self.arena.get(f"grad/{name}", (own.shape[0] * self.size,) + own.shape[1:], own.dtype)
-        full[self._rows_of(full.shape[0], gates)] = own
+        full[self._rows_of(full.shape[0], gates, (self.rank,))] = own
         return full
 
     def finish(self):
