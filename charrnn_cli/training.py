@@ -243,7 +243,11 @@ class Run:
 
     def _team(self):
         if self.team is SOLO and self.team_size > 1:
-            self.team = make_team(self.team_size, self.model, self.local_b, self.cfg.training.seq_length)
+            try:
+                self.team = make_team(self.team_size, self.model, self.local_b, self.cfg.training.seq_length)
+            except OSError as e:  # no memory or process slot for the helper
+                raise TrainingError(f"could not start the helper processes of the training step: {e} "
+                                    f"(--set training.unit_split=1 trains in one process)") from None
         return self.team
 
     def close(self):

@@ -256,3 +256,15 @@ def test_exact_resume_with_a_team_is_bitwise(tmp_path):
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     assert not children(os.getpid())
+
+
+def test_a_helper_that_cannot_start_is_one_line(tmp_path, monkeypatch):
+    def no_fork():
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    raw = make_config(tmp_path, max_steps=4, unit_split=2)
+    r = CliRunner().invoke(main, ["train", str(write_yaml(tmp_path, raw)), "--quiet"])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "could not start the helper processes of the training step: [Errno 11]" in r.output
+    assert "training.unit_split=1" in r.output
