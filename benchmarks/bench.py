@@ -341,16 +341,19 @@ def run_mpi_worker(n, threads, name, *args):
 
 
 def bench_mpi(rounds, steps, repeats):
-    """Every row (and the default model) as 1 process x 2 BLAS threads against 2 processes x 1."""
+    """Every row (and the default model) as 1 process x 2 BLAS threads against 2 MPI processes x 1
+    thread (data parallel: the streams split), and against charrnn train's team (team.py: 2
+    processes x 1 thread, the hidden units split)."""
     rows = ROWS + [("lstm", 2, 384, 32, 64)]
     print(f"data parallel: Adam, float32; median of {repeats} blocks of {steps} steps after 2 warm-up steps; "
           f"each row the median of {rounds} alternating rounds; the reduction: reduce-scatter + allgather of "
           f"every gradient in one float32 buffer, and the loss\n")
     print("| model | batch x seq | 1 process x 2 threads ch/s | 2 processes x 1 thread ch/s | ratio | "
-          "MB reduced per step | reduction ms | step ms (2 processes) | reduction share |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "MB reduced per step | reduction ms | step ms (2 processes) | reduction share | "
+          "team: units split ch/s | ratio |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for mt, L, H, B, T in rows:
-        one, two = [], []
+        one, two, team = [], [], []
         for _ in range(rounds):
             env_threads = os.environ.get("OPENBLAS_NUM_THREADS")
             os.environ["OPENBLAS_NUM_THREADS"] = "2"
@@ -360,12 +363,15 @@ def bench_mpi(rounds, steps, repeats):
             else:
                 os.environ["OPENBLAS_NUM_THREADS"] = env_threads
             two.append(run_mpi_worker(2, 1, "dp_train", mt, L, H, B, T, steps, repeats))
+            team.append(run_worker("charrnn_train", mt, L, H, B, T, steps, repeats, 2, env=train_env(mt, L, H, 2)))
         a = statistics.median(r["chars_per_sec"] for r in one)
         b = statistics.median(r["chars_per_sec"] for r in two)
         red = statistics.median(r["reduce_ms"] for r in two)
         step = statistics.median(r["step_ms"] for r in two)
+        c = statistics.median(r["chars_per_sec"] for r in team)
         print(f"| {mt.upper()} {L}x{H} | {B} x {T} | {a:,.0f} | {b:,.0f} | {b / a:.2f}x | "
-              f"{two[0]['bytes'] / 1e6:.1f} | {red:.2f} | {step:.1f} | {100 * red / step:.1f}% |", flush=True)
+              f"{two[0]['bytes'] / 1e6:.1f} | {red:.2f} | {step:.1f} | {100 * red / step:.1f}% | "
+              f"{c:,.0f} | {c / a:.2f}x |", flush=True)
 
 
 def has_torch():

@@ -53,7 +53,8 @@ def _load_checkpoint(path, allow_nonfinite=False):
 @click.option("--overwrite", is_flag=True,
               help="Replace the run already in output.dir (its checkpoints and metrics) instead of refusing.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N",
-              help="BLAS threads (default: training.threads, else one per core).")
+              help="BLAS threads per process (default: training.threads, else the cores divided among the "
+                   "processes that share each step, training.unit_split).")
 @click.option("--lines", is_flag=True, help="Each line is an item (data.mode: lines): names, titles, words.")
 @click.option("--quiet", is_flag=True, help="No progress bar or start-up lines; only the final summary.")
 def train(target, overrides, minutes, resume, overwrite, threads, lines, quiet):
