@@ -91,7 +91,8 @@ def charrnn_train(mt, L, H, B, T, steps, repeats, split=None):
     rng = np.random.default_rng(0)
     data = rng.integers(0, VOCAB, size=(T + 1, B))
     state = model.zero_state(B)
-    size = 1 if team_size is None else team_size(train_config(mt, L, H, split).training, train_config(mt, L, H).model)
+    cfg = train_config(mt, L, H, split)
+    size = 1 if team_size is None else team_size(cfg.training, cfg.model)
     team = None if make_team is None else make_team(size, model, B, T)
     kw = {} if team is None else {"team": team}
 

@@ -24,27 +24,16 @@ one process (the launcher's environment says so) imports it and fails with one l
 missing, rather than running R independent copies that fight over the same files.
 """
 
-import os
 import socket
 import zlib
 
 import numpy as np
 
-from .cores import LAUNCHER_SIZE_VARS, launcher_size  # noqa: F401 (launcher_size: part of this module's interface)
+from .cores import launcher_size  # how many processes the launcher started (stdlib only, read before NumPy loads)
+
 
 class DistError(RuntimeError):
     """The processes cannot train together: the message says why."""
-
-
-def launcher_size(environ=None):
-    """How many processes the launcher started, per the environment (1 when not launched)."""
-    env = os.environ if environ is None else environ
-    for var in LAUNCHER_SIZE_VARS:
-        if env.get(var, "").isdigit():
-            return int(env[var])
-    if "SLURM_PROCID" in env and env.get("SLURM_STEP_NUM_TASKS", "").isdigit():
-        return int(env["SLURM_STEP_NUM_TASKS"])
-    return 1
 
 
 def world(environ=None):

@@ -291,7 +291,7 @@ class CharRNN:
                 grads[f"Wx{k}"] = team.put_rows(f"Wx{k}", own @ as_matrix(layers[k - 1][0]).T, gates)  # (G, N) @ (N, H)
                 dx = team.buffer(self._ws[k], "dx_in", (H, T, B), dt)
                 team.sync()  # every process's rows of dxw
-                np.matmul(team.transposed(p[f"Wx{k}"], gates, self._ws[k], None if team.size == 1 else "WxT"),
+                np.matmul(team.transposed(p[f"Wx{k}"], gates, self._ws[k], "WxT", copy=False),
                           as_matrix(dxw), out=as_matrix(dx[u]))
         team.finish()  # every process's rows of every gradient
         if team.size > 1:

@@ -59,10 +59,11 @@ class Solo:
     def rows(self, W, gates):
         return W
 
-    def transposed(self, W, gates, ws, name=None):
-        """W^T: as a view, or with `name` a contiguous copy in ws (a per-step product runs faster
-        from it: LSTM 1x512 at B = 64 on a 2-core AMD EPYC, 1.24 against 1.51 ms a step)."""
-        if name is None:
+    def transposed(self, W, gates, ws, name, copy=True):
+        """W^T as a contiguous copy in ws[name] (a per-step product runs faster from it: LSTM 1x512
+        at B = 64 on a 2-core AMD EPYC, 1.24 against 1.51 ms a step), or with copy=False the view
+        (for one product per chunk, where the copy would cost more than it saves)."""
+        if not copy:
             return W.T
         WT = ws.get(name, W.T.shape, W.dtype)
         np.copyto(WT, W.T)
@@ -167,9 +168,10 @@ class ForkTeam:
     def rows(self, W, gates):
         return W[self._rows_of(W.shape[0], gates, (self.rank,))]
 
-    def transposed(self, W, gates, ws, name=None):
+    def transposed(self, W, gates, ws, name, copy=True):
+        """(W^T)[units] with W's rows in P order: always a copy (the rows are permuted)."""
         P = self._rows_of(W.shape[0], gates, tuple(range(self.size)))
-        WT = ws.get(name or "WT", (self.H // self.size, W.shape[0]), W.dtype)
+        WT = ws.get(name, (self.H // self.size, W.shape[0]), W.dtype)
         np.copyto(WT, W[P][:, self.units].T)
         return WT
 
@@ -203,6 +205,7 @@ class ForkTeam:
 
     def start(self, model):
         """Move the model's parameters into shared memory and fork the helpers."""
+        self.model = model  # begin() lays out its inputs by the model's shapes
         for name, p in model.params.items():
             shared = self.arena.get(f"param/{name}", p.shape, p.dtype)
             np.copyto(shared, p)
@@ -325,6 +328,5 @@ def make_team(size, model, batch_size, seq_length):
     per_layer = (3 * G + 4 * H) * (seq_length + 1) * batch_size + 4 * G * batch_size
     need = f * (3 * model.num_params() + L * per_layer + 2 * G * (V + H)) + 8 * seq_length * batch_size
     team = ForkTeam(size, H, 2 * need + (16 << 20))  # room for a second slot of each name (a short chunk first)
-    team.model = model
     team.start(model)
     return team
