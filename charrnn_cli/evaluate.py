@@ -12,6 +12,7 @@ import os
 import numpy as np
 
 from .data import Streams
+from .team import SOLO
 
 LN2 = math.log(2.0)
 
@@ -22,7 +23,7 @@ def score(model, data, streams=1, seq_length=256, max_chars=None, nl=None):
     return (total / count if count else float("nan")), count
 
 
-def score_sums(model, data, streams=1, seq_length=256, max_chars=None, rank=0, size=1, nl=None, team=None):
+def score_sums(model, data, streams=1, seq_length=256, max_chars=None, rank=0, size=1, nl=None, team=SOLO):
     """(summed nats, characters scored, items ended) over the streams process `rank` of `size`
     owns, out of `streams` cut from data[:max_chars + 1]; the processes' sums add up to one
     process's. nl: lines mode, the newline's index: the state resets where an item starts, and
@@ -47,11 +48,8 @@ def score_sums(model, data, streams=1, seq_length=256, max_chars=None, rank=0, s
     for j in range(s.steps_per_epoch):
         x, y = s.chunk(j * seq_length)
         resets = None if nl is None else x == nl
-        if team is None:
-            loss, state, _ = model.forward(x, y, state, resets=resets)
-        else:
-            team.begin(x, state, None, resets, backward=False)
-            loss, state, _ = model.forward(x, y, state, resets=resets, team=team)
+        team.begin(x, state, None, resets, backward=False)  # the team's other processes: the same pass
+        loss, state, _ = model.forward(x, y, state, resets=resets, team=team)
         total += loss * y.size
         count += y.size
         if nl is not None:
