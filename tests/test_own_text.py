@@ -3,7 +3,6 @@ conditions, paths, time budgets across resumes, validation's share of the run, d
 early stopping, threads, scoring a run's own validation split, top-p sampling."""
 
 import json
-import math
 import os
 import subprocess
 import sys

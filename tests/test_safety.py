@@ -11,7 +11,6 @@ import time
 
 import numpy as np
 import pytest
-import yaml
 from click.testing import CliRunner
 
 from charrnn_cli import checkpoint as ckpt
@@ -21,7 +20,7 @@ from charrnn_cli.config import ConfigError, from_dict, load_config
 from charrnn_cli.runfolder import read_metrics
 from charrnn_cli.training import Run, train
 
-from test_train import make_config, make_text, params_of, write_yaml
+from test_train import make_config, make_text, write_yaml
 
 
 def invoke(*args):
