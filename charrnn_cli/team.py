@@ -148,7 +148,7 @@ class ForkTeam:
         self.ctrl = self.arena.ints(0, _ARENA_AT // 8)
         self.flags = self.ctrl[_FLAGS : _FLAGS + size * _LINE : _LINE]
         self.count, self.pids, self.parent, self._index = 0, [], os.getpid(), {}
-        self.units = slice(0, hidden_size // size)
+        self.units = self.own(hidden_size)
 
     # ---- the interface the cells and the model use ------------------------------------------
 
@@ -284,7 +284,7 @@ class ForkTeam:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
         self.rank, self.pids = rank, []
-        self.units = slice(self.H * rank // self.size, self.H * (rank + 1) // self.size)
+        self.units = self.own(self.H)
         code = 0
         try:
             seen, cmd = self.seen, self.ctrl[_CMD : _CMD + 6]
