@@ -22,18 +22,22 @@ from charrnn_cli.team import SOLO, make_team
 from test_train import make_config, write_yaml
 
 
+def proc_stat(pid):
+    """The fields of /proc/PID/stat after the command name (state, parent pid, ...), or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
 def children(pid):
     """The pids of pid's live child processes, from /proc."""
     kids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid and fields[0] != "Z":
-                kids.append(int(entry))
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        fields = proc_stat(entry)
+        if fields and int(fields[1]) == pid and fields[0] != "Z":
+            kids.append(int(entry))
     return kids
 
 
@@ -190,11 +194,8 @@ def start_training(tmp_path, **training):
 def gone_within(pid, seconds):
     deadline = time.time() + seconds
     while time.time() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    return True
-        except OSError:
+        fields = proc_stat(pid)
+        if fields is None or fields[0] == "Z":
             return True
         time.sleep(0.02)
     return False
