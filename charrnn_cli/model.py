@@ -192,8 +192,8 @@ class CharRNN:
         logits, row t*B + b for step t of stream b. `masks` (from dropout_masks) turns dropout
         on; None means evaluation. `resets` (T, B) bool, or None: True where stream b's state is
         reset to zero before step t, in every layer (lines mode: an item starts at idx[t, b]).
-        `team` (team.py): the processes sharing this step, each on its hidden units; process 0
-        alone computes the logits and the loss.
+        `team` (team.py): the processes sharing this step, each on its hidden units and its share
+        of the logits' rows; process 0 alone computes the softmax and the loss.
         """
         T, B = idx.shape
         p, cell, dt, H, gates = self.params, self.cell, self.dtype, self.hidden_size, self.cell.gates
@@ -228,15 +228,19 @@ class CharRNN:
             team.sync()  # the layer's output complete: the next layer's input
             layers.append((x, cache))
         new_state = tuple(np.stack(s) for s in new_state)  # (L, B, H)
-        if team.rank != 0:
-            return None, new_state, {"idx": idx, "layers": layers, "masks": masks}
-        logits = self._ws_top.get("logits", (T * B, self.vocab_size), dt)
-        np.matmul(as_matrix(x).T, p["Wy"].T, out=logits)  # (T*B, H) @ (H, V)
-        logits += p["by"]
+        N = T * B
+        logits = team.buffer(self._ws_top, "logits", (N, self.vocab_size), dt)
+        n = team.own(N)  # this process's rows: positions t*B + b
+        np.matmul(as_matrix(x).T[n], p["Wy"].T, out=logits[n])  # (T*B, H) @ (H, V)
+        logits[n] += p["by"]
+        probs = team.buffer(self._ws_top, "probs", logits.shape, dt)  # process 0's, then the backward's dlogits
+        team.sync()  # every process's rows of the logits
         cache = {"idx": idx, "targets": targets, "layers": layers, "masks": masks, "logits": logits}
+        if team.rank != 0:
+            return None, new_state, cache
         loss = None
         if targets is not None:
-            loss, probs = softmax_cross_entropy(logits, targets.reshape(-1), self._ws_top)
+            loss, probs = softmax_cross_entropy(logits, targets.reshape(-1), probs)
             cache["probs"] = probs
         return loss, new_state, cache
 
@@ -253,16 +257,17 @@ class CharRNN:
         H, N, u = self.hidden_size, T * B, team.units
         grads = {}
         dx = team.buffer(self._ws_top, "dx", (H, T, B), dt)  # feature-major gradient at the top layer's output
+        dlogits = team.buffer(self._ws_top, "probs", (N, self.vocab_size), dt)  # process 0's probs, made dlogits below
         if team.rank == 0:
             # backprop through softmax cross-entropy: (p - onehot) / N
-            dlogits = cache["probs"]  # (N, V)
             dlogits[np.arange(N), cache["targets"].reshape(-1)] -= 1.0
             dlogits *= dt.type(1.0 / N)
-            top = as_matrix(layers[-1][0])  # (H, N)
-            grads["Wy"] = dlogits.T @ top.T  # (V, H)
             grads["by"] = rowsum(dlogits.T)
-            np.matmul(p["Wy"].T, dlogits.T, out=as_matrix(dx))
-        team.sync()  # the top gradient complete
+        team.sync()  # dlogits complete
+        # each process: its units' columns of the decoder's gradient (transposed) and its units of dx
+        top = as_matrix(layers[-1][0])  # (H, N)
+        grads["Wy"] = team.put_rows("WyT", top[u] @ dlogits, 1).T  # (H, N) @ (N, V), seen as (V, H)
+        np.matmul(p["Wy"][:, u].T, dlogits.T, out=as_matrix(dx[u]))
         dstate0 = [[None] * self.num_layers for _ in cell.state_names]
         for k in range(self.num_layers - 1, -1, -1):
             _, lcache = layers[k]
@@ -289,6 +294,7 @@ class CharRNN:
                 np.matmul(team.transposed(p[f"Wx{k}"], gates, self._ws[k], "WxT", copy=False),
                           as_matrix(dxw), out=as_matrix(dx[u]))
         team.finish()  # every process's rows of every gradient
+        grads["Wy"] = np.ascontiguousarray(grads["Wy"])
         if team.size > 1:
             return grads, None
         dstate0 = tuple(np.stack(s) for s in dstate0)
@@ -407,14 +413,14 @@ class CharRNN:
         return int(sum(v.size for v in self.params.values()))
 
 
-def softmax_cross_entropy(logits, targets, ws=None):
-    """Mean -log softmax(logits)[targets] computed stably; returns (loss, probs).
+def softmax_cross_entropy(logits, targets, probs=None):
+    """Mean -log softmax(logits)[targets] computed stably; returns (loss, probs), into `probs` if given.
 
     >>> round(softmax_cross_entropy(np.zeros((1, 4)), np.array([2]))[0], 6) == round(float(np.log(4)), 6)
     True
     """
     N, V = logits.shape
-    probs = np.empty_like(logits) if ws is None else ws.get("probs", (N, V), logits.dtype)
+    probs = np.empty_like(logits) if probs is None else probs
     m = logits.max(axis=1, keepdims=True)
     shifted_t = logits[np.arange(N), targets] - m[:, 0]
     np.subtract(logits, m, out=probs)  # shift for stability

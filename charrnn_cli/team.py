@@ -13,8 +13,9 @@ twice per time step, through memory they share:
 
 A sync is a spin on counters in shared memory (a sleeping process wakes in about 150 us on a
 virtual machine, longer than a step's work). Process 0 is the one that runs the training loop; it
-alone computes the decoder, the loss, the optimizer step and everything else, while the others wait
-for the next step. Parameters live in the shared memory, so process 0's updates are what the
+alone computes the softmax, the loss, the optimizer step and everything else, while the others wait
+for the next step. The decoder's products are shared too: the logits by rows (positions t*B + b),
+its gradients by units, like the recurrent layers'. Parameters live in the shared memory, so process 0's updates are what the
 others read. The math is the same as one process's: each element of each product and each gradient
 is computed once, by one process, in the same order (tests/test_team.py checks the gradients).
 
@@ -23,7 +24,7 @@ Rows "laid out process by process" (P order): a (G, ...) buffer every process wr
 
     team.rank, team.size        who this process is; Solo (one process) is rank 0 of 1
     team.units                  this process's hidden units, a slice of range(H)
-    team.own(n)                 its block of a P-ordered buffer of n rows
+    team.own(n)                 its block of a P-ordered buffer of n rows (of any n rows to share out)
     team.rows(W, gates)         its rows of a weight or bias (internal order), contiguous
     team.transposed(W, gates, ws, name)   (W^T)[units] with W's rows in P order, contiguous
     team.buffer(ws, name, shape, dtype)   an array every process of the team sees
@@ -153,8 +154,7 @@ class ForkTeam:
     # ---- the interface the cells and the model use ------------------------------------------
 
     def own(self, n):
-        k = n // self.size
-        return slice(self.rank * k, (self.rank + 1) * k)
+        return slice(self.rank * n // self.size, (self.rank + 1) * n // self.size)
 
     def _rows_of(self, n, gates, ranks):
         """Internal rows of the units of `ranks`, in that order, in every gate block of n rows
@@ -326,7 +326,8 @@ def make_team(size, model, batch_size, seq_length):
     L, H, V, G = model.num_layers, model.hidden_size, model.vocab_size, model.cell.gates * model.hidden_size
     f = model.dtype.itemsize
     per_layer = (3 * G + 4 * H) * (seq_length + 1) * batch_size + 4 * G * batch_size
-    need = f * (3 * model.num_params() + L * per_layer + 2 * G * (V + H)) + 8 * seq_length * batch_size
+    top = (2 * seq_length * batch_size + H) * V  # the logits, the probabilities and the decoder's gradient
+    need = f * (3 * model.num_params() + L * per_layer + 2 * G * (V + H) + top) + 8 * seq_length * batch_size
     team = ForkTeam(size, H, 2 * need + (16 << 20))  # room for a second slot of each name (a short chunk first)
     team.start(model)
     return team
