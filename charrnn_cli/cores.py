@@ -98,3 +98,36 @@ def set_threads(n):
     for var in THREAD_VARIABLES:
         os.environ[var] = str(n)
     return True
+
+
+# OPENBLAS_CORETYPE names (lower case) by the vector instructions their kernels use: 1 AVX, 2 AVX2,
+# 3 AVX-512. Older or unknown names are not judged.
+_KERNEL_LEVEL = {"sandybridge": 1, "bulldozer": 1, "piledriver": 1, "steamroller": 1, "haswell": 2, "zen": 2,
+                 "excavator": 2, "skylakex": 3, "cooperlake": 3, "sapphirerapids": 3}
+_LEVEL_NAME = {1: "AVX", 2: "AVX2", 3: "AVX-512"}
+
+
+def cpu_vector_level(cpuinfo="/proc/cpuinfo"):
+    """The widest vector instructions the CPU reports: 3 AVX-512, 2 AVX2, 1 AVX, 0 none or unknown."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return 3 if "avx512f" in flags else 2 if "avx2" in flags else 1 if "avx" in flags else 0
+    except OSError:
+        pass
+    return 0
+
+
+def blas_pin_note(environ=None, cpuinfo="/proc/cpuinfo"):
+    """One line for a user whose OPENBLAS_CORETYPE holds NumPy's BLAS to older kernels than the CPU
+    runs (some shared machines set it), or None. The products are most of a training step, and
+    such a pin made them 1.6-1.9x slower where measured (docs/speed.md)."""
+    env = os.environ if environ is None else environ
+    pin = env.get("OPENBLAS_CORETYPE", "").strip()
+    level, cpu = _KERNEL_LEVEL.get(pin.lower(), 0), cpu_vector_level(cpuinfo)
+    if not level or level >= cpu:
+        return None
+    return (f"blas: OPENBLAS_CORETYPE={pin} holds NumPy's products to {_LEVEL_NAME[level]} on this "
+            f"{_LEVEL_NAME[cpu]} CPU (1.6-1.9x slower); if the machine does not need it: env -u OPENBLAS_CORETYPE charrnn ...")

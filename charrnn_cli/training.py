@@ -28,7 +28,7 @@ from .dist import Single, world
 from .evaluate import score_sums
 from .model import CharRNN
 from .config import ConfigError
-from .cores import team_size
+from .cores import blas_pin_note, team_size
 from .optim import clip_gradients, cosine_fraction, global_norm, learning_rate, make_optimizer
 from .runfolder import OtherProcessFolder, RunFolder
 from .signals import ForcedStop, SignalGuard, Stop
@@ -519,6 +519,9 @@ def _opening_lines(run, folder, ck, comm, echo):
     if comm.size > 1:
         echo(f"processes: {comm.size} on {comm.hosts} host{'s' if comm.hosts > 1 else ''}, "
              f"{B // comm.size} streams each (training.batch_size {B} in all)")
+    note = blas_pin_note()
+    if note:
+        echo(note)
     if run.team_size > 1:
         H = cfg.model.hidden_size
         echo(f"cores: {run.team_size} processes share each step, {H // run.team_size} of the {H} hidden units each "

@@ -15,7 +15,8 @@ from click.testing import CliRunner
 from charrnn_cli import checkpoint as ckpt
 from charrnn_cli.cli import main
 from charrnn_cli.config import ConfigError, from_dict
-from charrnn_cli.cores import auto_team, plan_threads, team_size
+from charrnn_cli import cores
+from charrnn_cli.cores import auto_team, blas_pin_note, cpu_vector_level, plan_threads, team_size
 from charrnn_cli.model import CharRNN
 from charrnn_cli.team import SOLO, make_team
 
@@ -118,6 +119,36 @@ def test_the_automatic_choice():
 def test_a_split_that_does_not_divide_the_units_is_refused():
     with pytest.raises(ConfigError, match="training.unit_split: 5 processes cannot share model.hidden_size 12"):
         from_dict({"model": {"hidden_size": 12}, "training": {"unit_split": 5}})
+
+
+@pytest.mark.parametrize("flags,pin,named", [
+    ("fpu avx avx2 fma avx512f avx512bw", "Haswell", "AVX2 on this AVX-512 CPU"),  # the machines of 2026-11-25
+    ("fpu avx avx2 fma", "SandyBridge", "AVX on this AVX2 CPU"),
+    ("fpu avx avx2 fma", "Haswell", None),  # the pin picks what the CPU runs anyway
+    ("fpu avx avx2 fma avx512f", "SkylakeX", None),
+    ("fpu avx avx2 fma avx512f", "", None),  # no pin
+    ("fpu avx avx2 fma avx512f", "Penryn", None),  # a name not judged
+])
+def test_a_blas_pin_below_the_cpu_is_named(tmp_path, flags, pin, named):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n\n")
+    note = blas_pin_note({"OPENBLAS_CORETYPE": pin} if pin else {}, str(cpuinfo))
+    if named is None:
+        assert note is None
+    else:
+        assert f"OPENBLAS_CORETYPE={pin} holds NumPy's products to {named}" in note and "env -u OPENBLAS_CORETYPE" in note
+    assert cpu_vector_level(str(tmp_path / "missing")) == 0  # no /proc (not Linux): nothing is claimed
+
+
+def test_charrnn_train_names_the_pin(tmp_path, monkeypatch):
+    monkeypatch.setattr(cores, "cpu_vector_level", lambda *a: 3)  # as on an AVX-512 CPU
+    raw = make_config(tmp_path, max_steps=2)
+    r = CliRunner().invoke(main, ["train", str(write_yaml(tmp_path, raw))], env={"OPENBLAS_CORETYPE": "Haswell"})
+    assert r.exit_code == 0, r.output
+    lines = [line for line in r.output.splitlines() if line.startswith("blas:")]
+    assert len(lines) == 1 and "OPENBLAS_CORETYPE=Haswell holds NumPy's products to AVX2 on this AVX-512 CPU" in lines[0]
+    r = CliRunner().invoke(main, ["train", str(write_yaml(tmp_path, raw)), "--overwrite"], env={"OPENBLAS_CORETYPE": None})
+    assert r.exit_code == 0 and "blas:" not in r.output, r.output
 
 
 def losses(run_dir, key="train_loss"):
