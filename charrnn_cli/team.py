@@ -15,8 +15,8 @@ A sync is a spin on counters in shared memory (a sleeping process wakes in about
 virtual machine, longer than a step's work). Process 0 is the one that runs the training loop; it
 alone computes the softmax, the loss, the optimizer step and everything else, while the others wait
 for the next step. The decoder's products are shared too: the logits by rows (positions t*B + b),
-its gradients by units, like the recurrent layers'. Parameters live in the shared memory, so process 0's updates are what the
-others read. The math is the same as one process's: each element of each product and each gradient
+its gradients by units, like the recurrent layers'. Parameters live in the shared memory, so
+process 0's updates are what the others read. The math is the same as one process's: each element of each product and each gradient
 is computed once, by one process, in the same order (tests/test_team.py checks the gradients).
 
 Rows "laid out process by process" (P order): a (G, ...) buffer every process writes holds process
