@@ -16,8 +16,9 @@ virtual machine, longer than a step's work). Process 0 is the one that runs the 
 alone computes the softmax, the loss, the optimizer step and everything else, while the others wait
 for the next step. The decoder's products are shared too: the logits by rows (positions t*B + b),
 its gradients by units, like the recurrent layers'. Parameters live in the shared memory, so
-process 0's updates are what the others read. The math is the same as one process's: each element of each product and each gradient
-is computed once, by one process, in the same order (tests/test_team.py checks the gradients).
+process 0's updates are what the others read. The math is the same as one process's: each element
+of each product and each gradient is computed once, by one process, in the same order
+(tests/test_team.py checks the gradients).
 
 Rows "laid out process by process" (P order): a (G, ...) buffer every process writes holds process
 0's rows of gate blocks 0, 1, .. then process 1's, so each process's rows are one contiguous block.
