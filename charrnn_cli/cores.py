@@ -126,8 +126,11 @@ def blas_pin_note(environ=None, cpuinfo="/proc/cpuinfo"):
     such a pin made them 1.6-1.9x slower where measured (docs/speed.md)."""
     env = os.environ if environ is None else environ
     pin = env.get("OPENBLAS_CORETYPE", "").strip()
-    level, cpu = _KERNEL_LEVEL.get(pin.lower(), 0), cpu_vector_level(cpuinfo)
-    if not level or level >= cpu:
+    level = _KERNEL_LEVEL.get(pin.lower(), 0)
+    if not level:
+        return None  # no pin, or one not judged: /proc/cpuinfo is not read
+    cpu = cpu_vector_level(cpuinfo)
+    if level >= cpu:
         return None
     return (f"blas: OPENBLAS_CORETYPE={pin} holds NumPy's products to {_LEVEL_NAME[level]} on this "
             f"{_LEVEL_NAME[cpu]} CPU (1.6-1.9x slower); if the machine does not need it: env -u OPENBLAS_CORETYPE charrnn ...")
