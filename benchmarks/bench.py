@@ -86,6 +86,10 @@ def charrnn_train(mt, L, H, B, T, steps, repeats, split=None):
         from charrnn_cli.team import make_team
     except ImportError:  # a checkout from before the team (benchmarks/ab.py)
         team_size, make_team = None, None
+    try:
+        from charrnn_cli.optim import clip_and_step
+    except ImportError:  # a checkout from before the update was shared out: process 0 alone takes it
+        clip_and_step = None
     model = CharRNN(mt, VOCAB, H, L)
     opt = make_optimizer("adam", model.params, TrainingConfig())
     rng = np.random.default_rng(0)
@@ -93,7 +97,16 @@ def charrnn_train(mt, L, H, B, T, steps, repeats, split=None):
     state = model.zero_state(B)
     cfg = train_config(mt, L, H, split)
     size = 1 if team_size is None else team_size(cfg.training, cfg.model)
-    team = None if make_team is None else make_team(size, model, B, T)
+
+    def apply(grads, args, share):  # as charrnn train's Run._update
+        clip_and_step(opt, model.params, grads, "norm", 5.0, *args, share)
+
+    if make_team is None:
+        team = None
+    elif clip_and_step is None:
+        team = make_team(size, model, B, T)
+    else:
+        team = make_team(size, model, B, T, apply, list(opt.state.values()))
     kw = {} if team is None else {"team": team}
 
     def step():
@@ -102,8 +115,11 @@ def charrnn_train(mt, L, H, B, T, steps, repeats, split=None):
             team.begin(data[:-1], state, None, None)
         loss, state, cache = model.forward(data[:-1], data[1:], state, **kw)
         grads, _ = model.backward(cache, **kw)
-        clip_gradients(grads, "norm", 5.0, global_norm(grads))
-        opt.step(model.params, grads, 0.002)
+        if clip_and_step is None:
+            clip_gradients(grads, "norm", 5.0, global_norm(grads))
+            opt.step(model.params, grads, 0.002)
+        else:
+            team.update(apply, grads, 0.002, global_norm(grads), opt.t + 1)
 
     try:
         rate = steady_rate(step, B * T, steps, repeats)

@@ -259,11 +259,13 @@ class CharRNN:
         grads = {}
         dx = team.buffer(self._ws_top, "dx", (H, T, B), dt)  # feature-major gradient at the top layer's output
         dlogits = team.buffer(self._ws_top, "probs", (N, self.vocab_size), dt)  # process 0's probs, made dlogits below
+        dby = None
         if team.rank == 0:
             # backprop through softmax cross-entropy: (p - onehot) / N
             dlogits[np.arange(N), cache["targets"].reshape(-1)] -= 1.0
             dlogits *= dt.type(1.0 / N)
-            grads["by"] = rowsum(dlogits.T)
+            dby = rowsum(dlogits.T)
+        grads["by"] = team.from_first("by", dby, (self.vocab_size,), dt)  # every process holds every gradient
         team.sync()  # dlogits complete
         # each process: its units' columns of the decoder's gradient (transposed) and its units of dx
         top = as_matrix(layers[-1][0])  # (H, N)
@@ -295,7 +297,7 @@ class CharRNN:
                 np.matmul(team.transposed(p[f"Wx{k}"], gates, self._ws[k], "WxT", copy=False),
                           as_matrix(dxw), out=as_matrix(dx[u]))
         team.finish()  # every process's rows of every gradient
-        grads["Wy"] = np.ascontiguousarray(grads["Wy"])
+        grads["Wy"] = team.from_first("Wy", grads["Wy"] if team.rank == 0 else None, p["Wy"].shape, dt)
         if team.size > 1:
             return grads, None
         dstate0 = tuple(np.stack(s) for s in dstate0)

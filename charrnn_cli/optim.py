@@ -24,12 +24,19 @@ class Optimizer:
         self.state = {s: {k: np.zeros_like(v) for k, v in params.items()} for s in self.slots}
         self._tmp = {k: np.empty_like(v) for k, v in params.items()}
 
-    def step(self, params, grads, lr):
+    def step(self, params, grads, lr, share=None):
+        """One update, in place. share(n) -> slice: update only that block of each parameter's
+        flattened entries (the block a process of a team owns, team.py); None: all of them."""
         self.t += 1
         for k, p in params.items():
-            self._update(k, p, grads[k], lr, self._tmp[k])
+            arrays = (p, grads[k], self._tmp[k]) + tuple(self.state[s][k] for s in self.slots)
+            if share is not None:
+                block = share(p.size)
+                arrays = tuple(a.reshape(-1)[block] for a in arrays)  # views: every array is contiguous
+            self._update(lr, *arrays)
 
-    def _update(self, k, p, g, lr, tmp):
+    def _update(self, lr, p, g, tmp, *slots):
+        """p -= the update, from gradient g, with the slots' arrays (self.slots) and scratch tmp."""
         raise NotImplementedError
 
     def state_arrays(self):
@@ -50,16 +57,15 @@ class Optimizer:
                 src = arrays[f"optim.{s}.{k}"]
                 if src.shape != v.shape:
                     raise ValueError(f"optimizer state {s}.{k} has shape {src.shape}, expected {v.shape}")
-                d[k] = np.array(src, dtype=v.dtype)
+                np.copyto(v, src, casting="unsafe")  # into the array in place: a team shares it (team.py)
 
 
 class Adam(Optimizer):
     name = "adam"
     slots = ("m", "v")
 
-    def _update(self, k, p, g, lr, tmp):
+    def _update(self, lr, p, g, tmp, m, v):
         b1, b2, eps = self.hyper["beta1"], self.hyper["beta2"], self.hyper["eps"]
-        m, v = self.state["m"][k], self.state["v"][k]
         m *= b1
         np.multiply(g, 1 - b1, out=tmp)
         m += tmp
@@ -90,9 +96,8 @@ class RMSprop(Optimizer):
     name = "rmsprop"
     slots = ("v",)
 
-    def _update(self, k, p, g, lr, tmp):
+    def _update(self, lr, p, g, tmp, v):
         a = self.hyper["alpha"]
-        v = self.state["v"][k]
         np.multiply(g, g, out=tmp)
         tmp *= 1 - a
         v *= a
@@ -104,8 +109,7 @@ class Adagrad(Optimizer):
     name = "adagrad"
     slots = ("v",)
 
-    def _update(self, k, p, g, lr, tmp):
-        v = self.state["v"][k]
+    def _update(self, lr, p, g, tmp, v):
         np.multiply(g, g, out=tmp)
         v += tmp  # v = v + g^2
         _rescaled_step(p, g, v, lr, self.hyper["eps"], tmp)
@@ -115,8 +119,7 @@ class SGD(Optimizer):
     name = "sgd"
     slots = ("u",)
 
-    def _update(self, k, p, g, lr, tmp):
-        u = self.state["u"][k]
+    def _update(self, lr, p, g, tmp, u):
         u *= self.hyper["momentum"]
         u += g
         np.multiply(u, lr, out=tmp)
@@ -137,9 +140,10 @@ def global_norm(grads):
     return math.sqrt(sum(float(np.dot(g.ravel(), g.ravel())) for g in grads.values()))
 
 
-def clip_gradients(grads, mode, threshold, norm=None):
+def clip_gradients(grads, mode, threshold, norm=None, share=None):
     """Clip in place. mode "norm": scale all so the global norm is <= threshold; "value": clamp
     each element to [-threshold, threshold]. threshold 0 does nothing. Returns the pre-clip norm.
+    share(n) -> slice: clip only that block of each gradient's flattened entries (see Optimizer.step).
 
     >>> g = {"w": np.array([3.0, 4.0])}; clip_gradients(g, "norm", 1.0), g["w"].tolist()
     (5.0, [0.6000000000000001, 0.8])
@@ -147,15 +151,26 @@ def clip_gradients(grads, mode, threshold, norm=None):
     if norm is None:
         norm = global_norm(grads)
     if threshold > 0:
+        blocks = grads.values() if share is None else [g.reshape(-1)[share(g.size)] for g in grads.values()]
         if mode == "norm":
             if norm > threshold:
                 scale = threshold / norm
-                for g in grads.values():
+                for g in blocks:
                     g *= g.dtype.type(scale)
         else:
-            for g in grads.values():
+            for g in blocks:
                 np.clip(g, -threshold, threshold, out=g)
     return norm
+
+
+def clip_and_step(optimizer, params, grads, clip_mode, grad_clip, lr, norm, t, share=None):
+    """A training step's update: clip the gradients (their global norm is `norm`), then take update
+    number t. share(n) -> slice: only that block of each array's flattened entries, the block one
+    process of a team owns (team.update); every entry is updated on its own, so the blocks together
+    give exactly the whole update."""
+    clip_gradients(grads, clip_mode, grad_clip, norm, share)
+    optimizer.t = int(t) - 1  # a helper process's copy of the count follows process 0's
+    optimizer.step(params, grads, lr, share)
 
 
 def cosine_fraction(tcfg, step, time_fraction=0.0, anchor=(0.0, 0.0)):

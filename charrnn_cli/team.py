@@ -13,12 +13,14 @@ twice per time step, through memory they share:
 
 A sync is a spin on counters in shared memory (a sleeping process wakes in about 150 us on a
 virtual machine, longer than a step's work). Process 0 is the one that runs the training loop; it
-alone computes the softmax, the loss, the optimizer step and everything else, while the others wait
-for the next step. The decoder's products are shared too: the logits by rows (positions t*B + b),
-its gradients by units, like the recurrent layers'. Parameters live in the shared memory, so
-process 0's updates are what the others read. The math is the same as one process's: each element
-of each product and each gradient is computed once, by one process, in the same order
-(tests/test_team.py checks the gradients).
+alone computes the softmax, the loss, the gradient norm and everything else, while the others wait
+for the next command. The decoder's products are shared too: the logits by rows (positions
+t*B + b), its gradients by units, like the recurrent layers'. So is the update: each process clips
+and steps its block of every parameter's entries, an elementwise update being exact in any blocks.
+Parameters and the optimizer's state live in the shared memory, so what one process updates is
+what all read. The math is the same as one process's: each element of each product and each
+gradient is computed once, by one process, in the same order (tests/test_team.py checks the
+gradients and the update).
 
 Rows "laid out process by process" (P order): a (G, ...) buffer every process writes holds process
 0's rows of gate blocks 0, 1, .. then process 1's, so each process's rows are one contiguous block.
@@ -30,6 +32,8 @@ Rows "laid out process by process" (P order): a (G, ...) buffer every process wr
     team.transposed(W, gates, ws, name)   (W^T)[units] with W's rows in P order, contiguous
     team.buffer(ws, name, shape, dtype)   an array every process of the team sees
     team.put_rows(name, own, gates)       a gradient's full array, its rows from every process
+    team.from_first(name, a, shape, dtype)   process 0's array a, seen by every process
+    team.update(apply, grads, *args)      process 0: every process runs apply(grads, args, share) on its block
     team.sync()                 return when every process has reached the same sync
 
 Solo makes each of these the identity, so the cells and the model read the same in one process.
@@ -77,6 +81,12 @@ class Solo:
     def put_rows(self, name, own, gates):
         return own
 
+    def from_first(self, name, a, shape, dtype):
+        return np.ascontiguousarray(a)
+
+    def update(self, apply, grads, *args):
+        apply(grads, args, None)
+
     def sync(self):
         pass
 
@@ -99,7 +109,8 @@ _CMD = 8 * _LINE  # the parent's command: [sequence, kind, T, B, has masks, has 
 _SIG = 9 * _LINE  # _SIG + j: a checksum of process j's shared-memory layout, written at each step's end
 _ERR_AT, _ERR_LEN = 4096, 4096  # bytes: the first error a helper met, for the parent's message
 _ARENA_AT = 8192
-STEP, FORWARD, STOP = 1, 2, 3  # commands: forward and backward (training), forward only (validation), stop
+STEP, FORWARD, STOP, UPDATE = 1, 2, 3, 4  # commands: forward and backward (training), forward only
+# (validation), stop, the parameters' update (each process its block of every parameter)
 
 
 class Arena:
@@ -184,6 +195,26 @@ class ForkTeam:
         full[self._rows_of(full.shape[0], gates, (self.rank,))] = own
         return full
 
+    def from_first(self, name, a, shape, dtype):
+        """Process 0's array `a` (the others pass None) as a contiguous array every process sees,
+        once the next sync or command has passed."""
+        shared = self.arena.get(f"first/{name}", shape, dtype)
+        if self.rank == 0:
+            np.copyto(shared, a)
+        return shared
+
+    def update(self, apply, grads, *args):
+        """Process 0: the step's update, shared out. Every process calls apply(grads, args, share)
+        (apply: the function make_team was given) on its block, share(n), of every parameter's
+        entries; this returns when all are done, so the next step reads the updated parameters."""
+        vals = self.arena.get("update/args", (len(args),), np.float64)
+        vals[:] = args
+        cmd = self.ctrl[_CMD : _CMD + 6]
+        cmd[1:3] = UPDATE, len(args)
+        cmd[0] += 1
+        apply(grads, args, self.own)
+        self.sync()
+
     def finish(self):
         """The step's last sync; process 0 then checks that every process laid out its memory alike."""
         self.ctrl[_SIG + self.rank] = self.arena.signature
@@ -204,13 +235,14 @@ class ForkTeam:
 
     # ---- process 0: starting, feeding and stopping the helpers --------------------------------
 
-    def start(self, model):
-        """Move the model's parameters into shared memory and fork the helpers."""
-        self.model = model  # begin() lays out its inputs by the model's shapes
-        for name, p in model.params.items():
-            shared = self.arena.get(f"param/{name}", p.shape, p.dtype)
-            np.copyto(shared, p)
-            model.params[name] = shared
+    def start(self, model, apply=None, shared=()):
+        """Move the model's parameters, and every array of the dicts in `shared` (the optimizer's
+        state), into shared memory and fork the helpers; apply is the update's function (update())."""
+        self.model, self.apply = model, apply  # begin() lays out its inputs by the model's shapes
+        for prefix, arrays in [("param", model.params)] + [(f"shared{j}", d) for j, d in enumerate(shared)]:
+            for name, a in arrays.items():
+                arrays[name] = self.arena.get(f"{prefix}/{name}", a.shape, a.dtype)
+                np.copyto(arrays[name], a)
         self.seen = int(self.ctrl[_CMD])  # before the fork: a helper starts waiting for the command after it
         for rank in range(1, self.size):
             pid = os.fork()
@@ -288,7 +320,7 @@ class ForkTeam:
         self.units = self.own(self.H)
         code = 0
         try:
-            seen, cmd = self.seen, self.ctrl[_CMD : _CMD + 6]
+            seen, cmd, grads = self.seen, self.ctrl[_CMD : _CMD + 6], None
             while True:
                 spins = 0
                 while cmd[0] == seen:
@@ -298,13 +330,19 @@ class ForkTeam:
                 seen = cmd[0]
                 if cmd[1] == STOP:
                     break
+                if cmd[1] == UPDATE:  # this process's block of the step's gradients, just computed
+                    args = tuple(self.arena.get("update/args", (int(cmd[2]),), np.float64).tolist())
+                    with np.errstate(all="ignore"):
+                        self.apply(grads, args, self.own)
+                    self.sync()
+                    continue
                 T, B, has_masks, has_resets = int(cmd[2]), int(cmd[3]), bool(cmd[4]), bool(cmd[5])
                 x, state, masks, resets = self._inputs(T, B, model)
                 with np.errstate(all="ignore"):
                     _, _, cache = model.forward(x, None, tuple(state), masks if has_masks else None,
                                                 resets if has_resets else None, team=self)
                     if cmd[1] == STEP:
-                        model.backward(cache, team=self)
+                        grads, _ = model.backward(cache, team=self)
         except BaseException as e:  # tell process 0, which reports it and stops the run
             msg = f"{type(e).__name__}: {e}".encode()[: _ERR_LEN - 1]
             self.arena.mm[_ERR_AT : _ERR_AT + len(msg)] = msg
@@ -320,8 +358,12 @@ def _how_it_ended(status):
     return f"it exited with code {os.WEXITSTATUS(status)}"
 
 
-def make_team(size, model, batch_size, seq_length):
-    """A started ForkTeam of `size` processes for steps of (seq_length, batch_size), or SOLO for 1."""
+def make_team(size, model, batch_size, seq_length, apply=None, shared=()):
+    """A started ForkTeam of `size` processes for steps of (seq_length, batch_size), or SOLO for 1.
+
+    apply(grads, args, share): the update that team.update() runs in every process; shared: dicts
+    of arrays (the optimizer's state) that apply changes, moved into the shared memory with the
+    parameters (the dicts are updated in place)."""
     if size <= 1:
         return SOLO
     L, H, V, G = model.num_layers, model.hidden_size, model.vocab_size, model.cell.gates * model.hidden_size
@@ -329,6 +371,7 @@ def make_team(size, model, batch_size, seq_length):
     per_layer = (3 * G + 4 * H) * (seq_length + 1) * batch_size + 4 * G * batch_size
     top = (2 * seq_length * batch_size + H) * V  # the logits, the probabilities and the decoder's gradient
     need = f * (3 * model.num_params() + L * per_layer + 2 * G * (V + H) + top) + 8 * seq_length * batch_size
+    need += sum(a.nbytes for d in shared for a in d.values())
     team = ForkTeam(size, H, 2 * need + (16 << 20))  # room for a second slot of each name (a short chunk first)
-    team.start(model)
+    team.start(model, apply, shared)
     return team

@@ -29,7 +29,7 @@ from .evaluate import score_sums
 from .model import CharRNN
 from .config import ConfigError
 from .cores import blas_pin_note, team_size
-from .optim import clip_gradients, cosine_fraction, global_norm, learning_rate, make_optimizer
+from .optim import clip_and_step, cosine_fraction, global_norm, learning_rate, make_optimizer
 from .runfolder import OtherProcessFolder, RunFolder
 from .signals import ForcedStop, SignalGuard, Stop
 from .team import SOLO, TeamError, make_team
@@ -151,6 +151,11 @@ def _planned_steps(tcfg, streams):
     return min(caps) if caps else None
 
 
+def _team_failed(e, what):
+    """A TeamError as the one line the user sees."""
+    return TrainingError(f"{e}; {what} (--set training.unit_split=1 trains in one process)")
+
+
 class Run:
     """What training holds and does: the model, optimizer, progress, carried state and dropout
     generator; one step, one validation pass, one checkpoint."""
@@ -219,8 +224,7 @@ class Run:
                 loss, new_state, cache = model.forward(x, y, self.state, masks, resets, team=team)
                 grads, _ = model.backward(cache, team=team)
             except TeamError as e:
-                raise TrainingError(f"{e}; the step was not applied (--set training.unit_split=1 trains in "
-                                    f"one process)") from None
+                raise _team_failed(e, "the step was not applied") from None
         grads = comm.average_gradients(grads)  # gradients of the mean loss over all B x T characters
         loss = comm.mean(loss)
         norm = global_norm(grads)
@@ -228,10 +232,11 @@ class Run:
             bad = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", norm)
             raise TrainingError(f"the {bad[0]} became {bad[1]} at step {prog.step + 1}; stopped without saving "
                                 f"(try a lower training.learning_rate or grad_clip)")
-        t_cfg = self.cfg.training
-        clip_gradients(grads, t_cfg.clip_mode, t_cfg.grad_clip, norm)
         self.lr = lr_of(prog.step + 1)
-        self.optimizer.step(model.params, grads, self.lr)
+        try:
+            team.update(self._update, grads, self.lr, norm, self.optimizer.t + 1)  # every process its block
+        except TeamError as e:  # parameters part updated: the last checkpoint is the run's state
+            raise _team_failed(e, "the step was only partly applied, and it is not saved") from None
         self.state = new_state
         prog.step += 1
         prog.offset += x.shape[0]
@@ -241,10 +246,17 @@ class Run:
             self.state = model.zero_state(self.local_b)
         return loss, x.size * comm.size
 
+    def _update(self, grads, args, share):
+        """The update (lr, norm, t = args) on block share(n) of every parameter (all of it for None):
+        each process of the team runs this on its own block (team.update)."""
+        t_cfg = self.cfg.training
+        clip_and_step(self.optimizer, self.model.params, grads, t_cfg.clip_mode, t_cfg.grad_clip, *args, share)
+
     def _team(self):
         if self.team is SOLO and self.team_size > 1:
             try:
-                self.team = make_team(self.team_size, self.model, self.local_b, self.cfg.training.seq_length)
+                self.team = make_team(self.team_size, self.model, self.local_b, self.cfg.training.seq_length,
+                                      self._update, list(self.optimizer.state.values()))
             except OSError as e:  # no memory or process slot for the helper
                 raise TrainingError(f"could not start the helper processes of the training step: {e} "
                                     f"(--set training.unit_split=1 trains in one process)") from None

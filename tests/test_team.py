@@ -14,10 +14,11 @@ from click.testing import CliRunner
 
 from charrnn_cli import checkpoint as ckpt
 from charrnn_cli.cli import main
-from charrnn_cli.config import ConfigError, from_dict
+from charrnn_cli.config import ConfigError, TrainingConfig, from_dict
 from charrnn_cli import cores
 from charrnn_cli.cores import auto_team, blas_pin_note, cpu_vector_level, plan_threads, team_size
 from charrnn_cli.model import CharRNN
+from charrnn_cli.optim import clip_and_step, global_norm, make_optimizer
 from charrnn_cli.team import SOLO, make_team
 
 from test_train import make_config, write_yaml
@@ -94,6 +95,47 @@ def test_a_shorter_chunk_then_a_full_one():
             got = one_step(split, team, x[:-1], x[1:], split.zero_state(B), None, None)
             for k in want[2]:
                 np.testing.assert_allclose(got[2][k], want[2][k], atol=1e-12, err_msg=k)
+    finally:
+        team.close()
+
+
+@pytest.mark.parametrize("name,clip_mode,clip", [
+    ("adam", "norm", 0.05),  # the norm clip scales every block by the same factor
+    ("adam", "value", 0.002),
+    ("rmsprop", "norm", 5.0),
+    ("adagrad", "value", 0.0),  # no clipping
+    ("sgd", "value", 0.002),
+])
+@pytest.mark.parametrize("size", [2, 3])
+def test_a_team_update_is_the_one_process_update(name, clip_mode, clip, size):
+    """Each process clips and updates its block of every parameter and of the optimizer's state:
+    together, bitwise what one process makes of the same gradients, step after step (3 processes:
+    blocks of uneven size)."""
+    V, H, T, B = 11, 6, 5, 4
+    model = CharRNN("lstm", V, H, 2, seed=2)
+    opt = make_optimizer(name, model.params, TrainingConfig())
+    alone, alone_opt = {k: p.copy() for k, p in model.params.items()}, make_optimizer(name, model.params, TrainingConfig())
+
+    def apply(grads, args, share):
+        clip_and_step(opt, model.params, grads, clip_mode, clip, *args, share)
+
+    team = make_team(size, model, B, T, apply, list(opt.state.values()))
+    try:
+        state = model.zero_state(B)
+        for step in range(1, 4):
+            x = np.random.default_rng(step).integers(0, V, (T + 1, B))
+            _, state, grads = one_step(model, team, x[:-1], x[1:], state, None, None)
+            norm = global_norm(grads)
+            same, before = {k: g.copy() for k, g in grads.items()}, {k: p.copy() for k, p in alone.items()}
+            team.update(apply, grads, 0.01, norm, opt.t + 1)
+            clip_and_step(alone_opt, alone, same, clip_mode, clip, 0.01, norm, step)
+            assert opt.t == alone_opt.t == step
+            for k in alone:
+                assert not np.array_equal(alone[k], before[k]), k  # the step moved every parameter
+                np.testing.assert_array_equal(model.params[k], alone[k], err_msg=k)
+                for slot in opt.slots:
+                    np.testing.assert_array_equal(opt.state[slot][k], alone_opt.state[slot][k], err_msg=f"{slot}.{k}")
+                np.testing.assert_array_equal(grads[k], same[k], err_msg=f"clipped {k}")
     finally:
         team.close()
 
@@ -201,6 +243,33 @@ def test_a_failed_helper_stops_the_run_with_one_line(tmp_path, monkeypatch, how)
         assert "step was not applied" in line[0] and "Last good checkpoint" in line[0]
     else:
         assert "during validation" in line[0]
+    assert "Traceback" not in r.output
+    assert ckpt.load(str(tmp_path / "run" / "latest.npz")).scalar("train.step") == 4
+    assert not children(os.getpid())
+    assert not [f for f in os.listdir(tmp_path / "run") if "tmp" in f]
+
+
+def test_a_helper_failing_in_the_update_stops_the_run_unsaved(tmp_path, monkeypatch):
+    """The parameters are then part updated: nothing is saved after the last checkpoint."""
+    from charrnn_cli import training
+
+    real, calls = training.clip_and_step, {"n": 0}
+
+    def clip_and_step(*args):
+        share = args[-1]
+        if share is not None and share.__self__.rank == 1:  # in the helper, its own count of updates
+            calls["n"] += 1
+            if calls["n"] == 6:
+                raise MemoryError("out of memory (a test)")
+        return real(*args)
+
+    monkeypatch.setattr(training, "clip_and_step", clip_and_step)
+    raw = make_config(tmp_path, max_steps=20, checkpoint_every=4, unit_split=2)
+    r = CliRunner().invoke(main, ["train", str(write_yaml(tmp_path, raw)), "--quiet"])
+    assert r.exit_code == 1
+    line = [ln for ln in r.output.splitlines() if ln.startswith("Error:")]
+    assert len(line) == 1 and "failed: MemoryError: out of memory (a test)" in line[0], r.output
+    assert "only partly applied, and it is not saved" in line[0] and "Last good checkpoint" in line[0]
     assert "Traceback" not in r.output
     assert ckpt.load(str(tmp_path / "run" / "latest.npz")).scalar("train.step") == 4
     assert not children(os.getpid())
