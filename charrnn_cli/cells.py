@@ -215,11 +215,12 @@ class RNNCell(Cell):
             np.multiply(h, h, out=da)
             np.subtract(1.0, da, out=da)
             da *= dh
-            team.sync()  # da_t complete
+            team.arrive()  # da_t complete
+            dA[own, t] = da  # (while a later process finishes its rows)
+            team.wait()
             np.matmul(WhT, da_all, out=dh)  # dh_{t-1} (H, B)
             if keep is not None:
                 dh *= keep[t]  # nothing flows back through a reset
-            dA[own, t] = da
         dA_own = dA[own]
         dWh = _recurrent_weight_grad(dA_own, HS if keep is None else HP)
         return dA, (dh.copy(),), dWh, rowsum(as_matrix(dA_own))
@@ -308,12 +309,13 @@ class LSTMCell(Cell):
             np.multiply(dc, i, out=dag)
             dag *= tmp
             dc *= f  # dc_{t-1}
-            team.sync()  # da_t complete
+            team.arrive()  # da_t complete
+            dA[own, t] = da  # (while a later process finishes its rows)
+            team.wait()
             np.matmul(WhT, da_all, out=dh)  # dh_{t-1} (H, B)
             if keep is not None:
                 dh *= keep[t]  # nothing flows back through a reset
                 dc *= keep[t]
-            dA[own, t] = da
         dA_own = dA[own]
         dWh = _recurrent_weight_grad(dA_own, HS if keep is None else HP)
         return dA, (dh.copy(), dc.copy()), dWh, rowsum(as_matrix(dA_own))
@@ -434,13 +436,14 @@ class GRUCell(Cell):
             dhw[: 2 * H] *= dsig
             np.multiply(dan, r, out=dhn)  # d hn = dan * r
             dh *= z  # the direct path z * h_{t-1}
-            team.sync()  # the step's d r, d z, d hn complete
+            team.arrive()  # the step's d r, d z, d hn complete
+            dXo[: 2 * H, t] = dhw[: 2 * H]  # (while a later process finishes its rows)
+            dXo[2 * H :, t] = dan
+            dHN[:, t] = dhn
+            team.wait()
             dh += np.matmul(WhT, dhw_all, out=tmp)  # dh_{t-1} (H, B)
             if keep is not None:
                 dh *= keep[t]  # nothing flows back through a reset
-            dXo[: 2 * H, t] = dhw[: 2 * H]
-            dXo[2 * H :, t] = dan
-            dHN[:, t] = dhn
         dWh = np.empty((G, Wh.shape[1]), dt)
         _recurrent_weight_grad(dXo[: 2 * H], PREV, out=dWh[: 2 * H])
         _recurrent_weight_grad(dHN, PREV, out=dWh[2 * H :])

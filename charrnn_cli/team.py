@@ -35,6 +35,7 @@ Rows "laid out process by process" (P order): a (G, ...) buffer every process wr
     team.from_first(name, a, shape, dtype)   process 0's array a, seen by every process
     team.update(apply, grads, *args)      process 0: every process runs apply(grads, args, share) on its block
     team.sync()                 return when every process has reached the same sync
+    team.arrive(); team.wait()  the same sync in two halves, with this process's own work between
 
 Solo makes each of these the identity, so the cells and the model read the same in one process.
 """
@@ -88,6 +89,12 @@ class Solo:
         apply(grads, args, None)
 
     def sync(self):
+        pass
+
+    def arrive(self):
+        pass
+
+    def wait(self):
         pass
 
     def finish(self):
@@ -223,9 +230,18 @@ class ForkTeam:
             raise TeamError("the team's processes disagree on their shared memory layout (a bug)")
 
     def sync(self):
+        self.arrive()
+        self.wait()
+
+    def arrive(self):
+        """The first half of a sync: tell the others this process has reached it."""
         self.count += 1
+        self.flags[self.rank] = self.count
+
+    def wait(self):
+        """The second half: return when every process has arrived at this sync. Work between the
+        two halves fills the wait for a later process, and must not touch what the sync guards."""
         c, flags = self.count, self.flags
-        flags[self.rank] = c
         for j in range(self.size):
             spins = 0
             while flags[j] < c:
