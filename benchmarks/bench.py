@@ -17,6 +17,7 @@ median over repeats of timed blocks of steps. Sampling is characters per second 
 """
 
 import argparse
+import inspect
 import json
 import os
 import resource
@@ -108,11 +109,14 @@ def charrnn_train(mt, L, H, B, T, steps, repeats, split=None):
     else:
         team = make_team(size, model, B, T, apply, list(opt.state.values()))
     kw = {} if team is None else {"team": team}
+    # a checkout from before the softmax was shared out: process 0 alone takes it, and the targets
+    shared_softmax = team is not None and "targets" in inspect.signature(team.begin).parameters
+    targets = {"targets": data[1:]} if shared_softmax else {}
 
     def step():
         nonlocal state
         if team is not None:
-            team.begin(data[:-1], state, None, None)
+            team.begin(data[:-1], state, None, None, **targets)
         loss, state, cache = model.forward(data[:-1], data[1:], state, **kw)
         grads, _ = model.backward(cache, **kw)
         if clip_and_step is None:

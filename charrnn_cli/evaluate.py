@@ -48,7 +48,7 @@ def score_sums(model, data, streams=1, seq_length=256, max_chars=None, rank=0, s
     for j in range(s.steps_per_epoch):
         x, y = s.chunk(j * seq_length)
         resets = None if nl is None else x == nl
-        team.begin(x, state, None, resets, backward=False)  # the team's other processes: the same pass
+        team.begin(x, state, None, resets, backward=False, targets=y)  # the team's other processes: the same pass
         loss, state, _ = model.forward(x, y, state, resets=resets, team=team)
         total += loss * y.size
         count += y.size

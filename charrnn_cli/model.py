@@ -194,7 +194,7 @@ class CharRNN:
         on; None means evaluation. `resets` (T, B) bool, or None: True where stream b's state is
         reset to zero before step t, in every layer (lines mode: an item starts at idx[t, b]).
         `team` (team.py): the processes sharing this step, each on its hidden units and its share
-        of the logits' rows; process 0 alone computes the softmax and the loss.
+        of the logits' rows, whose softmax and loss it computes; process 0 returns the loss.
         """
         T, B = idx.shape
         p, cell, dt, H, gates = self.params, self.cell, self.dtype, self.hidden_size, self.cell.gates
@@ -234,14 +234,18 @@ class CharRNN:
         n = team.own(N)  # this process's rows: positions t*B + b
         np.matmul(as_matrix(x).T[n], p["Wy"].T, out=logits[n])  # (T*B, H) @ (H, V)
         logits[n] += p["by"]
-        probs = team.buffer(self._ws_top, "probs", logits.shape, dt)  # process 0's, then the backward's dlogits
-        team.sync()  # every process's rows of the logits
+        probs = team.buffer(self._ws_top, "probs", logits.shape, dt)  # then the backward's dlogits
+        losses = team.buffer(self._ws_top, "losses", (team.size,), np.float64)  # each process's share
+        if targets is not None and logits[n].size:
+            share, _ = softmax_cross_entropy(logits[n], targets.reshape(-1)[n], probs[n])  # the mean over its rows
+            losses[team.rank] = share * (len(probs[n]) / N)
+        team.sync()  # every process's rows of the logits and the probabilities
         cache = {"idx": idx, "targets": targets, "layers": layers, "masks": masks, "logits": logits}
         if team.rank != 0:
             return None, new_state, cache
         loss = None
         if targets is not None:
-            loss, probs = softmax_cross_entropy(logits, targets.reshape(-1), probs)
+            loss = float(losses.sum())
             cache["probs"] = probs
         return loss, new_state, cache
 
@@ -259,14 +263,13 @@ class CharRNN:
         grads = {}
         dx = team.buffer(self._ws_top, "dx", (H, T, B), dt)  # feature-major gradient at the top layer's output
         dlogits = team.buffer(self._ws_top, "probs", (N, self.vocab_size), dt)  # process 0's probs, made dlogits below
-        dby = None
-        if team.rank == 0:
-            # backprop through softmax cross-entropy: (p - onehot) / N
-            dlogits[np.arange(N), cache["targets"].reshape(-1)] -= 1.0
-            dlogits *= dt.type(1.0 / N)
-            dby = rowsum(dlogits.T)
-        grads["by"] = team.from_first("by", dby, (self.vocab_size,), dt)  # every process holds every gradient
+        # backprop through softmax cross-entropy, each process its rows: (p - onehot) / N
+        n = team.own(N)
+        dlogits[np.arange(N)[n], cache["targets"].reshape(-1)[n]] -= 1.0
+        dlogits[n] *= dt.type(1.0 / N)
         team.sync()  # dlogits complete
+        dby = rowsum(dlogits.T) if team.rank == 0 else None
+        grads["by"] = team.from_first("by", dby, (self.vocab_size,), dt)  # every process holds every gradient
         # each process: its units' columns of the decoder's gradient (transposed) and its units of dx
         top = as_matrix(layers[-1][0])  # (H, N)
         grads["Wy"] = team.put_rows("WyT", top[u] @ dlogits, 1).T  # (H, N) @ (N, V), seen as (V, H)

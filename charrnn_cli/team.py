@@ -100,7 +100,7 @@ class Solo:
     def finish(self):
         pass
 
-    def begin(self, x, state, masks, resets, backward=True):
+    def begin(self, x, state, masks, resets, backward=True, targets=None):
         pass
 
     def close(self):
@@ -112,7 +112,7 @@ SOLO = Solo()
 # The control block: int64 slots at the start of the shared memory, one cache line per writer.
 _LINE = 8  # int64s per 64-byte cache line
 _FLAGS = 0  # _FLAGS + _LINE j: the syncs process j has reached
-_CMD = 8 * _LINE  # the parent's command: [sequence, kind, T, B, has masks, has resets]
+_CMD = 8 * _LINE  # the parent's command: [sequence, kind, T, B, has masks, has resets, has targets]
 _SIG = 9 * _LINE  # _SIG + j: a checksum of process j's shared-memory layout, written at each step's end
 _ERR_AT, _ERR_LEN = 4096, 4096  # bytes: the first error a helper met, for the parent's message
 _ARENA_AT = 8192
@@ -270,25 +270,29 @@ class ForkTeam:
         """The step's inputs as every process sees them (the same names, in the same order)."""
         L, H, S = model.num_layers, model.hidden_size, len(model.cell.state_names)
         x = self.arena.get("in/x", (T, B), np.int64)
+        y = self.arena.get("in/y", (T, B), np.int64)
         state = [self.arena.get(f"in/state{j}", (L, B, H), model.dtype) for j in range(S)]
         masks = [self.arena.get(f"in/mask{k}", (H, T, B), model.dtype) for k in range(L)]
         resets = self.arena.get("in/resets", (T, B), np.bool_)
-        return x, state, masks, resets
+        return x, y, state, masks, resets
 
-    def begin(self, x, state, masks, resets, backward=True):
+    def begin(self, x, state, masks, resets, backward=True, targets=None):
         """Hand the helpers step `x` (T, B) from `state`: they start it at once (backward=False:
-        the forward pass only, as validation runs it)."""
+        the forward pass only, as validation runs it). With the targets, each process computes
+        the softmax and the loss of its rows of the logits."""
         T, B = x.shape
-        sx, sstate, smasks, sresets = self._inputs(T, B, self.model)
+        sx, sy, sstate, smasks, sresets = self._inputs(T, B, self.model)
         np.copyto(sx, x)
+        if targets is not None:
+            np.copyto(sy, targets)
         for dst, src in zip(sstate, state):
             np.copyto(dst, src)
         for dst, src in zip(smasks, masks or ()):
             np.copyto(dst, src)
         if resets is not None:
             np.copyto(sresets, resets)
-        cmd = self.ctrl[_CMD : _CMD + 6]
-        cmd[1:6] = STEP if backward else FORWARD, T, B, masks is not None, resets is not None
+        cmd = self.ctrl[_CMD : _CMD + 7]
+        cmd[1:7] = STEP if backward else FORWARD, T, B, masks is not None, resets is not None, targets is not None
         cmd[0] += 1  # the sequence number last: a helper that sees it sees the rest
 
     def close(self):
@@ -336,7 +340,7 @@ class ForkTeam:
         self.units = self.own(self.H)
         code = 0
         try:
-            seen, cmd, grads = self.seen, self.ctrl[_CMD : _CMD + 6], None
+            seen, cmd, grads = self.seen, self.ctrl[_CMD : _CMD + 7], None
             while True:
                 spins = 0
                 while cmd[0] == seen:
@@ -352,10 +356,10 @@ class ForkTeam:
                         self.apply(grads, args, self.own)
                     self.sync()
                     continue
-                T, B, has_masks, has_resets = int(cmd[2]), int(cmd[3]), bool(cmd[4]), bool(cmd[5])
-                x, state, masks, resets = self._inputs(T, B, model)
+                T, B, has_masks, has_resets, has_y = int(cmd[2]), int(cmd[3]), bool(cmd[4]), bool(cmd[5]), bool(cmd[6])
+                x, y, state, masks, resets = self._inputs(T, B, model)
                 with np.errstate(all="ignore"):
-                    _, _, cache = model.forward(x, None, tuple(state), masks if has_masks else None,
+                    _, _, cache = model.forward(x, y if has_y else None, tuple(state), masks if has_masks else None,
                                                 resets if has_resets else None, team=self)
                     if cmd[1] == STEP:
                         grads, _ = model.backward(cache, team=self)

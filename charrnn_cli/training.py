@@ -218,7 +218,7 @@ class Run:
             masks = [np.ascontiguousarray(m[:, :, first:end]) for m in masks]
         resets = None if self.nl is None else x == self.nl  # an item starts: its state starts from zero
         team = self._team()
-        team.begin(x, self.state, masks, resets)  # the team's other processes start the same step
+        team.begin(x, self.state, masks, resets, targets=y)  # the team's other processes start the same step
         with np.errstate(over="ignore", invalid="ignore"):  # a diverging run: the finite check below says so
             try:
                 loss, new_state, cache = model.forward(x, y, self.state, masks, resets, team=team)

@@ -45,7 +45,7 @@ def children(pid):
 
 def one_step(model, team, x, y, state, masks, resets, repeats=1):
     for _ in range(repeats):
-        team.begin(x, state, masks, resets)
+        team.begin(x, state, masks, resets, targets=y)
         loss, new_state, cache = model.forward(x, y, state, masks, resets, team=team)
         grads, _ = model.backward(cache, team=team)
     return loss, new_state, grads
