@@ -262,7 +262,7 @@ class CharRNN:
         H, N, u = self.hidden_size, T * B, team.units
         grads = {}
         dx = team.buffer(self._ws_top, "dx", (H, T, B), dt)  # feature-major gradient at the top layer's output
-        dlogits = team.buffer(self._ws_top, "probs", (N, self.vocab_size), dt)  # process 0's probs, made dlogits below
+        dlogits = team.buffer(self._ws_top, "probs", (N, self.vocab_size), dt)  # the probabilities, made dlogits below
         # backprop through softmax cross-entropy, each process its rows: (p - onehot) / N
         n = team.own(N)
         dlogits[np.arange(N)[n], cache["targets"].reshape(-1)[n]] -= 1.0
