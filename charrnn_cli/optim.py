@@ -32,7 +32,7 @@ class Optimizer:
             arrays = (p, grads[k], self._tmp[k]) + tuple(self.state[s][k] for s in self.slots)
             if share is not None:
                 block = share(p.size)
-                arrays = tuple(a.reshape(-1)[block] for a in arrays)  # views: every array is contiguous
+                arrays = tuple(flat(a)[block] for a in arrays)
             self._update(lr, *arrays)
 
     def _update(self, lr, p, g, tmp, *slots):
@@ -135,6 +135,17 @@ def make_optimizer(name, params, tcfg):
                             momentum=tcfg.momentum, eps=tcfg.eps)
 
 
+def flat(a):
+    """a's entries as a 1-D view, to update a block of them in place (a copy would lose the update).
+
+    >>> flat(np.zeros((2, 3))).shape
+    (6,)
+    """
+    if not a.flags.c_contiguous:
+        raise ValueError(f"a {a.shape} array updated by blocks must be contiguous")
+    return a.reshape(-1)
+
+
 def global_norm(grads):
     """sqrt of the sum of squares of every gradient entry (float64 accumulation)."""
     return math.sqrt(sum(float(np.dot(g.ravel(), g.ravel())) for g in grads.values()))
@@ -151,7 +162,7 @@ def clip_gradients(grads, mode, threshold, norm=None, share=None):
     if norm is None:
         norm = global_norm(grads)
     if threshold > 0:
-        blocks = grads.values() if share is None else [g.reshape(-1)[share(g.size)] for g in grads.values()]
+        blocks = grads.values() if share is None else [flat(g)[share(g.size)] for g in grads.values()]
         if mode == "norm":
             if norm > threshold:
                 scale = threshold / norm
