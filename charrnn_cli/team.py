@@ -216,9 +216,7 @@ class ForkTeam:
         entries; this returns when all are done, so the next step reads the updated parameters."""
         vals = self.arena.get("update/args", (len(args),), np.float64)
         vals[:] = args
-        cmd = self.ctrl[_CMD : _CMD + 6]
-        cmd[1:3] = UPDATE, len(args)
-        cmd[0] += 1
+        self._post(UPDATE, len(args))
         apply(grads, args, self.own)
         self.sync()
 
@@ -291,17 +289,20 @@ class ForkTeam:
             np.copyto(dst, src)
         if resets is not None:
             np.copyto(sresets, resets)
-        cmd = self.ctrl[_CMD : _CMD + 7]
-        cmd[1:7] = STEP if backward else FORWARD, T, B, masks is not None, resets is not None, targets is not None
-        cmd[0] += 1  # the sequence number last: a helper that sees it sees the rest
+        self._post(STEP if backward else FORWARD, T, B, masks is not None, resets is not None, targets is not None)
+
+    def _post(self, kind, *fields):
+        """Give the helpers a command: its kind and fields first, then the sequence number, so a
+        helper that sees the new number sees the rest."""
+        cmd = self.ctrl[_CMD : _CMD + 2 + len(fields)]
+        cmd[1:] = (kind,) + fields
+        cmd[0] += 1
 
     def close(self):
         """Stop the helpers and wait for them (idempotent)."""
         if not self.pids:
             return
-        cmd = self.ctrl[_CMD : _CMD + 6]
-        cmd[1] = STOP
-        cmd[0] += 1
+        self._post(STOP)
         for pid in self.pids:
             for _ in range(200):  # a helper waiting for a command exits within a few ms
                 if os.waitpid(pid, os.WNOHANG)[0]:
