@@ -4,6 +4,7 @@
     python benchmarks/bench.py --quick         # fewer repeats, one round
     python benchmarks/bench.py --large-gib 1   # also prepare and train on a 1 GiB generated file
     python benchmarks/bench.py --mpi           # data parallel: 1 process x 2 threads against 2 x 1
+    python benchmarks/bench.py --breakdown     # where charrnn's step goes: products, waits, the rest
 
 Where OPENBLAS_CORETYPE pins NumPy's OpenBLAS to older kernels (set on some shared machines),
 NumPy's products run up to 2x slower than the CPU allows while PyTorch's MKL is unaffected;
@@ -73,9 +74,10 @@ def train_env(mt, L, H, split=None):
     return dict(os.environ, **({var: str(n) for var in THREAD_VARIABLES} if n else {}))
 
 
-def charrnn_train(mt, L, H, B, T, steps, repeats, split=None):
-    """Training steps as `charrnn train` takes them in one process, or with its team (team.py) where
-    it would use one: run it in train_env's environment, as run_worker does."""
+def charrnn_step(mt, L, H, B, T, split=None):
+    """One training step as `charrnn train` takes it, in one process or with its team (team.py) where
+    it would use one; returns (step, close, processes). Run it in train_env's environment, as
+    run_worker does."""
     import numpy as np
 
     from charrnn_cli.config import TrainingConfig
@@ -125,12 +127,58 @@ def charrnn_train(mt, L, H, B, T, steps, repeats, split=None):
         else:
             team.update(apply, grads, 0.002, global_norm(grads), opt.t + 1)
 
+    return step, (team.close if team is not None else (lambda: None)), size
+
+
+def charrnn_train(mt, L, H, B, T, steps, repeats, split=None):
+    """Training throughput as `charrnn train` gets it (charrnn_step)."""
+    step, close, size = charrnn_step(mt, L, H, B, T, split)
     try:
         rate = steady_rate(step, B * T, steps, repeats)
     finally:
-        if team is not None:
-            team.close()
+        close()
     return {"chars_per_sec": rate, "peak_mb": peak_mb(), "processes": size}
+
+
+def charrnn_breakdown(mt, L, H, B, T, steps, split=None):
+    """Where process 0's training step goes (charrnn_step, this checkout): its matrix products (every
+    np.matmul call), its waits for the other processes of the team (ForkTeam.wait), and the rest
+    (NumPy's elementwise work and Python). Medians over `steps` steps after 2 warm-up steps, in ms."""
+    import numpy as np
+
+    from charrnn_cli import team as team_module
+
+    spent = {"products": 0.0, "waits": 0.0}
+    matmul, wait = np.matmul, team_module.ForkTeam.wait
+
+    def timed_matmul(*args, **kw):  # each process keeps its own sums: the helpers' are never read
+        t0 = time.perf_counter()
+        try:
+            return matmul(*args, **kw)
+        finally:
+            spent["products"] += time.perf_counter() - t0
+
+    def timed_wait(self):
+        t0 = time.perf_counter()
+        wait(self)
+        spent["waits"] += time.perf_counter() - t0
+
+    np.matmul, team_module.ForkTeam.wait = timed_matmul, timed_wait
+    step, close, size = charrnn_step(mt, L, H, B, T, split)
+    rows = []
+    try:
+        for k in range(steps + 2):
+            spent.update(products=0.0, waits=0.0)
+            t0 = time.perf_counter()
+            step()
+            total = time.perf_counter() - t0
+            if k >= 2:
+                rows.append((total, spent["products"], spent["waits"], total - spent["products"] - spent["waits"]))
+    finally:
+        close()
+        np.matmul, team_module.ForkTeam.wait = matmul, wait
+    med = [1e3 * statistics.median(r[j] for r in rows) for j in range(4)]
+    return dict(zip(("step_ms", "products_ms", "waits_ms", "rest_ms"), med), processes=size)
 
 
 def dp_train(mt, L, H, B, T, steps, repeats):
@@ -395,6 +443,26 @@ def bench_mpi(rounds, steps, repeats):
               f"{c:,.0f} | {c / a:.2f}x |", flush=True)
 
 
+def bench_breakdown(rows, rounds, steps, split):
+    """Where process 0's training step goes, per row (charrnn_breakdown): the medians over rounds."""
+    print(f"breakdown of process 0's training step: median of {steps} steps after 2 warm-up steps, each row the "
+          f"median of {rounds} rounds in fresh processes. products: its np.matmul calls (the one-hot input's "
+          f"gradient among them); GFLOP/s: the row's matrix-product FLOPs (as in the bound) over that time, all "
+          f"processes together; waits: for the other processes of the team; the rest: NumPy's elementwise work "
+          f"and Python\n")
+    print("| model | batch x seq | processes | step ms | products ms | products GFLOP/s | waits ms | the rest ms | "
+          "the rest's share |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for mt, L, H, B, T in rows:
+        runs = [run_worker("charrnn_breakdown", mt, L, H, B, T, steps, split, env=train_env(mt, L, H, split))
+                for _ in range(rounds)]
+        med = {k: statistics.median(r[k] for r in runs) for k in ("step_ms", "products_ms", "waits_ms", "rest_ms")}
+        gflops = flop_per_char(mt, L, H) * B * T / (med["products_ms"] / 1e3) / 1e9
+        print(f"| {mt.upper()} {L}x{H} | {B} x {T} | {runs[0]['processes']} | {med['step_ms']:.1f} | "
+              f"{med['products_ms']:.1f} | {gflops:.0f} | {med['waits_ms']:.1f} | {med['rest_ms']:.1f} | "
+              f"{100 * med['rest_ms'] / med['step_ms']:.0f}% |", flush=True)
+
+
 def has_torch():
     try:
         import importlib.util
@@ -450,6 +518,8 @@ def main():
     ap.add_argument("--sample-chars", type=int, default=2000, help="characters per sampling run")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per row; medians are reported")
     ap.add_argument("--mpi", action="store_true", help="only the data-parallel table (needs the mpi extra)")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="only where charrnn's training step goes: products, waits, the rest (process 0)")
     ap.add_argument("--unit-split", type=int, default=None, metavar="N",
                     help="charrnn's training.unit_split (default: null, what `charrnn train` picks; 1: one process)")
     ap.add_argument("--rows", default="", help="only the rows whose name contains one of these, comma-separated "
@@ -476,6 +546,9 @@ def main():
         raise SystemExit(f"--rows {a.rows!r} matches none of: " + ", ".join(f"{r[0]} {r[1]}x{r[2]}" for r in ROWS))
     print(f"machine: {machine()}")
     print(f"blas: {blas_kernels()}")
+    if a.breakdown:
+        bench_breakdown(rows, a.rounds, 3 * steps, a.unit_split)
+        return
     print(f"training: Adam, global-norm clip 5, float32; median of {repeats} blocks of {steps} steps "
           f"after 2 warm-up steps; sampling: {a.sample_chars} characters at batch 1, median of {repeats}; "
           f"each row the median of {a.rounds} alternating rounds, every run in a fresh process\n")

@@ -98,7 +98,7 @@ def aligned_zeros(shape, dtype, align=64):
 
 def rowsum(x):
     """Sum over the columns of a 2-D array as one BLAS product. rowsum(np.ones((2, 3))).tolist() == [3.0, 3.0]"""
-    return x @ np.ones(x.shape[1], dtype=x.dtype)
+    return np.matmul(x, np.ones(x.shape[1], dtype=x.dtype))
 
 
 # 0.5 as a 0-d array per dtype: NumPy takes it faster than a Python float, whose type it must work

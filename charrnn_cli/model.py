@@ -136,7 +136,7 @@ def scatter_columns(idx, cols, out):
     if len(uniq) <= ONE_HOT_MAX:
         onehot = np.zeros((len(idx), len(uniq)), dtype=cols.dtype)  # (N, U)
         onehot[np.arange(len(idx)), inv] = 1
-        out[:, uniq] = cols @ onehot
+        out[:, uniq] = np.matmul(cols, onehot)
     else:
         order = np.argsort(inv, kind="stable")
         starts = np.flatnonzero(np.r_[True, np.diff(inv[order]) != 0])
@@ -272,7 +272,7 @@ class CharRNN:
         grads["by"] = team.from_first("by", dby, (self.vocab_size,), dt)  # every process holds every gradient
         # each process: its units' columns of the decoder's gradient (transposed) and its units of dx
         top = as_matrix(layers[-1][0])  # (H, N)
-        grads["Wy"] = team.put_rows("WyT", top[u] @ dlogits, 1).T  # (H, N) @ (N, V), seen as (V, H)
+        grads["Wy"] = team.put_rows("WyT", np.matmul(top[u], dlogits), 1).T  # (H, N) @ (N, V), seen as (V, H)
         np.matmul(p["Wy"][:, u].T, dlogits.T, out=as_matrix(dx[u]))
         dstate0 = [[None] * self.num_layers for _ in cell.state_names]
         for k in range(self.num_layers - 1, -1, -1):
@@ -294,7 +294,7 @@ class CharRNN:
                 grads["bx0"] = team.put_rows("bx0", rowsum(dWx), gates)  # one-hot input: each column of dxw lands in one column
             else:
                 grads[f"bx{k}"] = team.put_rows(f"bx{k}", rowsum(own), gates)
-                grads[f"Wx{k}"] = team.put_rows(f"Wx{k}", own @ as_matrix(layers[k - 1][0]).T, gates)  # (G, N) @ (N, H)
+                grads[f"Wx{k}"] = team.put_rows(f"Wx{k}", np.matmul(own, as_matrix(layers[k - 1][0]).T), gates)  # (G, N) @ (N, H)
                 dx = team.buffer(self._ws[k], "dx_in", (H, T, B), dt)
                 team.sync()  # every process's rows of dxw
                 np.matmul(team.transposed(p[f"Wx{k}"], gates, self._ws[k], "WxT", copy=False),
