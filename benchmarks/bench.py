@@ -143,7 +143,8 @@ def charrnn_train(mt, L, H, B, T, steps, repeats, split=None):
 def charrnn_breakdown(mt, L, H, B, T, steps, split=None):
     """Where process 0's training step goes (charrnn_step, this checkout): its matrix products (every
     np.matmul call), its waits for the other processes of the team (ForkTeam.wait), and the rest
-    (NumPy's elementwise work and Python). Medians over `steps` steps after 2 warm-up steps, in ms."""
+    (NumPy's elementwise work and Python). Medians over `steps` steps after 2 warm-up steps, in ms.
+    The model writes every product as np.matmul (cells.py), so wrapping it sees them all."""
     import numpy as np
 
     from charrnn_cli import team as team_module

@@ -51,6 +51,8 @@ CharRNN.step; the sigmoid gates' rows come halved) and the state it updates in p
 step costs only its NumPy calls.
 There every output is passed positionally, np.add(a, b, out): NumPy takes that faster than out=
 (about 0.05 us a call, 1 us of a 25 us GRU character).
+Every matrix product of a training step, here and in model.py, is an np.matmul call, never @:
+`python benchmarks/bench.py --breakdown` times them by wrapping np.matmul.
 The LSTM keeps its gate blocks as (i, f, o, g) so the three sigmoids are one pass; `torch_blocks`
 maps them back to PyTorch's (i, f, g, o).
 """
