@@ -143,13 +143,17 @@ def charrnn_train(mt, L, H, B, T, steps, repeats, split=None):
 def charrnn_breakdown(mt, L, H, B, T, steps, split=None):
     """Where process 0's training step goes (charrnn_step, this checkout): its matrix products (every
     np.matmul call), its waits for the other processes of the team (ForkTeam.wait), and the rest
-    (NumPy's elementwise work and Python). Medians over `steps` steps after 2 warm-up steps, in ms.
-    The model writes every product as np.matmul (cells.py), so wrapping it sees them all."""
+    (NumPy's elementwise work and Python). Means over `steps` steps after 2 warm-up steps, in ms;
+    and the other processes' waits, the mean a step of the one that waited most (a slower process 0
+    shows there). The model writes every product as np.matmul (cells.py), so wrapping it sees them all."""
+    import mmap
+
     import numpy as np
 
     from charrnn_cli import team as team_module
 
     spent = {"products": 0.0, "waits": 0.0}
+    waits = np.frombuffer(mmap.mmap(-1, 4096), np.float64, count=64)  # seconds waited, by rank: shared by the fork
     matmul, wait = np.matmul, team_module.ForkTeam.wait
 
     def timed_matmul(*args, **kw):  # each process keeps its own sums: the helpers' are never read
@@ -162,24 +166,32 @@ def charrnn_breakdown(mt, L, H, B, T, steps, split=None):
     def timed_wait(self):
         t0 = time.perf_counter()
         wait(self)
-        spent["waits"] += time.perf_counter() - t0
+        dt = time.perf_counter() - t0
+        spent["waits"] += dt
+        waits[self.rank] += dt
 
     np.matmul, team_module.ForkTeam.wait = timed_matmul, timed_wait
     step, close, size = charrnn_step(mt, L, H, B, T, split)
     rows = []
     try:
         for k in range(steps + 2):
+            if k == 2:
+                time.sleep(0.05)  # the helpers' last wait of the step before is counted
+                before = waits.copy()
             spent.update(products=0.0, waits=0.0)
             t0 = time.perf_counter()
             step()
             total = time.perf_counter() - t0
             if k >= 2:
                 rows.append((total, spent["products"], spent["waits"], total - spent["products"] - spent["waits"]))
+        time.sleep(0.05)
+        others = max([(waits[j] - before[j]) / steps for j in range(1, size)], default=0.0)
     finally:
         close()
         np.matmul, team_module.ForkTeam.wait = matmul, wait
-    med = [1e3 * statistics.median(r[j] for r in rows) for j in range(4)]
-    return dict(zip(("step_ms", "products_ms", "waits_ms", "rest_ms"), med), processes=size)
+    mean = [1e3 * statistics.fmean(r[j] for r in rows) for j in range(4)]  # means: the parts add up to the step
+    return dict(zip(("step_ms", "products_ms", "waits_ms", "rest_ms"), mean), others_waits_ms=1e3 * others,
+                processes=size)
 
 
 def dp_train(mt, L, H, B, T, steps, repeats):
@@ -445,23 +457,24 @@ def bench_mpi(rounds, steps, repeats):
 
 
 def bench_breakdown(rows, rounds, steps, split):
-    """Where process 0's training step goes, per row (charrnn_breakdown): the medians over rounds."""
-    print(f"breakdown of process 0's training step: median of {steps} steps after 2 warm-up steps, each row the "
-          f"median of {rounds} rounds in fresh processes. products: its np.matmul calls (the one-hot input's "
-          f"gradient among them); GFLOP/s: the row's matrix-product FLOPs (as in the bound) over that time, all "
-          f"processes together; waits: for the other processes of the team; the rest: NumPy's elementwise work "
-          f"and Python\n")
+    """Where process 0's training step goes, per row (charrnn_breakdown): the round with the median step."""
+    print(f"breakdown of process 0's training step: the mean of {steps} steps after 2 warm-up steps, each row "
+          f"the round with the median step of {rounds} rounds in fresh processes. products: its np.matmul calls "
+          f"(the one-hot input's gradient among them); GFLOP/s: the row's matrix-product FLOPs (as in the bound) "
+          f"over that time, all processes together; waits: for the other processes of the team; the rest: NumPy's "
+          f"elementwise work and Python; the others' waits: the mean a step of the other process that waited most "
+          f"(for process 0)\n")
     print("| model | batch x seq | processes | step ms | products ms | products GFLOP/s | waits ms | the rest ms | "
-          "the rest's share |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "the rest's share | the others' waits ms |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for mt, L, H, B, T in rows:
         runs = [run_worker("charrnn_breakdown", mt, L, H, B, T, steps, split, env=train_env(mt, L, H, split))
                 for _ in range(rounds)]
-        med = {k: statistics.median(r[k] for r in runs) for k in ("step_ms", "products_ms", "waits_ms", "rest_ms")}
+        med = sorted(runs, key=lambda r: r["step_ms"])[len(runs) // 2]  # the median round, whole
         gflops = flop_per_char(mt, L, H) * B * T / (med["products_ms"] / 1e3) / 1e9
         print(f"| {mt.upper()} {L}x{H} | {B} x {T} | {runs[0]['processes']} | {med['step_ms']:.1f} | "
               f"{med['products_ms']:.1f} | {gflops:.0f} | {med['waits_ms']:.1f} | {med['rest_ms']:.1f} | "
-              f"{100 * med['rest_ms'] / med['step_ms']:.0f}% |", flush=True)
+              f"{100 * med['rest_ms'] / med['step_ms']:.0f}% | {med['others_waits_ms']:.1f} |", flush=True)
 
 
 def has_torch():
