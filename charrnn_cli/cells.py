@@ -32,7 +32,8 @@ all H units and all G*H gate rows. In a team of S, a process holds its H/S units
 of dhs and of its private arrays, its G*H/S rows of xw, dWh and dbh, and reads the full HS, Wh and
 dxw (rows in the team's P order), which every process writes its part of.
 
-    xw      (T, G*H, B) time-major: W_ih x_t plus cell.input_bias(bx, bh), for the whole chunk
+    xw      (T, G*H, B) time-major: W_ih x_t plus cell.input_bias(bx, bh), for the whole chunk; the
+            LSTM and the GRU write their activated gates over it, step by step (it is the cache's)
     state   tuple of (H, B) arrays: (h,) for RNN and GRU, (h, c) for LSTM
     Wh      (G*H, H) the recurrent weight; bh (G*H,) its bias
     HS      (H, T+1, B) feature-major: HS[:, 0] = h_0, HS[:, t+1] = h_t; the outputs are HS[:, 1:]
@@ -256,7 +257,11 @@ class LSTMCell(Cell):
         h0, c0 = state0
         dt = xw.dtype
         HS = _hidden_buffer(h0, Wh.shape[1], T, ws, team)
-        A = ws.get("A", (T, G, B), dt)  # activated gates i f o g
+        # The activated gates i f o g go into xw itself: each step reads its input term once, then
+        # writes its gates in its place. Each step then reads one block of new memory instead of two
+        # (its input term, and the gates' block written fresh), and the chunk needs no second buffer.
+        A = xw
+        hw = ws.get("hw", (G, B), dt)  # W_hh h_{t-1}, one step at a time
         C = ws.get("C", (T + 1, H, B), dt)  # C[0] = c_0, C[t+1] = c_t
         TC = ws.get("TC", (T, H, B), dt)  # tanh(c_t)
         C[0] = c0
@@ -268,8 +273,8 @@ class LSTMCell(Cell):
             for t in range(T):  # keep every intermediate for backward
                 h_prev, c_prev = (HS[:, t], C[t]) if keep is None else \
                     (_reset(HS[:, t], keep[t], HP[:, t]), _reset(C[t], keep[t], CP[t]))
-                np.matmul(W, h_prev, out=A[t])  # (4H, B)
-                self._gates(A[t], c_prev, A[t], C[t + 1], TC[t], HS[u, t + 1])(xw[t])
+                np.matmul(W, h_prev, out=hw)  # (4H, B)
+                self._gates(hw, c_prev, A[t], C[t + 1], TC[t], HS[u, t + 1])(xw[t])
                 team.sync()  # h_t complete: every process's units
         return HS, (HS[u, T].copy(), C[T].copy()), (HS, A, C, TC, Wh, ws, keep, HP, CP, team)
 
@@ -334,7 +339,8 @@ class LSTMCell(Cell):
     def _gates(hw, c, a, c_out, tc_out, h_out, halved=False):
         """xw_t -> gates of W_hh h_{t-1} (hw) + xw_t into a (4H, B), c_t into c_out, tanh(c_t) into tc_out, h_t into h_out.
 
-        hw may be a; c_out may be c. halved: the i, f, o rows of hw and xw_t hold half their values.
+        hw may be a, a may be xw_t (each is read before it is written); c_out may be c. halved: the i, f,
+        o rows of hw and xw_t hold half their values.
         """
         H = c.shape[0]
         ifo, g = a[: 3 * H], a[3 * H :]
@@ -389,9 +395,10 @@ class GRUCell(Cell):
         H, u = G // 3, team.units
         dt = xw.dtype
         HS = _hidden_buffer(state0[0], Wh.shape[1], T, ws, team)
-        A = ws.get("A", (T, G, B), dt)  # activated r, z, n
+        A = xw  # the activated r, z, n take the input term's place, as in the LSTM
         HN = ws.get("HN", (T, H, B), dt)  # W_hn h_{t-1} + b_hn
         hw = ws.get("hw", (G, B), dt)
+        rhn = ws.get("rhn", (H, B), dt)  # r * (W_hn h_{t-1} + b_hn), one step at a time
         HP = None if keep is None else ws.get("HP", (Wh.shape[1], T, B), dt)  # h_{t-1} as read, after resets
         bhn = team.rows(bh, self.gates)[2 * H :, None]
         W = team.rows(Wh, self.gates)
@@ -399,7 +406,7 @@ class GRUCell(Cell):
             for t in range(T):  # keep every intermediate for backward
                 h_prev = HS[:, t] if keep is None else _reset(HS[:, t], keep[t], HP[:, t])
                 np.matmul(W, h_prev, out=hw)  # (3H, B)
-                self._gates(hw, h_prev[u], bhn, A[t], HN[t], HS[u, t + 1])(xw[t])
+                self._gates(hw, h_prev[u], bhn, A[t], HN[t], HS[u, t + 1], rhn)(xw[t])
                 team.sync()  # h_t complete: every process's units
         return HS, (HS[u, T].copy(),), (HS, A, HN, Wh, ws, keep, HP, team)
 
@@ -455,14 +462,14 @@ class GRUCell(Cell):
     def stepper(self, hw, state):
         h = state[0]
         H = h.shape[0]
-        return self._gates(hw, h, None, np.empty_like(hw), hw[2 * H :], h, halved=True)  # hw's n rows hold W_hn h + b_hn
+        return self._gates(hw, h, None, np.empty_like(hw), hw[2 * H :], h, np.empty_like(h), halved=True)  # hw's n rows hold W_hn h + b_hn
 
     @staticmethod
-    def _gates(hw, h, bhn, a, hn, h_out, halved=False):
+    def _gates(hw, h, bhn, a, hn, h_out, rhn, halved=False):
         """xw_t -> gates of hw = W_hh h_{t-1} (3H, B) and xw_t into a, W_hn h + b_hn into hn, h_t into h_out (may be h).
 
-        bhn None: hw's n rows already hold W_hn h + b_hn and hn is that view.
-        halved: the r, z rows of hw and xw_t hold half their values.
+        a may be xw_t; rhn (H, B) is scratch. bhn None: hw's n rows already hold W_hn h + b_hn and
+        hn is that view. halved: the r, z rows of hw and xw_t hold half their values.
         """
         H = h.shape[0]
         hw_rz, hw_n = hw[: 2 * H], hw[2 * H :]
@@ -484,8 +491,8 @@ class GRUCell(Cell):
                 recip(rz, rz)
             if bhn is not None:
                 add(hw_n, bhn, hn)
-            mul(r, hn, n)
-            add(n, xw_t[2 * H :], n)
+            mul(r, hn, rhn)
+            add(rhn, xw_t[2 * H :], n)  # n may be xw_t's n rows: read them before writing
             tanh(n, n)
             sub(h, n, h_out)  # h_t = n + z * (h_{t-1} - n)
             mul(h_out, z, h_out)
