@@ -38,6 +38,16 @@ VOCAB = 65  # tiny shakespeare's
 
 
 def peak_mb():
+    """This process's peak resident memory in MB. Linux keeps ru_maxrss across exec, so a worker
+    started by a driver that has imported PyTorch (machine()) would report the driver's 220 MB;
+    VmHWM in /proc/self/status belongs to this program alone."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
