@@ -258,8 +258,9 @@ class LSTMCell(Cell):
         dt = xw.dtype
         HS = _hidden_buffer(h0, Wh.shape[1], T, ws, team)
         # The activated gates i f o g go into xw itself: each step reads its input term once, then
-        # writes its gates in its place. Each step then reads one block of new memory instead of two
-        # (its input term, and the gates' block written fresh), and the chunk needs no second buffer.
+        # writes its gates in its place. So a step touches one block of the chunk's memory, not two
+        # (its input term, and a second buffer's block for the gates), and the chunk needs no second
+        # buffer of this size, its largest (docs/speed.md).
         A = xw
         hw = ws.get("hw", (G, B), dt)  # W_hh h_{t-1}, one step at a time
         C = ws.get("C", (T + 1, H, B), dt)  # C[0] = c_0, C[t+1] = c_t
