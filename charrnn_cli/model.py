@@ -236,9 +236,9 @@ class CharRNN:
         logits[n] += p["by"]
         probs = team.buffer(self._ws_top, "probs", logits.shape, dt)  # then the backward's dlogits
         losses = team.buffer(self._ws_top, "losses", (team.size,), np.float64)  # each process's share
-        if targets is not None and logits[n].size:
-            share, _ = softmax_cross_entropy(logits[n], targets.reshape(-1)[n], probs[n])  # the mean over its rows
-            losses[team.rank] = share * (len(probs[n]) / N)
+        if targets is not None:  # a process with no rows (a chunk of fewer positions than processes) adds 0
+            share = softmax_cross_entropy(logits[n], targets.reshape(-1)[n], probs[n])[0] if logits[n].size else 0.0
+            losses[team.rank] = share * (len(probs[n]) / N)  # its rows' mean, weighted by their count
         team.sync()  # every process's rows of the logits and the probabilities
         cache = {"idx": idx, "targets": targets, "layers": layers, "masks": masks, "logits": logits}
         if team.rank != 0:

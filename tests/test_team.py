@@ -101,19 +101,20 @@ def test_a_shorter_chunk_then_a_full_one():
 
 @pytest.mark.parametrize("size", [2, 3])
 def test_a_chunk_of_one_character(size):
-    """One position: the processes past the first have no rows of the logits, softmax or loss."""
+    """One position: the processes past the first have no rows of the logits, softmax or loss; after
+    a longer chunk, in which they had rows, the loss holds nothing of theirs from that chunk."""
     V, H = 7, 6
     solo, split = CharRNN("gru", V, H, 1, seed=1, dtype=np.float64), CharRNN("gru", V, H, 1, seed=1, dtype=np.float64)
-    team = make_team(size, split, 1, 1)
+    team = make_team(size, split, 1, 4)
     try:
-        x = np.array([[3], [5]])
-        want = one_step(solo, SOLO, x[:-1], x[1:], solo.zero_state(1), None, None)
-        got = one_step(split, team, x[:-1], x[1:], split.zero_state(1), None, None)
+        for x in (np.array([[1], [4], [0], [6], [2]]), np.array([[3], [5]])):
+            want = one_step(solo, SOLO, x[:-1], x[1:], solo.zero_state(1), None, None)
+            got = one_step(split, team, x[:-1], x[1:], split.zero_state(1), None, None)
+            assert got[0] == pytest.approx(want[0], abs=1e-12)
+            for k in want[2]:
+                np.testing.assert_allclose(got[2][k], want[2][k], atol=1e-12, err_msg=k)
     finally:
         team.close()
-    assert got[0] == pytest.approx(want[0], abs=1e-12)
-    for k in want[2]:
-        np.testing.assert_allclose(got[2][k], want[2][k], atol=1e-12, err_msg=k)
 
 
 @pytest.mark.parametrize("name,clip_mode,clip", [
