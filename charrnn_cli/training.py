@@ -151,9 +151,12 @@ def _planned_steps(tcfg, streams):
     return min(caps) if caps else None
 
 
+_ONE_PROCESS = "--set training.unit_split=1 trains in one process"  # the way out of every team failure
+
+
 def _team_failed(e, what):
     """A TeamError as the one line the user sees."""
-    return TrainingError(f"{e}; {what} (--set training.unit_split=1 trains in one process)")
+    return TrainingError(f"{e}; {what} ({_ONE_PROCESS})")
 
 
 class Run:
@@ -259,7 +262,7 @@ class Run:
                                       self._update, list(self.optimizer.state.values()))
             except OSError as e:  # no memory or process slot for the helper
                 raise TrainingError(f"could not start the helper processes of the training step: {e} "
-                                    f"(--set training.unit_split=1 trains in one process)") from None
+                                    f"({_ONE_PROCESS})") from None
         return self.team
 
     def close(self):
@@ -274,8 +277,7 @@ class Run:
                                             max_chars or self.prog.eval_chars or t_cfg.eval_max_chars, comm.rank,
                                             comm.size, nl=self.nl, team=self._team())
         except TeamError as e:
-            raise TrainingError(f"{e} (during validation; --set training.unit_split=1 trains in one "
-                                f"process)") from None
+            raise TrainingError(f"{e} (during validation; {_ONE_PROCESS})") from None
         total, count, ends = comm.sum((total, count, ends))  # each process scored its block of the streams
         self.val_per_item = total / ends if ends else math.nan
         return total / count if count else math.nan
