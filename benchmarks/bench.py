@@ -162,7 +162,7 @@ def charrnn_breakdown(mt, L, H, B, T, steps, split=None):
 
     from charrnn_cli import team as team_module
 
-    spent = {"products": 0.0, "waits": 0.0}
+    spent = {"products": 0.0}
     waits = np.frombuffer(mmap.mmap(-1, 4096), np.float64, count=64)  # seconds waited, by rank: shared by the fork
     matmul, wait = np.matmul, team_module.ForkTeam.wait
 
@@ -176,9 +176,7 @@ def charrnn_breakdown(mt, L, H, B, T, steps, split=None):
     def timed_wait(self):
         t0 = time.perf_counter()
         wait(self)
-        dt = time.perf_counter() - t0
-        spent["waits"] += dt
-        waits[self.rank] += dt
+        waits[self.rank] += time.perf_counter() - t0
 
     np.matmul, team_module.ForkTeam.wait = timed_matmul, timed_wait
     step, close, size = charrnn_step(mt, L, H, B, T, split)
@@ -188,12 +186,12 @@ def charrnn_breakdown(mt, L, H, B, T, steps, split=None):
             if k == 2:
                 time.sleep(0.05)  # the helpers' last wait of the step before is counted
                 before = waits.copy()
-            spent.update(products=0.0, waits=0.0)
+            spent["products"], waited = 0.0, waits[0]
             t0 = time.perf_counter()
             step()
-            total = time.perf_counter() - t0
+            total, waited = time.perf_counter() - t0, waits[0] - waited
             if k >= 2:
-                rows.append((total, spent["products"], spent["waits"], total - spent["products"] - spent["waits"]))
+                rows.append((total, spent["products"], waited, total - spent["products"] - waited))
         time.sleep(0.05)
         others = max([(waits[j] - before[j]) / steps for j in range(1, size)], default=0.0)
     finally:
