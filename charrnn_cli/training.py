@@ -491,6 +491,19 @@ def _prepare(cfg, echo, signals, comm):
     return corpus
 
 
+def _fit_hint(n, T):
+    """What to --set so that n training characters fill at least one batch: the error's way out.
+
+    >>> _fit_hint(2000, 64), _fit_hint(40, 64), _fit_hint(1, 64)
+    ('; --set training.batch_size=30 fits', '; --set training.batch_size=1 --set training.seq_length=39 fits', '')
+    """
+    if n >= T + 1:
+        return f"; --set training.batch_size={n // (T + 1)} fits"
+    if n >= 2:
+        return f"; --set training.batch_size=1 --set training.seq_length={n - 1} fits"
+    return ""
+
+
 def _setup(cfg, resume, echo, signals, comm, minutes):
     """The data, this process's streams, the checkpoint resumed from and the Run: (run, ck)."""
     t_cfg = cfg.training
@@ -500,8 +513,9 @@ def _setup(cfg, resume, echo, signals, comm, minutes):
     B, T = t_cfg.batch_size, t_cfg.seq_length
     need = B * (T + 1)
     if len(train_data) < need:
-        raise DataError(f"{cfg.data.path}: the training split has {len(train_data):,} characters; "
-                        f"batch_size {B} x (seq_length {T} + 1) needs at least {need:,}")
+        n = len(train_data)
+        raise DataError(f"{cfg.data.path}: the training split has {n:,} character{'s' * (n != 1)}; "
+                        f"batch_size {B} x (seq_length {T} + 1) needs at least {need:,}{_fit_hint(n, T)}")
     streams = Streams(train_data, B, T, block=comm.block(B),  # this process's streams
                       align=corpus.item_start_at_or_before if lines else None)
     ck = None

@@ -58,6 +58,28 @@ def test_train_a_text_file_without_a_config(tmp_path, monkeypatch):
     assert r.exit_code == 0 and "stopped at max_steps: step 5" in r.output, r.output
 
 
+def test_a_text_too_short_for_a_batch_says_what_fits_and_that_trains(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "verse.txt").write_text("the cat sat on the mat\n" * 40)  # 920 characters, 828 to train on
+    small = ["--set", "model.hidden_size=12", "--set", "model.num_layers=1", "--set", "training.max_steps=3",
+             "--quiet"]
+    r = invoke("train", "verse.txt", *small)  # the default batch, 32 x 65, needs 2,080
+    assert r.exit_code == 1 and one_line(r), r.output
+    assert "the training split has 828 characters" in r.output
+    hint = r.output.strip().rsplit("; ", 1)[1]
+    assert hint == "--set training.batch_size=12 fits"  # 828 // 65, worked by hand
+    r = invoke("train", "verse.txt", *small, *hint.split()[:2])
+    assert r.exit_code == 0 and "stopped at max_steps: step 3" in r.output, r.output
+    # shorter than one sequence: batch 1 and a shorter sequence
+    (tmp_path / "line.txt").write_text("x" * 50)  # 45 to train on
+    r = invoke("train", "line.txt", *small, "--set", "output.dir=runs/line")
+    assert r.exit_code == 1 and one_line(r), r.output
+    hint = r.output.strip().rsplit("; ", 1)[1]
+    assert hint == "--set training.batch_size=1 --set training.seq_length=44 fits"
+    r = invoke("train", "line.txt", *small, "--set", "output.dir=runs/line", *hint.split()[:4])
+    assert r.exit_code == 0 and "stopped at max_steps: step 3" in r.output, r.output
+
+
 def test_minutes_limits_the_invocation(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     make_text(tmp_path / "mytext.txt")
