@@ -138,6 +138,12 @@ def train(target, overrides, minutes, resume, overwrite, threads, lines, quiet):
 
         traceback.print_exc(file=sys.__stderr__)  # a bug: say where, on whichever process met it
         comm.abort(1)
+    for line in _summary(result, cfg):
+        click.echo(line)
+
+
+def _summary(result, cfg):
+    """The lines a finished run ends with: why it stopped and where it got, the checkpoints, any warning."""
     p = result.progress
     val = result.val_loss
     val_text = (f"validation {val:.4f} nats/char ({val / math.log(2):.4f} bits/char), "
@@ -146,12 +152,11 @@ def train(target, overrides, minutes, resume, overwrite, threads, lines, quiet):
         val_text += f", {result.val_per_item:.3f} nats/item"
     reason = (f"stopped early (validation has not improved for {cfg.training.patience} evaluations, "
               f"training.patience)" if result.stop_reason == "patience" else f"stopped at {result.stop_reason}")
-    click.echo(f"{reason}: step {p.step:,}, epoch {p.epoch + 0:,}, "
-               f"{p.chars_seen:,} characters in {p.elapsed_s:.1f} s; {val_text}; "
-               f"checkpoints in {result.out_dir}")
-    click.echo(result.advice)
+    yield (f"{reason}: step {p.step:,}, epoch {p.epoch + 0:,}, {p.chars_seen:,} characters in "
+           f"{p.elapsed_s:.1f} s; {val_text}; checkpoints in {result.out_dir}")
+    yield result.advice
     if result.warning:
-        click.echo(result.warning)
+        yield result.warning
 
 
 def _end(comm, code, shared):
