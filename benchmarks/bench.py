@@ -10,7 +10,8 @@ Where OPENBLAS_CORETYPE pins NumPy's OpenBLAS to older kernels (set on some shar
 NumPy's products run up to 2x slower than the CPU allows while PyTorch's MKL is unaffected;
 the `blas:` line says which kernels ran. `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python
 benchmarks/bench.py` measures with the kernels OpenBLAS picks for the CPU, as on a machine
-without the pin.
+without the pin. The `elementwise:` line gives NumPy's float32 tanh, exp and multiply rates on one
+core: the rest of a step, beside the products, runs at those.
 
 Each measurement runs in its own subprocess (so peak memory is per run and the two libraries never
 share a process). Training throughput is steady state: two warm-up steps are excluded, then the
@@ -509,6 +510,42 @@ def blas_kernels():
     return f"OPENBLAS_CORETYPE={pinned}" if pinned else "BLAS kernels as the library chooses them"
 
 
+def elementwise(n, rounds):
+    """float32 tanh, exp and multiply on one core, in ns an element (the best of `rounds` blocks of
+    100 calls on n elements), and the SIMD target NumPy dispatches float32 tanh to: the part of a
+    step the products leave (see --breakdown) runs at these rates, which differ between machines
+    (AVX-512 kernels) and, on a VM, between days (docs/speed.md)."""
+    import numpy as np
+
+    x = (np.random.default_rng(0).standard_normal(n) * 2).astype(np.float32)
+    y = np.empty_like(x)
+    below = -np.abs(x)  # exp of the same inputs each call: in place it would overflow to inf and time otherwise
+    calls = {"tanh": lambda: np.tanh(x, y), "exp": lambda: np.exp(below, y), "multiply": lambda: np.multiply(x, x, y)}
+    result = {}
+    for name, call in calls.items():
+        call()
+        best = float("inf")
+        for _ in range(rounds):
+            t = time.perf_counter()
+            for _ in range(100):
+                call()
+            best = min(best, (time.perf_counter() - t) / 100)
+        result[name] = best / n * 1e9
+    try:  # NumPy's own record of its dispatch (private: absent on some versions)
+        from numpy._core._multiarray_umath import __cpu_targets_info__ as targets
+
+        result["target"] = targets["tanh"]["ff"]["current"]
+    except (ImportError, KeyError, TypeError):
+        result["target"] = "unknown"
+    return result
+
+
+def elementwise_line():
+    e = run_worker("elementwise", 65536, 7)
+    return (f"elementwise: float32 tanh {e['tanh']:.2f}, exp {e['exp']:.2f}, multiply {e['multiply']:.2f} ns "
+            f"an element on one core (NumPy's {e['target']} kernels; 64K elements, best of 7)")
+
+
 def machine():
     import platform
 
@@ -555,6 +592,7 @@ def main():
     if a.mpi:
         print(f"machine: {machine()}")
         print(f"blas: {blas_kernels()}")
+        print(elementwise_line())
         bench_mpi(1 if a.quick else a.rounds, *((3, 3) if a.quick else (5, 5)))
         return
 
@@ -568,6 +606,7 @@ def main():
         raise SystemExit(f"--rows {a.rows!r} matches none of: " + ", ".join(f"{r[0]} {r[1]}x{r[2]}" for r in ROWS))
     print(f"machine: {machine()}")
     print(f"blas: {blas_kernels()}")
+    print(elementwise_line())
     if a.breakdown:
         bench_breakdown(rows, a.rounds, 3 * steps, a.unit_split)
         return
