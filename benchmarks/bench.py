@@ -416,13 +416,18 @@ def run_worker(name, *args, env=None):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run_mpi_worker(n, threads, name, *args):
-    """The worker under `mpiexec -n n` with `threads` BLAS threads a process; rank 0's JSON line."""
+def find_mpiexec():
+    """The mpiexec beside this Python (the mpich wheel puts it in the venv's bin, on PATH only once
+    the venv is activated), else the one on PATH; None if neither."""
     import shutil
 
-    mpiexec = shutil.which("mpiexec")
-    if mpiexec is None:
-        raise SystemExit("--mpi needs mpiexec: pip install \".[mpi]\"")
+    beside = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    return beside if os.access(beside, os.X_OK) else shutil.which("mpiexec")
+
+
+def run_mpi_worker(n, threads, name, *args):
+    """The worker under `mpiexec -n n` with `threads` BLAS threads a process; rank 0's JSON line."""
+    mpiexec = find_mpiexec()
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
     cmd = [mpiexec, "-n", str(n), sys.executable, os.path.abspath(__file__), "--worker", name, json.dumps(args)]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -436,6 +441,8 @@ def bench_mpi(rounds, steps, repeats):
     thread (data parallel: the streams split), and against charrnn train's team (team.py: 2
     processes x 1 thread, the hidden units split)."""
     rows = ROWS + [("lstm", 2, 384, 32, 64)]
+    if find_mpiexec() is None:
+        raise SystemExit("--mpi needs mpiexec: pip install \".[mpi]\"")
     print(f"data parallel: Adam, float32; median of {repeats} blocks of {steps} steps after 2 warm-up steps; "
           f"each row the median of {rounds} alternating rounds; the reduction: reduce-scatter + allgather of "
           f"every gradient in one float32 buffer, and the loss\n")
