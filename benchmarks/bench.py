@@ -517,27 +517,18 @@ def blas_kernels():
     return f"OPENBLAS_CORETYPE={pinned}" if pinned else "BLAS kernels as the library chooses them"
 
 
-def elementwise(n, rounds):
-    """float32 tanh, exp and multiply on one core, in ns an element (the best of `rounds` blocks of
-    100 calls on n elements), and the SIMD target NumPy dispatches float32 tanh to: the part of a
-    step the products leave (see --breakdown) runs at these rates, which differ between machines
-    (AVX-512 kernels) and, on a VM, between days (docs/speed.md)."""
+def elementwise(n, repeats):
+    """float32 tanh, exp and multiply on one core, in ns an element (steady_rate: the median of
+    `repeats` blocks of 100 calls on n elements), and the SIMD target NumPy dispatches float32 tanh
+    to: the part of a step the products leave (see --breakdown) runs at these rates, which differ
+    between machines (AVX-512 kernels) and, on a VM, between days (docs/speed.md)."""
     import numpy as np
 
     x = (np.random.default_rng(0).standard_normal(n) * 2).astype(np.float32)
     y = np.empty_like(x)
     below = -np.abs(x)  # exp of the same inputs each call: in place it would overflow to inf and time otherwise
     calls = {"tanh": lambda: np.tanh(x, y), "exp": lambda: np.exp(below, y), "multiply": lambda: np.multiply(x, x, y)}
-    result = {}
-    for name, call in calls.items():
-        call()
-        best = float("inf")
-        for _ in range(rounds):
-            t = time.perf_counter()
-            for _ in range(100):
-                call()
-            best = min(best, (time.perf_counter() - t) / 100)
-        result[name] = best / n * 1e9
+    result = {name: 1e9 / steady_rate(call, n, 100, repeats) for name, call in calls.items()}
     try:  # NumPy's own record of its dispatch (private: absent on some versions)
         from numpy._core._multiarray_umath import __cpu_targets_info__ as targets
 
@@ -550,7 +541,14 @@ def elementwise(n, rounds):
 def elementwise_line():
     e = run_worker("elementwise", 65536, 7)
     return (f"elementwise: float32 tanh {e['tanh']:.2f}, exp {e['exp']:.2f}, multiply {e['multiply']:.2f} ns "
-            f"an element on one core (NumPy's {e['target']} kernels; 64K elements, best of 7)")
+            f"an element on one core (NumPy's {e['target']} kernels; 64K elements, median of 7)")
+
+
+def print_header():
+    """What every table is measured on: the machine, the BLAS kernels, NumPy's elementwise rates."""
+    print(f"machine: {machine()}")
+    print(f"blas: {blas_kernels()}")
+    print(elementwise_line())
 
 
 def machine():
@@ -597,9 +595,7 @@ def main():
             print(json.dumps(result))
         return
     if a.mpi:
-        print(f"machine: {machine()}")
-        print(f"blas: {blas_kernels()}")
-        print(elementwise_line())
+        print_header()
         bench_mpi(1 if a.quick else a.rounds, *((3, 3) if a.quick else (5, 5)))
         return
 
@@ -611,9 +607,7 @@ def main():
     rows = [r for r in ROWS if not wanted or any(w in f"{r[0]} {r[1]}x{r[2]}" for w in wanted)]
     if not rows:
         raise SystemExit(f"--rows {a.rows!r} matches none of: " + ", ".join(f"{r[0]} {r[1]}x{r[2]}" for r in ROWS))
-    print(f"machine: {machine()}")
-    print(f"blas: {blas_kernels()}")
-    print(elementwise_line())
+    print_header()
     if a.breakdown:
         bench_breakdown(rows, a.rounds, 3 * steps, a.unit_split)
         return
