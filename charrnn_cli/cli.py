@@ -42,7 +42,7 @@ def _load_checkpoint(path, allow_nonfinite=False):
 
 
 @main.command(context_settings=CONTEXT)
-@click.argument("target", metavar="CONFIG.yaml|TEXT_FILE", type=click.Path(dir_okay=False))
+@click.argument("target", metavar="[CONFIG.yaml|TEXT_FILE]", type=click.Path(dir_okay=False), required=False)
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override a config value (YAML-typed); repeatable, e.g. --set training.max_steps=100.")
 @click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=None, metavar="N",
@@ -58,7 +58,7 @@ def _load_checkpoint(path, allow_nonfinite=False):
 @click.option("--lines", is_flag=True, help="Each line is an item (data.mode: lines): names, titles, words.")
 @click.option("--quiet", is_flag=True, help="No progress bar or start-up lines; only the final summary.")
 def train(target, overrides, minutes, resume, overwrite, threads, lines, quiet):
-    """Train a model as CONFIG.yaml describes, or the default model on TEXT_FILE.
+    """Train a model as CONFIG.yaml describes, or the default model on TEXT_FILE, or go on with a run.
 
     Writes OUTPUT_DIR/latest.npz (every checkpoint_every steps and at the end), best.npz (whenever
     validation improves), metrics.jsonl and config.yaml (the config used). A folder that already
@@ -68,16 +68,22 @@ def train(target, overrides, minutes, resume, overwrite, threads, lines, quiet):
     A TEXT_FILE (any path not ending in .yaml or .yml) trains the default model (an LSTM 2x384,
     10 minutes) on it into runs/NAME, NAME being the file's name without its extension.
 
+    --resume alone goes on with the run as it was configured (the config stored in the checkpoint,
+    with any --set applied on top); with a TEXT_FILE, on that text; with a CONFIG.yaml, as it says.
+
     \b
     Example:
         charrnn train mytext.txt --minutes 5
         charrnn train configs/tiny.yaml
         charrnn train configs/shakespeare.yaml --set training.max_minutes=2
-        charrnn train configs/shakespeare.yaml --resume runs/shakespeare/latest.npz --minutes 5
+        charrnn train --resume runs/shakespeare/latest.npz --minutes 5
     """
     overrides = overrides + (("data.mode=lines",) if lines else ())
+    if target is None and resume is None:
+        raise click.ClickException("give a CONFIG.yaml or TEXT_FILE to train on, or --resume CHECKPOINT.npz "
+                                   "to go on with a run (charrnn train -h)")
     try:
-        cfg = config_for(target, overrides)
+        cfg = config_for(target, overrides, resume)
     except ConfigError as e:
         raise click.ClickException(str(e)) from None
     asked = threads or cfg.training.threads
@@ -113,7 +119,7 @@ def train(target, overrides, minutes, resume, overwrite, threads, lines, quiet):
         if e.path is None:
             click.echo(f"interrupted by {name} while preparing the data; nothing was saved", err=True)
         else:
-            click.echo(f"interrupted by {name}: saved {e.path} at step {e.step:,}; resume with --resume {e.path}",
+            click.echo(f"interrupted by {name}: saved {e.path} at step {e.step:,}; resume with: charrnn train --resume {e.path}",
                        err=True)
             click.echo(e.advice, err=True)
         sys.exit(exit_code(e.signum))

@@ -269,12 +269,67 @@ def own_text_config(text_path, overrides=()):
     return from_dict(apply_overrides(raw, overrides))
 
 
-def config_for(target, overrides=()):
+def config_for(target, overrides=(), resume=None):
     """The config `charrnn train TARGET` trains with: a YAML file's, or the own-text default on a
-    text file; overrides applied, data.path found (resolve_data_path)."""
-    if is_config_path(target):
+    text file; overrides applied, data.path found (resolve_data_path).
+
+    On --resume without a YAML file the base is the run's own config, stored in the checkpoint, so a
+    run started with `--set` goes on as it was, without the user repeating them: TARGET None keeps
+    its data.path, a TEXT_FILE replaces it."""
+    if target is not None and is_config_path(target):
         return resolve_data_path(load_config(target, overrides), target)
-    return resolve_data_path(own_text_config(target, overrides))
+    if resume is None:
+        return resolve_data_path(own_text_config(target, overrides))
+    raw = stored_config(resume)
+    if target is not None:
+        raw["data"]["path"] = target
+    cfg = from_dict(apply_overrides(raw, overrides))
+    if target is not None or any(o.strip().startswith("data.path=") for o in overrides):
+        return resolve_data_path(cfg)
+    try:
+        return resolve_data_path(cfg, resume)  # from here, else from the checkpoint's folder upwards
+    except ConfigError:
+        raise ConfigError(f"the run's text {cfg.data.path} is not found from here or above {resume}: "
+                          f"name it, charrnn train TEXT_FILE --resume {resume}") from None
+
+
+def stored_config(path):
+    """The config dict a checkpoint stores (its config_json array), read with the standard library:
+    `charrnn train --resume` needs the model's size to plan the threads before NumPy loads.
+
+    A checkpoint is an .npz (a zip of .npy files); config_json.npy holds one little-endian unicode
+    string: the magic, a version, the header's length and a header that is a Python dict literal,
+    then UTF-32 text (the .npy format, numpy.lib.format)."""
+    import ast
+    import json
+    import zipfile
+
+    bad = f"{path}: not a charrnn checkpoint"
+    try:
+        with zipfile.ZipFile(path) as z:
+            blob = z.read("config_json.npy")
+        if blob[:6] != b"\x93NUMPY":
+            raise ConfigError(f"{bad} (config_json is not an .npy array)")
+        size = 2 if blob[6] == 1 else 4  # format 1.0: a 2-byte header length; 2.0 and 3.0: 4 bytes
+        start = 8 + size
+        end = start + int.from_bytes(blob[8:start], "little")
+        header = ast.literal_eval(blob[start:end].decode("utf-8"))
+        if not re.fullmatch(r"<U\d+", str(header.get("descr"))) or header.get("shape") != ():
+            raise ConfigError(f"{bad} (config_json should be a single string)")
+        raw = json.loads(blob[end:].decode("utf-32-le").rstrip("\0"))
+    except ConfigError:
+        raise
+    except FileNotFoundError:
+        raise ConfigError(f"checkpoint not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder: give a checkpoint, such as {os.path.join(path, 'latest.npz')}") from None
+    except KeyError:
+        raise ConfigError(f"{bad} (it has no config_json)") from None
+    except (zipfile.BadZipFile, OSError, ValueError, SyntaxError, AttributeError, IndexError) as e:
+        raise ConfigError(f"{bad} ({e})") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict):
+        raise ConfigError(f"{bad} (its stored config has no data section)")
+    return raw
 
 
 def resolve_data_path(cfg, config_path=None):

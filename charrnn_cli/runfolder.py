@@ -76,7 +76,7 @@ class RunFolder:
             self.release()
             raise RunFolderError(
                 f"{self.path} already holds a run ({', '.join(present)}); continue it with "
-                f"--resume {self.latest}, or start a new one with --set output.dir=NEW_FOLDER "
+                f"charrnn train --resume {self.latest}, or start a new one with --set output.dir=NEW_FOLDER "
                 f"or --overwrite (which replaces it)")
         return self
 

@@ -130,12 +130,13 @@ def _data_changes(ck, cfg, corpus):
     """What differs between the data a checkpoint was trained on and the data now, as phrases."""
     changes = []
     old = ck.config.data
-    if os.path.abspath(old.path) != os.path.abspath(cfg.data.path):
-        changes.append(f"data.path {old.path} -> {cfg.data.path}")
-    length = ck.scalar("data.length")
+    length, sha1 = ck.scalar("data.length"), ck.get("data.sha1")
+    same_text = length == len(corpus.data) and sha1 is not None and str(sha1) == corpus.sha1 != ""
+    if os.path.abspath(old.path) != os.path.abspath(cfg.data.path) and not same_text:
+        changes.append(f"data.path {old.path} -> {cfg.data.path}")  # the same text elsewhere is no change
     if length is not None and length != len(corpus.data):
         changes.append(f"{length:,} -> {len(corpus.data):,} characters")
-    elif ck.get("data.sha1") is not None and corpus.sha1 and str(ck.get("data.sha1")) != corpus.sha1:
+    elif sha1 is not None and corpus.sha1 and str(sha1) != corpus.sha1:
         changes.append("the same length but different text")
     if old.val_fraction != cfg.data.val_fraction:
         changes.append(f"data.val_fraction {old.val_fraction} -> {cfg.data.val_fraction}")

@@ -122,3 +122,32 @@ def test_ci_installs_exactly_as_the_readme_says():
     for step in test_cmd[0].split("&&"):
         step = step.strip()
         assert re.search(r"^" + re.escape(step) + r"$", ci, flags=re.M), step
+
+
+def test_a_checkpoints_config_is_read_without_numpy(tmp_path):
+    """`charrnn train --resume` plans threads from the stored config before NumPy loads: the
+    standard-library reader gives what np.load gives, and loads no NumPy."""
+    import json
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from charrnn_cli.config import stored_config
+    from charrnn_cli.training import train
+    from test_train import make_config
+
+    train(from_dict(make_config(tmp_path, max_steps=1)), quiet=True)
+    path = str(tmp_path / "run" / "latest.npz")
+    with np.load(path) as z:
+        assert stored_config(path) == json.loads(str(z["config_json"]))
+    code = ("import sys, json; from charrnn_cli.config import stored_config\n"
+            "print(json.dumps(stored_config(sys.argv[1])), 'numpy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, check=True).stdout
+    assert out.split()[-1] == "False"
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    with pytest.raises(ConfigError, match="not a charrnn checkpoint .it has no config_json"):
+        stored_config(str(tmp_path / "other.npz"))
+    np.savez(tmp_path / "wrong.npz", config_json=np.zeros(3))
+    with pytest.raises(ConfigError, match="should be a single string"):
+        stored_config(str(tmp_path / "wrong.npz"))

@@ -89,6 +89,38 @@ def test_minutes_limits_the_invocation(tmp_path, monkeypatch):
     assert time.monotonic() - t < 10
 
 
+def test_resume_goes_on_with_the_runs_own_config(tmp_path, monkeypatch):
+    """A run started with --set goes on with `--resume` alone, as it was configured, bit for bit,
+    from another folder too; the same text at another relative path is no change of data."""
+    monkeypatch.chdir(tmp_path)
+    make_text(tmp_path / "mytext.txt")
+    steps = lambda n: ("--set", f"training.max_steps={n}")  # noqa: E731
+    assert invoke("train", "mytext.txt", *SMALL, *steps(8), "--set", "output.dir=straight").exit_code == 0
+    assert invoke("train", "mytext.txt", *SMALL, *steps(4), "--quiet").exit_code == 0
+    r = invoke("train", "mytext.txt", "--quiet")  # forgot --resume: refused, and told the command
+    assert r.exit_code == 1 and "continue it with charrnn train --resume runs/mytext/latest.npz" in r.output
+    r = invoke("train", "--resume", "runs/mytext/latest.npz", *steps(8))  # no config, no --set repeated
+    assert r.exit_code == 0 and "stopped at max_steps: step 8" in r.output, r.output
+    resumed, straight = ckpt.load("runs/mytext/latest.npz"), ckpt.load("straight/latest.npz")
+    assert resumed.config.model.hidden_size == 12
+    for name in straight.arrays:
+        if name.startswith("param."):
+            np.testing.assert_array_equal(resumed.arrays[name], straight.arrays[name])
+    os.mkdir("elsewhere")
+    monkeypatch.chdir(tmp_path / "elsewhere")  # the text is found above the checkpoint's folder
+    r = invoke("train", "--resume", "../runs/mytext/latest.npz", *steps(10))
+    assert r.exit_code == 0 and "stopped at max_steps: step 10" in r.output, r.output
+    assert "changed" not in r.output
+    r = invoke("train", "../mytext.txt", "--resume", "../runs/mytext/latest.npz", *steps(12), "--quiet")
+    assert r.exit_code == 0 and "step 12" in r.output, r.output  # a TEXT_FILE: the run's config, on it
+    os.rename("../mytext.txt", "../moved.txt")
+    r = invoke("train", "--resume", "../runs/mytext/latest.npz", *steps(14))
+    assert r.exit_code == 1 and one_line(r) and "charrnn train TEXT_FILE --resume" in r.output, r.output
+    for args in (("train",), ("train", "--resume", "../moved.txt"), ("train", "--resume", "nothere.npz")):
+        r = invoke(*args)
+        assert r.exit_code == 1 and one_line(r) and r.output.startswith("Error: "), r.output
+
+
 def test_the_own_text_defaults_are_the_default_main_job():
     with open(os.path.join(ROOT, "configs", "shakespeare.yaml")) as fh:
         bundled = yaml.safe_load(fh)
