@@ -63,7 +63,7 @@ def train(target, overrides, minutes, resume, overwrite, threads, lines, quiet):
     Writes OUTPUT_DIR/latest.npz (every checkpoint_every steps and at the end), best.npz (whenever
     validation improves), metrics.jsonl and config.yaml (the config used). A folder that already
     holds a run is refused unless you --resume it or --overwrite it. Ctrl-C saves latest.npz and
-    exits with 130 (SIGTERM: 143); a second Ctrl-C exits at once.
+    exits with 130 (SIGTERM: 143); a second Ctrl-C exits at once (still saving the last finished step).
 
     A TEXT_FILE (any path not ending in .yaml or .yml) trains the default model (an LSTM 2x384,
     10 minutes) on it into runs/NAME, NAME being the file's name without its extension.
@@ -124,8 +124,12 @@ def train(target, overrides, minutes, resume, overwrite, threads, lines, quiet):
             click.echo(e.advice, err=True)
         sys.exit(exit_code(e.signum))
     except ForcedStop as e:
-        click.echo(f"stopped at once by a second {signal_name(e.signum)}; the checkpoints on disk are intact "
-                   f"(latest.npz is from the last save)", err=True)
+        if e.path is not None:
+            click.echo(f"stopped at once by {e.nth} {signal_name(e.signum)}: saved {e.path} at step {e.step:,} "
+                       f"(the step under way was dropped); resume with: charrnn train --resume {e.path}", err=True)
+        else:
+            click.echo(f"stopped at once by {e.nth} {signal_name(e.signum)}; the checkpoints on disk are intact "
+                       f"(latest.npz is from the last save)", err=True)
         _end(comm, exit_code(e.signum), shared=False)
     except KeyboardInterrupt:  # before the training loop's own handler is installed
         click.echo("interrupted before training started; nothing was saved", err=True)

@@ -5,7 +5,10 @@ the signal, and the loop checks after each step, saves latest.npz and stops, so 
 half-applied and no checkpoint half-written. Work that may run long and leaves nothing to
 protect (preparing the data, a validation pass) is *interruptible*: there the handler raises
 Stop at once. A second signal, in either mode, raises ForcedStop at once: files on disk stay
-intact (checkpoints are written atomically, metrics lines whole) and the process exits.
+intact (checkpoints are written atomically, metrics lines whole) and the process exits; when it
+lands in a step before the update, the step is dropped and the run saved as the one before left
+it (training.Schedule.forced). A save under way (`finishing`) is let finish despite a second
+signal; a third ends it at once.
 """
 
 import contextlib
@@ -24,7 +27,11 @@ class Stop(BaseException):
 
 
 class ForcedStop(Stop):
-    """A second signal: stop now, without saving."""
+    """A second signal: stop now. `path` and `step` name the checkpoint saved on the way out (a
+    step dropped before its update, training.Schedule.forced), else None."""
+
+    path = step = None
+    nth = "a second"  # which signal it was, for the message
 
 
 def exit_code(signum):
@@ -41,6 +48,8 @@ class SignalGuard:
 
     def __init__(self, interrupts=True):
         self.signum = None
+        self.count = 0  # signals seen
+        self._obeyed = 1  # signals taken as "stop at the next step"; one more raises ForcedStop
         self._interruptible = False
         self._interrupts = interrupts  # False for a data-parallel process: it stops only where all stop
         self._old = {}
@@ -59,11 +68,26 @@ class SignalGuard:
         self._old.clear()
 
     def _handle(self, signum, frame):
-        if self.signum is not None:
-            raise ForcedStop(signum)
-        self.signum = signum
-        if self._interruptible:
-            raise Stop(signum)
+        self.count += 1
+        if self.count > self._obeyed:
+            stop = ForcedStop(signum)
+            stop.nth = {2: "a second", 3: "a third"}.get(self.count, "another")
+            raise stop
+        if self.signum is None:
+            self.signum = signum
+            if self._interruptible:
+                raise Stop(signum)
+
+    @contextlib.contextmanager
+    def finishing(self):
+        """A save that is let finish: until the block ends a second signal is only noted (the run
+        stops after it, as for the first), and a third raises ForcedStop. An impatient double Ctrl-C
+        then does not cost the save that the first one asked for."""
+        self._obeyed = 2
+        try:
+            yield
+        finally:
+            self._obeyed = 1
 
     @contextlib.contextmanager
     def interruptible(self):

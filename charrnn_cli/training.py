@@ -180,6 +180,7 @@ class Run:
         self.rng = np.random.default_rng(t_cfg.seed + 1)  # dropout masks
         self.state = self.model.zero_state(self.local_b)
         self.team = SOLO  # the processes sharing each step (team.py), started with the first step
+        self._before_step = None  # the dropout generator's state while a step can still be dropped (drop_step)
         self.team_size = team_size(t_cfg, m_cfg) if self.comm.size == 1 else 1
         if ck is not None:
             self._resume_from(ck, echo)
@@ -215,6 +216,7 @@ class Run:
         prog, model, comm, B = self.prog, self.model, self.comm, self.cfg.training.batch_size
         if prog.offset == 0:
             self.state = model.zero_state(self.local_b)  # epoch boundary: the streams wrap
+        self._before_step = self.rng.bit_generator.state  # until the update, all this step has changed
         x, y = self.streams.chunk(prog.offset)  # (T, b): this process's streams
         masks = model.dropout_masks(x.shape[0], B, self.rng)  # drawn for all B streams, as one process would
         if masks is not None and self.local_b != B:
@@ -237,6 +239,7 @@ class Run:
             raise TrainingError(f"the {bad[0]} became {bad[1]} at step {prog.step + 1}; stopped without saving "
                                 f"(try a lower training.learning_rate or grad_clip)")
         self.lr = lr_of(prog.step + 1)
+        self._before_step = None  # the update changes the parameters in place: no way back from here
         try:
             team.update(self._update, grads, self.lr, norm, self.optimizer.t + 1)  # every process its block
         except TeamError as e:  # parameters part updated: the last checkpoint is the run's state
@@ -249,6 +252,15 @@ class Run:
             prog.offset, prog.epoch = 0, prog.epoch + 1
             self.state = model.zero_state(self.local_b)
         return loss, x.size * comm.size
+
+    def drop_step(self):
+        """After a step stopped before its update (a second Ctrl-C): put back the one thing it had
+        changed, the dropout generator, so the run is as the last finished step left it, ready to
+        save. False once the update has begun."""
+        if self._before_step is None:
+            return False
+        self.rng.bit_generator.state, self._before_step = self._before_step, None
+        return True
 
     def _update(self, grads, args, share):
         """The update (lr, norm, t = args) on block share(n) of every parameter (all of it for None):
@@ -616,9 +628,23 @@ class Schedule:
         prog = self.run.prog
         return learning_rate(self.t_cfg, step, _time_fraction(self.t_cfg, prog.elapsed_s), prog.lr_anchor)
 
+    def save(self, path):
+        with self.signals.finishing():
+            self.run.save(path)
+
     def interrupted(self, signum):
-        self.run.save(self.folder.latest)
+        self.save(self.folder.latest)
         return Interrupted(signum, self.folder.latest, self.run.prog.step, _advice(self.folder, self.run))
+
+    def forced(self, e):
+        """A second signal during a step. In one process, save the run as the last finished step left
+        it (the step under way is dropped): two quick Ctrl-Cs then lose nothing, and a third during
+        the save still exits at once, the earlier checkpoint intact. (In a data-parallel job the save
+        would need every process: the job just ends.)"""
+        if self.comm.size == 1 and self.run.drop_step():
+            self.save(self.folder.latest)
+            e.path, e.step = self.folder.latest, self.run.prog.step
+        return e
 
     def validate(self):
         run, prog, comm, plan = self.run, self.run.prog, self.comm, self.plan
@@ -636,7 +662,8 @@ class Schedule:
         plan.seconds = time.monotonic() - t
         self.val_s += plan.seconds
         self.clock()
-        run.record_validation(loss, self.folder.best)
+        with self.signals.finishing():
+            run.record_validation(loss, self.folder.best)  # may save best.npz
         self.last_val = loss
         return loss
 
@@ -661,6 +688,8 @@ class Schedule:
                 t_step = time.monotonic()
                 try:
                     loss, chars = run.step(self.lr_of)
+                except ForcedStop as e:
+                    raise self.forced(e) from None
                 except TrainingError as e:
                     last = folder.latest if os.path.exists(folder.latest) else "none yet"
                     raise TrainingError(f"{e}. Last good checkpoint: {last}") from None
@@ -692,14 +721,17 @@ class Schedule:
                                         + _eta(t_cfg, prog, self.val_s))
                     window_loss, window_n, window_chars, window_t = 0.0, 0, 0, now
                 if prog.step % t_cfg.checkpoint_every == 0:
-                    run.save(folder.latest)
+                    self.save(folder.latest)
                     last_saved_step = prog.step
+                    signum = comm.max(self.signals.signum or 0)  # a signal during the save: it was the stop's
+                    if signum:
+                        raise Interrupted(signum, folder.latest, prog.step, _advice(folder, run))
             # the end: a last validation and checkpoint
             if self.has_val and (not prog.history["val"] or prog.history["val"][-1][0] != prog.step):
                 self.validate()
                 self.log(_record(run, None, self.last_val, None, None, self.plan.seconds, self.val_s))
             if last_saved_step != prog.step or not comm.from_writer(os.path.exists(folder.latest)):
-                run.save(folder.latest)
+                self.save(folder.latest)
         finally:
             bar.close()
         warning = divergence(final_loss(prog.history, self.last_val), len(run.corpus.vocab), t_cfg.learning_rate)

@@ -543,6 +543,70 @@ def test_sigterm_during_the_final_validation_is_answered(tmp_path, monkeypatch):
     assert ckpt.load(str(tmp_path / "run" / "latest.npz")).scalar("train.step") == 2
 
 
+def test_two_quick_signals_in_a_step_drop_it_and_save_the_run_as_the_step_before_left_it(tmp_path, monkeypatch):
+    """An impatient double Ctrl-C lands in a step's compute: that step is dropped, its dropout draws
+    put back, and the run saved, so nothing is lost and the resume is bit for bit."""
+    from charrnn_cli.model import CharRNN
+    from test_train import params_of
+
+    raw = make_config(tmp_path, max_steps=8, checkpoint_every=1000, eval_every=1000)  # nothing saved before
+    straight = dict(raw, output={"dir": str(tmp_path / "straight")})
+    train(from_dict(straight), quiet=True)
+    real, calls = CharRNN.backward, []
+
+    def backward(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 6:  # in the sixth step, after five have finished
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(30)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(CharRNN, "backward", backward)
+    t = time.monotonic()
+    r = invoke("train", write_yaml(tmp_path, raw), "--quiet")
+    assert time.monotonic() - t < 5 and r.exit_code == 130, r.output
+    latest = str(tmp_path / "run" / "latest.npz")
+    assert (f"stopped at once by a second SIGINT: saved {latest} at step 5 (the step under way was dropped); "
+            f"resume with: charrnn train --resume {latest}") in r.output
+    assert not [f for f in os.listdir(tmp_path / "run") if "tmp" in f]
+    monkeypatch.setattr(CharRNN, "backward", real)
+    r = invoke("train", "--resume", latest, "--quiet")
+    assert r.exit_code == 0 and "step 8" in r.output, r.output
+    a, b = params_of(latest), params_of(str(tmp_path / "straight" / "latest.npz"))
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("more", [1, 2])
+def test_the_save_a_signal_asked_for_finishes_despite_a_second_and_a_third_ends_it(tmp_path, monkeypatch, more):
+    raw = make_config(tmp_path, max_steps=100, checkpoint_every=1000, eval_every=1000)
+    real_step, real_save = Run.step, ckpt.atomic_save_npz
+
+    def step(self, lr_of):
+        out = real_step(self, lr_of)
+        if self.prog.step == 5:
+            os.kill(os.getpid(), signal.SIGINT)  # stop after this step, and save
+        return out
+
+    def save(path, arrays):
+        for _ in range(more):  # while the save runs: Ctrl-C again (and again)
+            os.kill(os.getpid(), signal.SIGINT)
+        real_save(path, arrays)
+
+    monkeypatch.setattr(Run, "step", step)
+    monkeypatch.setattr(ckpt, "atomic_save_npz", save)
+    r = invoke("train", write_yaml(tmp_path, raw), "--quiet")
+    assert r.exit_code == 130, r.output
+    latest = tmp_path / "run" / "latest.npz"
+    if more == 1:
+        assert f"interrupted by SIGINT: saved {latest} at step 5" in r.output
+        assert ckpt.load(str(latest)).scalar("train.step") == 5
+    else:
+        assert "stopped at once by a third SIGINT; the checkpoints on disk are intact" in r.output
+        assert not latest.exists()
+    assert not [f for f in os.listdir(tmp_path / "run") if "tmp" in f]
+
+
 def test_a_second_signal_exits_at_once_without_damaging_files(tmp_path, monkeypatch):
     raw = make_config(tmp_path, max_steps=100, checkpoint_every=2, eval_every=1000)
     real = Run.step
