@@ -116,14 +116,33 @@ def _check_resume(ck, cfg, vocab):
             raise ckpt.CheckpointError(f"{ck.path} does not match the config: model.{key} is "
                                        f"{getattr(a, key)!r} in the checkpoint, {getattr(b, key)!r} in the config")
     if ck.vocab != vocab:
-        raise ckpt.CheckpointError(f"{ck.path} does not match the data: its vocabulary has {len(ck.vocab)} "
-                                   f"characters, {cfg.data.path} has {len(vocab)} (or different ones)")
+        raise ckpt.CheckpointError(f"{ck.path} cannot go on with {cfg.data.path}: {_vocab_change(ck.vocab, vocab)}; "
+                                   f"a run's characters are fixed when it starts, so start a new run on this text, "
+                                   f"without --resume and with --set output.dir=NEW_FOLDER")
     if ck.config.data.mode != cfg.data.mode:
         raise ckpt.CheckpointError(f"{ck.path} was trained with data.mode {ck.config.data.mode}; "
                                    f"resume with the same data.mode")
     if ck.config.training.batch_size != cfg.training.batch_size:
         raise ckpt.CheckpointError(f"{ck.path} was trained with training.batch_size "
                                    f"{ck.config.training.batch_size}; resume with the same batch_size")
+
+
+def _vocab_change(old, new, limit=8):
+    """The characters a text gained and lost against a run's vocabulary, as a phrase.
+
+    >>> from charrnn_cli.vocab import Vocab
+    >>> _vocab_change(Vocab.from_text("abc"), Vocab.from_text("abd~"))
+    "the text has 2 characters the run never saw ('d', '~') and lacks 1 it had ('c')"
+    """
+    def listed(chars):
+        shown = ", ".join(repr(c) for c in chars[:limit])
+        return f"({shown}{', ...' if len(chars) > limit else ''})"
+
+    gained = [c for c in new.chars if c not in old]
+    lost = [c for c in old.chars if c not in new]
+    parts = ([f"has {len(gained)} character{'s' * (len(gained) != 1)} the run never saw {listed(gained)}"]
+             if gained else []) + ([f"lacks {len(lost)} it had {listed(lost)}"] if lost else [])
+    return "the text " + " and ".join(parts)
 
 
 def _data_changes(ck, cfg, corpus):

@@ -361,6 +361,21 @@ def test_resume_warns_when_the_data_changed(tmp_path):
     assert any("the same length but different text" in s for s in said)
 
 
+def test_resume_on_a_text_with_other_characters_says_which_and_what_to_do(tmp_path):
+    raw = make_config(tmp_path, max_steps=2)
+    train(from_dict(raw), quiet=True)
+    f = tmp_path / "text.txt"
+    f.write_text(f.read_text().replace("ß", "s") + "{~}")  # gains three characters, loses one
+    latest = tmp_path / "run" / "latest.npz"
+    before = latest.read_bytes()
+    r = invoke("train", "--resume", latest, "--set", "training.max_steps=4")
+    assert r.exit_code == 1 and one_line(r), r.output
+    assert (f"cannot go on with {f}: the text has 3 characters the run never saw ('{{', '}}', '~') and lacks 1 it "
+            f"had ('ß'); a run's characters are fixed when it starts, so start a new run on this text, without "
+            f"--resume and with --set output.dir=NEW_FOLDER") in r.output
+    assert latest.read_bytes() == before
+
+
 # ---- checkpoints read back ------------------------------------------------------------------
 
 
