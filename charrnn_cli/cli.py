@@ -119,8 +119,8 @@ def train(target, overrides, minutes, resume, overwrite, threads, lines, quiet):
         if e.path is None:
             click.echo(f"interrupted by {name} while preparing the data; nothing was saved", err=True)
         else:
-            click.echo(f"interrupted by {name}: saved {e.path} at step {e.step:,}; resume with: charrnn train --resume {e.path}",
-                       err=True)
+            click.echo(f"interrupted by {name}: saved {e.path} at step {e.step:,}; "
+                       f"resume with: charrnn train --resume {e.path}", err=True)
             click.echo(e.advice, err=True)
         sys.exit(exit_code(e.signum))
     except ForcedStop as e:

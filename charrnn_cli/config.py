@@ -322,7 +322,8 @@ def stored_config(path):
     except FileNotFoundError:
         raise ConfigError(f"checkpoint not found: {path}") from None
     except IsADirectoryError:
-        raise ConfigError(f"{path} is a folder: give a checkpoint, such as {os.path.join(path, 'latest.npz')}") from None
+        raise ConfigError(f"{path} is a folder: give a checkpoint in it, such as "
+                          f"{os.path.join(path, 'latest.npz')}") from None
     except KeyError:
         raise ConfigError(f"{bad} (it has no config_json)") from None
     except (zipfile.BadZipFile, OSError, ValueError, SyntaxError, AttributeError, IndexError) as e:
