@@ -107,25 +107,29 @@ class Model:
         return items
 
 
-def train(config, overrides=None, resume=None, overwrite=False, minutes=None, quiet=True, echo=None):
+def train(config=None, overrides=None, resume=None, overwrite=False, minutes=None, quiet=True, echo=None):
     """Train as `charrnn train` does; returns its Result (progress, validation loss, stop reason,
     the run folder, the trained model in .model).
 
-    config: a YAML path, a text file (the default model on it, into runs/NAME), or a Config.
-    overrides: {"section.key": value}, as --set. resume: a checkpoint path (the run goes on in its
-    folder unless overrides name output.dir).
+    config: a YAML path, a text file (the default model on it, into runs/NAME), or a Config; None
+    with resume: the run's own config, stored in the checkpoint. overrides: {"section.key": value},
+    as --set. resume: a checkpoint path (the run goes on in its folder unless overrides name
+    output.dir).
     """
     from .training import train as run_training
 
     sets = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
             for k, v in (overrides or {}).items()]
-    if isinstance(config, (str, os.PathLike)):
-        cfg = config_for(os.fspath(config), sets)
+    if config is None and resume is None:
+        raise ValueError("give a config (a YAML path, a text file or a Config), or resume=CHECKPOINT")
+    if config is None or isinstance(config, (str, os.PathLike)):
+        cfg = config_for(None if config is None else os.fspath(config), sets,
+                         None if resume is None else os.fspath(resume))
     else:
         if sets:
             raise ConfigError("overrides go with a config path; change a Config object's fields directly")
         cfg = config
     if resume is not None and "output.dir" not in (overrides or {}):
-        cfg.output.dir = os.path.dirname(resume) or "."
+        cfg.output.dir = os.path.dirname(os.fspath(resume)) or "."
     return run_training(cfg, resume=resume, quiet=quiet, echo=echo or (lambda msg: None), overwrite=overwrite,
                         minutes=minutes)
