@@ -79,6 +79,9 @@ def train(target, overrides, minutes, resume, overwrite, threads, lines, quiet):
         charrnn train --resume runs/shakespeare/latest.npz --minutes 5
     """
     overrides = overrides + (("data.mode=lines",) if lines else ())
+    if target is not None and resume is None and target.endswith(".npz"):
+        raise click.ClickException(f"{target} is a checkpoint, not text: to go on with its run, "
+                                   f"charrnn train --resume {target}")
     if target is None and resume is None:
         raise click.ClickException("give a CONFIG.yaml or TEXT_FILE to train on, or --resume CHECKPOINT.npz "
                                    "to go on with a run (charrnn train -h)")

@@ -60,7 +60,8 @@ def codepoint_chunks(path):
                 try:
                     text = decoder.decode(b, final)
                 except UnicodeDecodeError as e:
-                    raise DataError(f"{path} is not valid UTF-8: bad byte at offset {offset - pending + e.start}") from None
+                    raise DataError(f"{path} is not valid UTF-8: bad byte at offset {offset - pending + e.start} "
+                                    f"(a text in another encoding converts with iconv -f LATIN1 -t UTF-8, say)") from None
                 if text:
                     yield np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
             offset += len(b)

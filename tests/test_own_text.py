@@ -119,6 +119,10 @@ def test_resume_goes_on_with_the_runs_own_config(tmp_path, monkeypatch):
     for args in (("train",), ("train", "--resume", "../moved.txt"), ("train", "--resume", "nothere.npz")):
         r = invoke(*args)
         assert r.exit_code == 1 and one_line(r) and r.output.startswith("Error: "), r.output
+    r = invoke("train", "../runs/mytext/latest.npz")  # a checkpoint given as the text
+    assert r.exit_code == 1 and one_line(r) and r.output == (
+        "Error: ../runs/mytext/latest.npz is a checkpoint, not text: to go on with its run, "
+        "charrnn train --resume ../runs/mytext/latest.npz\n")
 
 
 def test_the_own_text_defaults_are_the_default_main_job():
