@@ -405,12 +405,15 @@ def _spent(reason, ck, prog, t_cfg):
     """The line for a resume that has nothing left to do."""
     if reason == "max_steps":
         what = f"training.max_steps {t_cfg.max_steps:,}"
+        how = f"raise it with --set training.max_steps=N (N > {prog.step})"
     elif reason == "max_epochs":
         what = f"training.max_epochs {t_cfg.max_epochs:g}"
+        how = "raise it with --set training.max_epochs=N"
     else:
         what = f"training.max_minutes {t_cfg.max_minutes:g} ({prog.elapsed_s / 60:.1f} minutes trained)"
+        how = "train on with --minutes N (N more minutes)"
     return (f"nothing to do: {ck.path} (step {prog.step:,}) has already reached {what}; the budget counts "
-            f"the whole run, across resumes: train on with --minutes N (N more minutes) or raise it with --set")
+            f"the whole run, across resumes: {how}")
 
 
 def _time_fraction(t_cfg, elapsed_s):

@@ -232,7 +232,12 @@ def test_a_spent_budget_says_how_to_extend_it_and_the_cosine_goes_on_smoothly(tm
     latest = tmp_path / "run" / "latest.npz"
     r = invoke("train", cfg, "--quiet", "--resume", latest)
     assert r.exit_code == 1 and one_line(r), r.output
-    assert "has already reached training.max_steps 10" in r.output and "across resumes" in r.output
+    assert ("has already reached training.max_steps 10; the budget counts the whole run, across resumes: "
+            "raise it with --set training.max_steps=N (N > 10)") in r.output
+    r = invoke("train", "--quiet", "--resume", latest, "--set", "training.max_steps=null",
+               "--set", "training.max_minutes=0.00001")  # less than the 10 steps took
+    assert r.exit_code == 1 and "has already reached training.max_minutes" in r.output, r.output
+    assert "train on with --minutes N (N more minutes)" in r.output, r.output
     r = invoke("train", cfg, "--quiet", "--resume", latest, "--set", "training.max_steps=20")
     assert r.exit_code == 0, r.output
     lrs = {m["step"]: m["learning_rate"] for m in metrics_of(tmp_path / "run") if m["learning_rate"]}
