@@ -1,5 +1,6 @@
 """The command line: parse, validate, call the library, print. User errors become one line."""
 
+import contextlib
 import json
 import math
 import os
@@ -8,7 +9,7 @@ import sys
 import click
 
 from . import __version__
-from .config import ConfigError, config_for, load_config
+from .config import ConfigError, config_for, is_config_path, load_config
 from .cores import plan_threads, set_threads
 
 # NumPy is imported inside the commands, not here: `train --threads N` must set the BLAS thread
@@ -92,12 +93,8 @@ def train(target, overrides, minutes, resume, overwrite, threads, lines, quiet):
     asked = threads or cfg.training.threads
     if not set_threads(plan_threads(cfg.training, cfg.model, threads)) and asked:
         click.echo(f"warning: NumPy was already loaded; --threads {asked} cannot change its thread pool", err=True)
-    from .checkpoint import CheckpointError
-    from .data import DataError
     from .dist import DistError, world
-    from .runfolder import RunFolderError
-    from .signals import ForcedStop, exit_code, signal_name
-    from .training import Interrupted, TrainingError, train as run_training
+    from .training import train as run_training
 
     try:
         comm = world()  # one process, or this one's place in an MPI job
@@ -108,13 +105,31 @@ def train(target, overrides, minutes, resume, overwrite, threads, lines, quiet):
     echo = _tqdm_echo
     if resume is not None and not any(o.strip().startswith("output.dir=") for o in overrides):
         folder = os.path.dirname(resume) or "."
-        if os.path.abspath(folder) != os.path.abspath(cfg.output.dir) and not quiet:
+        given = target is not None and is_config_path(target)  # not the run's own config: it may say otherwise
+        if given and os.path.abspath(folder) != os.path.abspath(cfg.output.dir) and not quiet:
             echo(f"note: continuing in {folder}, the checkpoint's folder (the config says {cfg.output.dir}; "
                  f"--set output.dir=... to write elsewhere)")
         cfg.output.dir = folder
-    try:
+    with _run_ends(comm):
         result = run_training(cfg, resume=resume, quiet=quiet, echo=echo, overwrite=overwrite, minutes=minutes,
                               comm=comm)
+    for line in _summary(result, cfg):
+        click.echo(line)
+
+
+@contextlib.contextmanager
+def _run_ends(comm):
+    """Every way a run can end but finishing, as the line and exit code the user gets: a user
+    error, a signal, no memory, a file that cannot be written; a bug's traceback in an MPI job."""
+    from .checkpoint import CheckpointError
+    from .data import DataError
+    from .dist import DistError
+    from .runfolder import RunFolderError
+    from .signals import ForcedStop, exit_code, signal_name
+    from .training import Interrupted, TrainingError
+
+    try:
+        yield
     except (ConfigError, DataError, CheckpointError, TrainingError, RunFolderError, DistError) as e:
         raise click.ClickException(str(e)) from None  # every process of a job meets these alike
     except Interrupted as e:
@@ -151,8 +166,6 @@ def train(target, overrides, minutes, resume, overwrite, threads, lines, quiet):
 
         traceback.print_exc(file=sys.__stderr__)  # a bug: say where, on whichever process met it
         comm.abort(1)
-    for line in _summary(result, cfg):
-        click.echo(line)
 
 
 def _summary(result, cfg):

@@ -110,7 +110,13 @@ def test_resume_goes_on_with_the_runs_own_config(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "elsewhere")  # the text is found above the checkpoint's folder
     r = invoke("train", "--resume", "../runs/mytext/latest.npz", *steps(10))
     assert r.exit_code == 0 and "stopped at max_steps: step 10" in r.output, r.output
-    assert "changed" not in r.output
+    assert "changed" not in r.output and "note:" not in r.output  # the run's own text, folder and config
+    raw = yaml.safe_load((tmp_path / "runs" / "mytext" / "config.yaml").read_text())
+    raw["output"]["dir"] = "other"
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(raw))  # a config file naming another folder
+    r = invoke("train", "../other.yaml", "--resume", "../runs/mytext/latest.npz", *steps(11))
+    assert r.exit_code == 0 and ("note: continuing in ../runs/mytext, the checkpoint's folder (the config says "
+                                 "other; --set output.dir=... to write elsewhere)") in r.output, r.output
     r = invoke("train", "../mytext.txt", "--resume", "../runs/mytext/latest.npz", *steps(12), "--quiet")
     assert r.exit_code == 0 and "step 12" in r.output, r.output  # a TEXT_FILE: the run's config, on it
     os.rename("../mytext.txt", "../moved.txt")
