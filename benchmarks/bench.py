@@ -493,6 +493,30 @@ def bench_breakdown(rows, rounds, steps, split):
               f"{100 * med['rest_ms'] / med['step_ms']:.0f}% | {med['others_waits_ms']:.1f} |", flush=True)
 
 
+# Issue 15's goals, read off the table: training at least 1.15x PyTorch on every row, LSTM 1x512 at
+# 75% of the sgemm bound or more, sampling at least 4x PyTorch on every row.
+GOALS = {"train": 1.15, "bound": 0.75, "sample": 4.0}
+
+
+def goals_line(done):
+    """One line saying which of the goals this run met, row by row.
+
+    >>> goals_line([("LSTM 1x512", 1.29, 0.81, 15.0), ("LSTM 2x256", 1.10, 0.80, 29.6)])
+    'goals (issue 15): training >= 1.15x PyTorch: missed (LSTM 2x256 at 1.10x); LSTM 1x512 >= 75% of the bound: met (81%); sampling >= 4x PyTorch: met (lowest 15.0x)'
+    """
+    short = [f"{name} at {r:.2f}x" for name, r, _, _ in done if r < GOALS["train"]]
+    parts = [f"training >= {GOALS['train']}x PyTorch: " + (f"missed ({', '.join(short)})" if short else
+                                                          f"met (lowest {min(r for _, r, _, _ in done):.2f}x)")]
+    for name, _, share, _ in done:
+        if name == "LSTM 1x512":
+            parts.append(f"LSTM 1x512 >= {GOALS['bound']:.0%} of the bound: "
+                         f"{'met' if share >= GOALS['bound'] else 'missed'} ({share:.0%})")
+    lowest = min(s for _, _, _, s in done)
+    parts.append(f"sampling >= {GOALS['sample']:g}x PyTorch: {'met' if lowest >= GOALS['sample'] else 'missed'} "
+                 f"(lowest {lowest:.1f}x)")
+    return "goals (issue 15): " + "; ".join(parts)
+
+
 def has_torch():
     try:
         import importlib.util
@@ -631,6 +655,7 @@ def main():
         sep += " ---: | ---: |"
     print(head)
     print(sep)
+    done = []  # (row name, training ratio, share of the bound, sampling ratio)
     for mt, L, H, B, T in rows:
         # alternate the two libraries over several rounds, so drift on a shared machine hits both
         rates = {"ours": [], "theirs": [], "s_ours": [], "s_theirs": [], "peak": [], "gflops": [], "procs": []}
@@ -655,7 +680,11 @@ def main():
         line += f" {med['s_ours']:,.0f} |"
         if use_torch:
             line += f" {med['s_theirs']:,.0f} | {med['s_ours'] / med['s_theirs']:.2f}x |"
+            done.append((f"{mt.upper()} {L}x{H}", med["ours"] / med["theirs"], med["ours"] / bound,
+                         med["s_ours"] / med["s_theirs"]))
         print(line, flush=True)
+    if done:
+        print("\n" + goals_line(done))
     if a.large_gib > 0:
         folder = tempfile.mkdtemp(prefix="charrnn-bench-")
         path = os.path.join(folder, "large.txt")
