@@ -21,7 +21,7 @@ import numpy as np
 import yaml
 
 from . import checkpoint as ckpt
-from .config import ConfigError, config_for
+from .config import ConfigError, config_for, resume_path
 from .data import as_items_text
 from .evaluate import score as _score
 from .sample import generate, new_items, training_items
@@ -113,23 +113,23 @@ def train(config=None, overrides=None, resume=None, overwrite=False, minutes=Non
 
     config: a YAML path, a text file (the default model on it, into runs/NAME), or a Config; None
     with resume: the run's own config, stored in the checkpoint. overrides: {"section.key": value},
-    as --set. resume: a checkpoint path (the run goes on in its folder unless overrides name
-    output.dir).
+    as --set. resume: a checkpoint path, or a run folder for its latest.npz (the run goes on in its
+    folder unless overrides name output.dir).
     """
     from .training import train as run_training
 
     sets = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
             for k, v in (overrides or {}).items()]
+    resume = None if resume is None else resume_path(os.fspath(resume))
     if config is None and resume is None:
         raise ValueError("give a config (a YAML path, a text file or a Config), or resume=CHECKPOINT")
     if config is None or isinstance(config, (str, os.PathLike)):
-        cfg = config_for(None if config is None else os.fspath(config), sets,
-                         None if resume is None else os.fspath(resume))
+        cfg = config_for(None if config is None else os.fspath(config), sets, resume)
     else:
         if sets:
             raise ConfigError("overrides go with a config path; change a Config object's fields directly")
         cfg = config
     if resume is not None and "output.dir" not in (overrides or {}):
-        cfg.output.dir = os.path.dirname(os.fspath(resume)) or "."
+        cfg.output.dir = os.path.dirname(resume) or "."
     return run_training(cfg, resume=resume, quiet=quiet, echo=echo or (lambda msg: None), overwrite=overwrite,
                         minutes=minutes)

@@ -9,7 +9,7 @@ import sys
 import click
 
 from . import __version__
-from .config import ConfigError, config_for, is_config_path, load_config
+from .config import ConfigError, config_for, is_config_path, load_config, resume_path
 from .cores import plan_threads, set_threads
 
 # NumPy is imported inside the commands, not here: `train --threads N` must set the BLAS thread
@@ -48,9 +48,9 @@ def _load_checkpoint(path, allow_nonfinite=False):
               help="Override a config value (YAML-typed); repeatable, e.g. --set training.max_steps=100.")
 @click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=None, metavar="N",
               help="Train for N minutes in this invocation (on --resume: N more minutes).")
-@click.option("--resume", type=click.Path(dir_okay=False), metavar="CHECKPOINT.npz",
-              help="Continue exactly from a checkpoint; the run goes on in the checkpoint's folder "
-                   "unless --set output.dir names another.")
+@click.option("--resume", type=click.Path(), metavar="CHECKPOINT.npz",
+              help="Continue exactly from a checkpoint (a run folder: its latest.npz); the run goes on in the "
+                   "checkpoint's folder unless --set output.dir names another.")
 @click.option("--overwrite", is_flag=True,
               help="Replace the run already in output.dir (its checkpoints and metrics) instead of refusing.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N",
@@ -80,6 +80,7 @@ def train(target, overrides, minutes, resume, overwrite, threads, lines, quiet):
         charrnn train --resume runs/shakespeare/latest.npz --minutes 5
     """
     overrides = overrides + (("data.mode=lines",) if lines else ())
+    resume = None if resume is None else resume_path(resume)
     if target is not None and resume is None and target.endswith(".npz"):
         raise click.ClickException(f"{target} is a checkpoint, not text: to go on with its run, "
                                    f"charrnn train --resume {target}")

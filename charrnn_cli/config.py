@@ -293,6 +293,11 @@ def config_for(target, overrides=(), resume=None):
                           f"name it, charrnn train TEXT_FILE --resume {resume}") from None
 
 
+def resume_path(path):
+    """The checkpoint --resume PATH names: PATH, or for a run folder its latest.npz (where the run stands)."""
+    return os.path.join(path, "latest.npz") if os.path.isdir(path) else path
+
+
 def stored_config(path):
     """The config dict a checkpoint stores (its config_json array), read with the standard library:
     `charrnn train --resume` needs the model's size to plan the threads before NumPy loads.
@@ -321,9 +326,6 @@ def stored_config(path):
         raise
     except FileNotFoundError:
         raise ConfigError(f"checkpoint not found: {path}") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path} is a folder: give a checkpoint in it, such as "
-                          f"{os.path.join(path, 'latest.npz')}") from None
     except KeyError:
         raise ConfigError(f"{bad} (it has no config_json)") from None
     except (zipfile.BadZipFile, OSError, ValueError, SyntaxError, AttributeError, IndexError) as e:

@@ -34,7 +34,7 @@ def test_train_applies_overrides_and_returns_the_result(run):
 def test_train_resume_alone_goes_on_with_the_runs_config(tmp_path):
     raw = make_config(tmp_path, max_steps=4)
     charrnn.train(write_yaml(tmp_path, raw), overrides={"model.hidden_size": 10})
-    result = charrnn.train(resume=tmp_path / "run" / "latest.npz", overrides={"training.max_steps": 6})
+    result = charrnn.train(resume=tmp_path / "run", overrides={"training.max_steps": 6})  # a run folder
     assert result.progress.step == 6 and result.model.hidden_size == 10
     with pytest.raises(ValueError, match="resume=CHECKPOINT"):
         charrnn.train()

@@ -106,6 +106,8 @@ def test_resume_goes_on_with_the_runs_own_config(tmp_path, monkeypatch):
     for name in straight.arrays:
         if name.startswith("param."):
             np.testing.assert_array_equal(resumed.arrays[name], straight.arrays[name])
+    r = invoke("train", "--resume", "runs/mytext", *steps(9), "--quiet")  # a run folder: its latest.npz
+    assert r.exit_code == 0 and "step 9" in r.output, r.output
     os.mkdir("elsewhere")
     monkeypatch.chdir(tmp_path / "elsewhere")  # the text is found above the checkpoint's folder
     r = invoke("train", "--resume", "../runs/mytext/latest.npz", *steps(10))
