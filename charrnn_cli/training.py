@@ -29,6 +29,7 @@ from .evaluate import score_sums
 from .model import CharRNN
 from .config import ConfigError
 from .cores import blas_pin_note, team_size
+from .progress import ProgressView
 from .optim import clip_and_step, cosine_fraction, global_norm, learning_rate, make_optimizer
 from .runfolder import OtherProcessFolder, RunFolder
 from .signals import ForcedStop, SignalGuard, Stop
@@ -693,11 +694,8 @@ class Schedule:
         on_writer(self.comm, self.folder.log, record)
 
     def loop(self, resumed=False):
-        from tqdm import tqdm
-
         run, prog, t_cfg, comm, folder = self.run, self.run.prog, self.t_cfg, self.comm, self.folder
-        bar = tqdm(total=_planned_steps(t_cfg, run.streams), initial=prog.step, disable=self.quiet, unit="step",
-                   dynamic_ncols=True, leave=True)
+        view = ProgressView(_planned_steps(t_cfg, run.streams), prog.step, self.quiet, self.echo)
         window_loss, window_n, window_chars, window_t = 0.0, 0, 0, self.t0
         last_saved_step = prog.step if resumed else -1
         reason = None
@@ -721,7 +719,7 @@ class Schedule:
                 window_n += 1
                 window_chars += chars
                 self.clock()
-                bar.update(1)
+                view.step()
                 signum = comm.max(self.signals.signum or 0)  # a signal to any process stops all at this step
                 if signum:
                     raise self.interrupted(signum)
@@ -739,8 +737,8 @@ class Schedule:
                     self.log(_record(run, train_loss, self.last_val if evaluated else None, cps, run.lr,
                                      self.plan.seconds if evaluated else None, self.val_s))
                     last = "-" if math.isnan(self.last_val) else f"{self.last_val:.3f}"
-                    bar.set_postfix_str(f"ep {run.epoch_float():.2f} loss {train_loss:.3f} val {last} {cps:,.0f} ch/s"
-                                        + _eta(t_cfg, prog, self.val_s))
+                    view.report(prog.step, f"ep {run.epoch_float():.2f} loss {train_loss:.3f} val {last} "
+                                           f"{cps:,.0f} ch/s" + _eta(t_cfg, prog, self.val_s), evaluated)
                     window_loss, window_n, window_chars, window_t = 0.0, 0, 0, now
                 if prog.step % t_cfg.checkpoint_every == 0:
                     self.save(folder.latest)
@@ -755,7 +753,7 @@ class Schedule:
             if last_saved_step != prog.step or not comm.from_writer(os.path.exists(folder.latest)):
                 self.save(folder.latest)
         finally:
-            bar.close()
+            view.close()
         warning = divergence(final_loss(prog.history, self.last_val), len(run.corpus.vocab), t_cfg.learning_rate)
         return Result(prog, self.last_val, reason, run.cfg.output.dir, _advice(folder, run), warning, run.model,
                       run.val_per_item)

@@ -327,6 +327,49 @@ def test_threads_apply_before_numpy_starts(tmp_path):
     assert counts[1] < counts[2]  # one BLAS thread fewer
 
 
+# ---- what the user watches ------------------------------------------------------------------
+
+
+def test_a_log_file_gets_plain_progress_lines_not_a_redrawn_bar(tmp_path):
+    """Not a terminal (a cluster job's output file, a pipe): a line at the first report and at each
+    validation, none in between (within PLAIN_EVERY_S), and no carriage-return redraws."""
+    cfg = write_yaml(tmp_path, make_config(tmp_path, max_steps=8, log_every=2, eval_every=4))
+    r = invoke("train", cfg)
+    assert r.exit_code == 0, r.output
+    lines = [x for x in r.output.splitlines() if x.startswith("step ")]
+    assert [x.split(":")[0] for x in lines] == ["step 2 of 8", "step 4 of 8", "step 8 of 8"], r.output
+    assert lines[1].startswith("step 4 of 8: ep ") and " val 2." in lines[1] and "ch/s" in lines[1]
+    assert "\r" not in r.output
+
+
+def test_a_terminal_gets_the_progress_bar(tmp_path):
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    cfg = write_yaml(tmp_path, make_config(tmp_path, max_steps=8, log_every=2, eval_every=4))
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # 24 x 120, as a terminal has
+    proc = subprocess.Popen([sys.executable, "-m", "charrnn_cli", "train", str(cfg)], stdout=slave, stderr=slave,
+                            stdin=subprocess.DEVNULL)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the other end closed: the process is done
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert proc.wait(timeout=60) == 0
+    text = out.decode("utf-8", "replace")
+    assert "step/s" in text and "\r" in text and "stopped at max_steps: step 8" in text, text
+    assert "step 2 of 8:" not in text
+
+
 # ---- looking at results ---------------------------------------------------------------------
 
 
