@@ -68,7 +68,7 @@ class RunFolder:
             raise RunFolderError(f"another run ({e.holder}) is training in {self.path}; wait for it to end, "
                                  f"or train into another folder with --set output.dir=...") from None
         self._sweep()
-        continuing = resume is not None and _same_folder(os.path.dirname(os.path.abspath(resume)), self.path)
+        continuing = resume is not None and _same_path(os.path.dirname(os.path.abspath(resume)), self.path)
         present = self.holds_run()
         self.replacing = bool(present) and not continuing  # only with overwrite, below
         self.continuing = continuing
@@ -78,7 +78,25 @@ class RunFolder:
                 f"{self.path} already holds a run ({', '.join(present)}); continue it with "
                 f"charrnn train --resume {self.latest}, or start a new one with --set output.dir=NEW_FOLDER "
                 f"or --overwrite (which replaces it)")
+        if continuing and not overwrite:
+            self._refuse_going_back(resume)
         return self
+
+    def _refuse_going_back(self, resume):
+        """A resume from an older checkpoint of this folder (best.npz from before the last save, a
+        copy) would go on over the run's later steps: its next saves replace latest.npz and best.npz.
+        Refuse unless --overwrite; a latest.npz that cannot be read (the reason to go back) is no bar."""
+        if not os.path.exists(self.latest) or _same_path(resume, self.latest):
+            return
+        behind, ahead = _step_of(resume), _step_of(self.latest)
+        if behind is None or ahead is None or ahead <= behind:
+            return
+        self.release()
+        raise RunFolderError(
+            f"{resume} is at step {behind:,}, behind {self.latest} at step {ahead:,}: going on from it here "
+            f"would replace the run's {ahead - behind:,} later steps. Go on from where the run stands with "
+            f"charrnn train --resume {self.latest}; from {resume} into another folder with --set "
+            f"output.dir=NEW_FOLDER; or add --overwrite to replace them")
 
     def _sweep(self):
         """Remove temporary files a process killed mid-write left here (we hold the lock: no live
@@ -162,7 +180,20 @@ def _atomic_write_text(path, text):
     atomic_write(path, lambda fh: fh.write(text), binary=False)
 
 
-def _same_folder(a, b):
+def _step_of(path):
+    """The step a checkpoint was saved at, or None if it cannot be read (loading it says why)."""
+    import zipfile
+
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return int(z["train.step"])
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
+        return None
+
+
+def _same_path(a, b):
     try:
         return os.path.samefile(a, b)
     except OSError:

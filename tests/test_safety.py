@@ -338,6 +338,31 @@ def test_sigterm_while_preparing_stops_with_one_line_and_no_temporary_file(tmp_p
     assert not [n for n in os.listdir(cache) if ".tmp" in n]
 
 
+def test_resume_from_an_older_checkpoint_of_the_folder_is_refused_unless_overwrite(tmp_path):
+    """`--resume run/best.npz` from before the last save (or an older copy) would go on over the
+    run's later steps: refused, nothing touched, the ways on named; --overwrite goes ahead."""
+    raw = make_config(tmp_path, max_steps=2, eval_every=1000)
+    cfg = write_yaml(tmp_path, raw)
+    assert invoke("train", cfg, "--quiet").exit_code == 0
+    run = tmp_path / "run"
+    (run / "old.npz").write_bytes((run / "latest.npz").read_bytes())
+    assert invoke("train", "--resume", run / "latest.npz", "--set", "training.max_steps=6", "--quiet").exit_code == 0
+    before = {f: (run / f).read_bytes() for f in ("latest.npz", "best.npz", "metrics.jsonl")}
+    r = invoke("train", "--resume", run / "old.npz", "--set", "training.max_steps=8", "--quiet")
+    assert r.exit_code == 1 and one_line(r), r.output
+    assert (f"{run / 'old.npz'} is at step 2, behind {run / 'latest.npz'} at step 6: going on from it here would "
+            f"replace the run's 4 later steps. Go on from where the run stands with charrnn train --resume "
+            f"{run / 'latest.npz'}") in r.output
+    assert all((run / f).read_bytes() == b for f, b in before.items())
+    r = invoke("train", "--resume", run / "latest.npz", "--set", "training.max_steps=8", "--quiet")
+    assert r.exit_code == 0, r.output  # the run itself goes on
+    r = invoke("train", "--resume", run / "old.npz", "--set", "training.max_steps=4", "--quiet", "--overwrite")
+    assert r.exit_code == 0 and ckpt.load(str(run / "latest.npz")).scalar("train.step") == 4, r.output
+    (run / "latest.npz").write_bytes(b"damaged")  # a latest.npz that cannot be read is no bar to going back
+    r = invoke("train", "--resume", run / "old.npz", "--set", "training.max_steps=3", "--quiet")
+    assert r.exit_code == 0 and ckpt.load(str(run / "latest.npz")).scalar("train.step") == 3, r.output
+
+
 # ---- resume after the data changed ----------------------------------------------------------
 
 
