@@ -252,7 +252,9 @@ def load(path, allow_nonfinite=False):
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint not found: {path}")
     if os.path.isdir(path):
-        raise CheckpointError(f"checkpoint path is a directory: {path}")
+        inside = [os.path.join(path, f) for f in ("best.npz", "latest.npz") if os.path.exists(os.path.join(path, f))]
+        raise CheckpointError(f"checkpoint path is a directory: {path}"
+                              + (f" (a run folder: give one of its checkpoints, {' or '.join(inside)})" if inside else ""))
     try:
         with open(path, "rb") as fh:
             magic = fh.read(4)

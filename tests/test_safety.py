@@ -356,6 +356,9 @@ def test_resume_from_an_older_checkpoint_of_the_folder_is_refused_unless_overwri
     assert all((run / f).read_bytes() == b for f, b in before.items())
     r = invoke("train", "--resume", run / "latest.npz", "--set", "training.max_steps=8", "--quiet")
     assert r.exit_code == 0, r.output  # the run itself goes on
+    r = invoke("sample", run)  # a run folder given where a checkpoint belongs: which ones it holds
+    assert r.exit_code == 1 and r.output == (f"Error: checkpoint path is a directory: {run} (a run folder: give one "
+                                             f"of its checkpoints, {run / 'best.npz'} or {run / 'latest.npz'})\n")
     r = invoke("train", "--resume", run / "old.npz", "--set", "training.max_steps=4", "--quiet", "--overwrite")
     assert r.exit_code == 0 and ckpt.load(str(run / "latest.npz")).scalar("train.step") == 4, r.output
     (run / "latest.npz").write_bytes(b"damaged")  # a latest.npz that cannot be read is no bar to going back
