@@ -281,6 +281,10 @@ def config_for(target, overrides=(), resume=None):
     if resume is None:
         return resolve_data_path(own_text_config(target, overrides))
     raw = stored_config(resume)
+    try:
+        from_dict(raw)
+    except ConfigError as e:
+        raise ConfigError(f"{resume}: the stored config is invalid: {e}") from None
     if target is not None:
         raw["data"]["path"] = target
     cfg = from_dict(apply_overrides(raw, overrides))

@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from charrnn_cli.config import ConfigError, apply_overrides, describe, from_dict, load_config
+from charrnn_cli.config import ConfigError, apply_overrides, config_for, describe, from_dict, load_config
 
 
 def test_defaults_and_types():
@@ -151,3 +151,13 @@ def test_a_checkpoints_config_is_read_without_numpy(tmp_path):
     np.savez(tmp_path / "wrong.npz", config_json=np.zeros(3))
     with pytest.raises(ConfigError, match="should be a single string"):
         stored_config(str(tmp_path / "wrong.npz"))
+    with np.load(path) as z:
+        arrays = dict(z)
+    stored = json.loads(str(arrays["config_json"]))
+    stored["model"]["hidden_size"] = -3
+    arrays["config_json"] = np.array(json.dumps(stored))
+    np.savez(tmp_path / "invalid.npz", **arrays)
+    with pytest.raises(ConfigError, match=r"invalid.npz: the stored config is invalid: model.hidden_size"):
+        config_for(None, (), str(tmp_path / "invalid.npz"))
+    with pytest.raises(ConfigError, match=r"^training.max_steps"):  # a bad --set is the --set's fault
+        config_for(None, ("training.max_steps=-1",), path)
