@@ -342,6 +342,22 @@ def test_a_log_file_gets_plain_progress_lines_not_a_redrawn_bar(tmp_path):
     assert "\r" not in r.output
 
 
+def test_plain_lines_come_at_most_every_30_seconds_validations_aside(monkeypatch):
+    import io
+
+    from charrnn_cli import progress
+
+    clock = [100.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    said = []
+    view = progress.ProgressView(None, 0, False, said.append, stream=io.StringIO())
+    for t, step, evaluated in ((100, 20, False), (110, 40, False), (131, 60, False), (132, 80, True), (150, 100, False)):
+        clock[0] = t
+        view.report(step, f"loss at {step}", evaluated)
+    view.close()
+    assert said == ["step 20: loss at 20", "step 60: loss at 60", "step 80: loss at 80"]
+
+
 def test_a_terminal_gets_the_progress_bar(tmp_path):
     import fcntl
     import pty
