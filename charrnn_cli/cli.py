@@ -144,8 +144,9 @@ def _run_ends(comm):
         sys.exit(exit_code(e.signum))
     except ForcedStop as e:
         if e.path is not None:
-            click.echo(f"stopped at once by {e.nth} {signal_name(e.signum)}: saved {e.path} at step {e.step:,} "
-                       f"(the step under way was dropped); resume with: charrnn train --resume {e.path}", err=True)
+            dropped = " (the step under way was dropped)" if e.dropped else ""
+            click.echo(f"stopped at once by {e.nth} {signal_name(e.signum)}: saved {e.path} at step {e.step:,}"
+                       f"{dropped}; resume with: charrnn train --resume {e.path}", err=True)
         else:
             click.echo(f"stopped at once by {e.nth} {signal_name(e.signum)}; the checkpoints on disk are intact "
                        f"(latest.npz is from the last save)", err=True)

@@ -27,10 +27,12 @@ class Stop(BaseException):
 
 
 class ForcedStop(Stop):
-    """A second signal: stop now. `path` and `step` name the checkpoint saved on the way out (a
-    step dropped before its update, training.Schedule.forced), else None."""
+    """A second signal: stop now. `path` and `step` name the checkpoint the stop saved, if it got
+    to save one (the first signal's save, done before the second came, or the save of a step
+    dropped before its update: `dropped`, training.Schedule.forced), else None."""
 
     path = step = None
+    dropped = False
     nth = "a second"  # which signal it was, for the message
 
 
@@ -48,6 +50,7 @@ class SignalGuard:
 
     def __init__(self, interrupts=True):
         self.signum = None
+        self.saved = None  # (path, step) once the stop's checkpoint is written: a later ForcedStop says so
         self.count = 0  # signals seen
         self._obeyed = 1  # signals taken as "stop at the next step"; one more raises ForcedStop
         self._interruptible = False
@@ -72,6 +75,8 @@ class SignalGuard:
         if self.count > self._obeyed:
             stop = ForcedStop(signum)
             stop.nth = {2: "a second", 3: "a third"}.get(self.count, "another")
+            if self.saved:
+                stop.path, stop.step = self.saved
             raise stop
         if self.signum is None:
             self.signum = signum

@@ -657,6 +657,7 @@ class Schedule:
 
     def interrupted(self, signum):
         self.save(self.folder.latest)
+        self.signals.saved = (self.folder.latest, self.run.prog.step)  # a signal while the run winds up says so
         return Interrupted(signum, self.folder.latest, self.run.prog.step, _advice(self.folder, self.run))
 
     def forced(self, e):
@@ -666,7 +667,7 @@ class Schedule:
         would need every process: the job just ends.)"""
         if self.comm.size == 1 and self.run.drop_step():
             self.save(self.folder.latest)
-            e.path, e.step = self.folder.latest, self.run.prog.step
+            e.path, e.step, e.dropped = self.folder.latest, self.run.prog.step, True
         return e
 
     def validate(self):

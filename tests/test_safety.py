@@ -650,6 +650,30 @@ def test_the_save_a_signal_asked_for_finishes_despite_a_second_and_a_third_ends_
     assert not [f for f in os.listdir(tmp_path / "run") if "tmp" in f]
 
 
+def test_a_second_signal_after_the_stops_save_says_the_save_was_made(tmp_path, monkeypatch):
+    """The first Ctrl-C's save is done and the run is winding up (its helper being stopped) when
+    the second comes: the line says which checkpoint holds the run, not just that files are intact."""
+    raw = make_config(tmp_path, max_steps=100, checkpoint_every=1000, eval_every=1000)
+    real_step = Run.step
+
+    def step(self, lr_of):
+        out = real_step(self, lr_of)
+        if self.prog.step == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    def close(self):
+        os.kill(os.getpid(), signal.SIGINT)  # the second, while the run winds up
+
+    monkeypatch.setattr(Run, "step", step)
+    monkeypatch.setattr(Run, "close", close)
+    r = invoke("train", write_yaml(tmp_path, raw), "--quiet")
+    latest = tmp_path / "run" / "latest.npz"
+    assert r.exit_code == 130 and (f"stopped at once by a second SIGINT: saved {latest} at step 5; resume with: "
+                                   f"charrnn train --resume {latest}") in r.output, r.output
+    assert ckpt.load(str(latest)).scalar("train.step") == 5
+
+
 def test_a_second_signal_exits_at_once_without_damaging_files(tmp_path, monkeypatch):
     raw = make_config(tmp_path, max_steps=100, checkpoint_every=2, eval_every=1000)
     real = Run.step
