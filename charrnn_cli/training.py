@@ -656,8 +656,14 @@ class Schedule:
             self.run.save(path)
 
     def interrupted(self, signum):
+        """A signal stops the run: save latest.npz, then stop."""
         self.save(self.folder.latest)
-        self.signals.saved = (self.folder.latest, self.run.prog.step)  # a signal while the run winds up says so
+        return self.stopped(signum)
+
+    def stopped(self, signum):
+        """The Interrupted a signal ends the run with, once latest.npz holds the run; a signal while
+        the run winds up (its helper stopping) then says which checkpoint that is."""
+        self.signals.saved = (self.folder.latest, self.run.prog.step)
         return Interrupted(signum, self.folder.latest, self.run.prog.step, _advice(self.folder, self.run))
 
     def forced(self, e):
@@ -746,7 +752,7 @@ class Schedule:
                     last_saved_step = prog.step
                     signum = comm.max(self.signals.signum or 0)  # a signal during the save: it was the stop's
                     if signum:
-                        raise Interrupted(signum, folder.latest, prog.step, _advice(folder, run))
+                        raise self.stopped(signum)
             # the end: a last validation and checkpoint
             if self.has_val and (not prog.history["val"] or prog.history["val"][-1][0] != prog.step):
                 self.validate()

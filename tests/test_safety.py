@@ -650,6 +650,24 @@ def test_the_save_a_signal_asked_for_finishes_despite_a_second_and_a_third_ends_
     assert not [f for f in os.listdir(tmp_path / "run") if "tmp" in f]
 
 
+def test_a_signal_during_a_periodic_save_stops_right_after_it(tmp_path, monkeypatch):
+    """That save already holds the run: the stop takes it as its own, with no step more and no save again."""
+    raw = make_config(tmp_path, max_steps=100, checkpoint_every=4, eval_every=1000)
+    real_save, saves = ckpt.atomic_save_npz, []
+
+    def save(path, arrays):
+        saves.append(int(arrays["train.step"]))
+        if len(saves) == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # during the periodic save at step 4
+        real_save(path, arrays)
+
+    monkeypatch.setattr(ckpt, "atomic_save_npz", save)
+    r = invoke("train", write_yaml(tmp_path, raw), "--quiet")
+    latest = tmp_path / "run" / "latest.npz"
+    assert r.exit_code == 130 and f"interrupted by SIGINT: saved {latest} at step 4" in r.output, r.output
+    assert saves == [4] and ckpt.load(str(latest)).scalar("train.step") == 4
+
+
 def test_a_second_signal_after_the_stops_save_says_the_save_was_made(tmp_path, monkeypatch):
     """The first Ctrl-C's save is done and the run is winding up (its helper being stopped) when
     the second comes: the line says which checkpoint holds the run, not just that files are intact."""
