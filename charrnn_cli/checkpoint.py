@@ -245,6 +245,16 @@ def _upgrade_v1(arrays):
     arrays["format_version"] = np.array(FORMAT_VERSION, dtype=np.int64)
 
 
+def saved_step(path):
+    """The step a checkpoint was saved at, read alone rather than the whole file; None if it
+    cannot be read (load says why, where that matters)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return int(z["train.step"])
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
+        return None
+
+
 def load(path, allow_nonfinite=False):
     """Read and check a checkpoint; raises CheckpointError with a clear reason.
 

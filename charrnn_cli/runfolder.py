@@ -86,9 +86,11 @@ class RunFolder:
         """A resume from an older checkpoint of this folder (best.npz from before the last save, a
         copy) would go on over the run's later steps: its next saves replace latest.npz and best.npz.
         Refuse unless --overwrite; a latest.npz that cannot be read (the reason to go back) is no bar."""
+        from .checkpoint import saved_step  # NumPy: loaded by now, not when this module is imported
+
         if not os.path.exists(self.latest) or _same_path(resume, self.latest):
             return
-        behind, ahead = _step_of(resume), _step_of(self.latest)
+        behind, ahead = saved_step(resume), saved_step(self.latest)
         if behind is None or ahead is None or ahead <= behind:
             return
         self.release()
@@ -178,19 +180,6 @@ class OtherProcessFolder(RunFolder):
 
 def _atomic_write_text(path, text):
     atomic_write(path, lambda fh: fh.write(text), binary=False)
-
-
-def _step_of(path):
-    """The step a checkpoint was saved at, or None if it cannot be read (loading it says why)."""
-    import zipfile
-
-    import numpy as np
-
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return int(z["train.step"])
-    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
-        return None
 
 
 def _same_path(a, b):
