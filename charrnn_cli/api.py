@@ -120,7 +120,7 @@ def train(config=None, overrides=None, resume=None, overwrite=False, minutes=Non
 
     sets = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
             for k, v in (overrides or {}).items()]
-    resume = None if resume is None else resume_path(os.fspath(resume))
+    resume = resume_path(resume)
     if config is None and resume is None:
         raise ValueError("give a config (a YAML path, a text file or a Config), or resume=CHECKPOINT")
     if config is None or isinstance(config, (str, os.PathLike)):

@@ -9,7 +9,7 @@ import sys
 import click
 
 from . import __version__
-from .config import ConfigError, config_for, is_config_path, load_config, resume_path
+from .config import ConfigError, config_for, is_config_path, load_config, overridden, resume_path
 from .cores import plan_threads, set_threads
 
 # NumPy is imported inside the commands, not here: `train --threads N` must set the BLAS thread
@@ -80,7 +80,7 @@ def train(target, overrides, minutes, resume, overwrite, threads, lines, quiet):
         charrnn train --resume runs/shakespeare/latest.npz --minutes 5
     """
     overrides = overrides + (("data.mode=lines",) if lines else ())
-    resume = None if resume is None else resume_path(resume)
+    resume = resume_path(resume)
     if target is not None and resume is None and target.endswith(".npz"):
         raise click.ClickException(f"{target} is a checkpoint, not text: to go on with its run, "
                                    f"charrnn train --resume {target}")
@@ -104,7 +104,7 @@ def train(target, overrides, minutes, resume, overwrite, threads, lines, quiet):
     if not comm.is_writer:  # in a data-parallel job rank 0 alone speaks
         sys.stdout = sys.stderr = open(os.devnull, "w")
     echo = _tqdm_echo
-    if resume is not None and not any(o.strip().startswith("output.dir=") for o in overrides):
+    if resume is not None and not overridden(overrides, "output.dir"):
         folder = os.path.dirname(resume) or "."
         given = target is not None and is_config_path(target)  # not the run's own config: it may say otherwise
         if given and os.path.abspath(folder) != os.path.abspath(cfg.output.dir) and not quiet:

@@ -288,7 +288,7 @@ def config_for(target, overrides=(), resume=None):
     if target is not None:
         raw["data"]["path"] = target
     cfg = from_dict(apply_overrides(raw, overrides))
-    if target is not None or any(o.strip().startswith("data.path=") for o in overrides):
+    if target is not None or overridden(overrides, "data.path"):
         return resolve_data_path(cfg)
     try:
         return resolve_data_path(cfg, resume)  # from here, else from the checkpoint's folder upwards
@@ -298,7 +298,11 @@ def config_for(target, overrides=(), resume=None):
 
 
 def resume_path(path):
-    """The checkpoint --resume PATH names: PATH, or for a run folder its latest.npz (where the run stands)."""
+    """The checkpoint --resume PATH names: PATH, or for a run folder its latest.npz (where the run
+    stands); None for None."""
+    if path is None:
+        return None
+    path = os.fspath(path)
     return os.path.join(path, "latest.npz") if os.path.isdir(path) else path
 
 
@@ -361,6 +365,15 @@ def resolve_data_path(cfg, config_path=None):
     raise ConfigError(f"data.path: file not found: {path} (looked for {os.path.abspath(path)}, then in "
                       f"{start} and the folders above it: relative paths are tried from the current folder, "
                       f"then from the config file's folder upwards)")
+
+
+def overridden(overrides, key):
+    """Whether the `section.key=value` strings set the dotted `key`, read as apply_overrides reads them.
+
+    >>> overridden(["output.dir = runs/b", "training.seed=7"], "output.dir")
+    True
+    """
+    return any(item.split("=", 1)[0].strip() == key for item in overrides)
 
 
 def apply_overrides(raw, overrides):
