@@ -31,8 +31,11 @@ that use the model refuse.
 """
 
 import json
+import math
 import os
+import reprlib
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -88,12 +91,18 @@ class Checkpoint:
         self.arrays = arrays
         try:
             self.config = config_mod.from_dict(json.loads(str(arrays["config_json"])))
+        except RecursionError:
+            raise CheckpointError(f"{path}: the stored config nests too deeply to be a charrnn config") from None
         except (ValueError, config_mod.ConfigError) as e:
             raise CheckpointError(f"{path}: the stored config is invalid: {e}") from None
         self.nonfinite = []
         v = arrays["vocab"]
         if v.ndim != 1 or len(v) == 0 or (v < 0).any() or (v >= 0x110000).any() or (np.diff(v) <= 0).any():
             raise CheckpointError(f"{path}: array vocab should be sorted, distinct Unicode code points")
+        surrogates = v[(v >= 0xD800) & (v <= 0xDFFF)]
+        if surrogates.size:  # no UTF-8 text holds them, and no terminal can print them
+            raise CheckpointError(f"{path}: array vocab holds a lone surrogate (U+{int(surrogates[0]):04X}), "
+                                  f"which is not a character of any text")
         try:
             self.vocab = Vocab(v)
         except (AssertionError, ValueError, OverflowError):
@@ -171,9 +180,9 @@ def check_arrays(path, arrays, cfg, vocab):
         if a.shape != ():
             bad(name, f"should be a single {kind}, has shape {a.shape}")
         if kind == "integer" and a.dtype.kind not in "iu":
-            bad(name, f"should be an integer, is a {_kind(a)} ({a.item()!r})")
+            bad(name, f"should be an integer, is a {_kind(a)} ({_short(a.item())})")
         if kind == "number" and a.dtype.kind not in "iuf":
-            bad(name, f"should be a number, is a {_kind(a)} ({a.item()!r})")
+            bad(name, f"should be a number, is a {_kind(a)} ({_short(a.item())})")
         if kind == "string" and a.dtype.kind != "U":
             bad(name, f"should be a string, is a {_kind(a)}")
         if kind == "integer" and a.item() < 0:
@@ -228,8 +237,19 @@ def check_arrays(path, arrays, cfg, vocab):
         try:
             state = json.loads(str(arrays["rng_state"]))
             np.random.default_rng().bit_generator.state = state
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, RecursionError, OverflowError):
             bad("rng_state", "is not a random generator state (JSON of bit_generator.state)")
+    for name in ("train.elapsed_s", "train.best_val"):
+        if name in arrays:
+            x = float(arrays[name])
+            ok = (math.isfinite(x) and x >= 0) if name == "train.elapsed_s" else (math.isnan(x) or math.isfinite(x))
+            if not ok:
+                bad(name, f"should be {'a finite number >= 0' if name == 'train.elapsed_s' else 'finite (or NaN: none yet)'}, is {x}")
+    if "train.offset" in arrays and "data.length" in arrays:
+        most = int(arrays["data.length"]) // cfg.training.batch_size
+        if int(arrays["train.offset"]) > most:
+            bad("train.offset", f"is {int(arrays['train.offset']):,}, past the end of every stream "
+                                f"({most:,} characters each, from data.length and batch_size)")
 
 
 def nonfinite_parameters(arrays):
@@ -249,10 +269,153 @@ def saved_step(path):
     """The step a checkpoint was saved at, read alone rather than the whole file; None if it
     cannot be read (load says why, where that matters)."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return int(z["train.step"])
-    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
+        with _Members(path) as members:
+            a = members.read("train.step", 64)
+        return int(a) if a is not None and a.shape == () and a.dtype.kind in "iu" else None
+    except (CheckpointError, OSError):
         return None
+
+
+# Bounds on what a load reads, before the config says more: a checkpoint from someone else may
+# claim any size in an array's header, or hold a member that inflates to gigabytes.
+MAX_MEMBERS = 4096
+SMALL = 1 << 20  # bytes: config_json, rng_state, data.sha1, optim.name, every scalar
+MAX_VOCAB_BYTES = 0x110000 * 8  # every Unicode code point as an int64
+
+
+class _Members:
+    """The .npy members of an .npz, each read only after its header's size is checked against a
+    bound (numpy.lib.format: the magic, a header dict with dtype, order and shape, then the data)."""
+
+    def __init__(self, path):
+        self.path = path
+        try:
+            self.zip = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, EOFError, ValueError):
+            raise CheckpointError(f"{path} is not a charrnn checkpoint (not a complete .npz file)") from None
+        infos = self.zip.infolist()
+        if len(infos) > MAX_MEMBERS:
+            self.zip.close()
+            raise CheckpointError(f"{path} is not a charrnn checkpoint ({len(infos):,} members)")
+        self.names = [i.filename[:-4] for i in infos if i.filename.endswith(".npy")]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.zip.close()
+
+    def header(self, name):
+        """(shape, dtype, bytes the data should hold) from the member's header."""
+        with self.zip.open(name + ".npy") as fh:
+            version = np.lib.format.read_magic(fh)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(fh)
+        count = 1
+        for n in shape:
+            count *= int(n)
+        return shape, dtype, count * dtype.itemsize
+
+    def read(self, name, limit):
+        """The array `name`, or None when there is none; CheckpointError when its header claims more
+        than `limit` bytes, it holds Python objects, or it holds less than its header says."""
+        if name not in self.names:
+            return None
+        where = f"{self.path}: array {name}"
+        try:
+            shape, dtype, nbytes = self.header(name)
+            if dtype.hasobject:
+                raise CheckpointError(f"{where} holds Python objects (a pickle), which charrnn never loads")
+            if nbytes > limit:
+                raise CheckpointError(f"{where} claims shape {_short(shape)} ({nbytes:,} bytes), more than this "
+                                      f"checkpoint's config allows ({limit:,} bytes)")
+            with self.zip.open(name + ".npy") as fh:
+                return np.lib.format.read_array(fh, allow_pickle=False)
+        except CheckpointError:
+            raise
+        except ValueError as e:
+            if "EOF" in str(e) or "cannot reshape" in str(e):
+                raise CheckpointError(f"{where} holds fewer bytes than its header says (truncated or damaged)") \
+                    from None
+            raise CheckpointError(f"{where} is not a valid .npy array ({_short(str(e))})") from None
+        except (zipfile.BadZipFile, EOFError, zlib.error) as e:
+            raise CheckpointError(f"{self.path} is corrupt ({_short(str(e))})") from None
+
+
+def _short(value, limit=80):
+    """A value for a message, cut short. _short("x" * 100, 10) == "'xxxxxxx..."""
+    text = reprlib.repr(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _limits(cfg, V, step):
+    """{array name: most bytes it may hold} for a checkpoint of `cfg` with V characters at `step`
+    (8 bytes an element: float64 or int64 at most)."""
+    torch_shapes, internal = _expected_shapes(cfg, V)
+    limits = {name: 8 * _count(shape) for name, shape in torch_shapes.items()}
+    for name in ("optim.name", "rng_state", "data.sha1", "optim.t", "data.length", "train.lr_anchor") + tuple(
+            f"train.{k}" for k in ("step", "epoch", "offset", "chars_seen", "elapsed_s", "best_val", "eval_chars")):
+        limits[name] = SMALL
+    for opt in OPTIMIZERS.values():
+        for slot in opt.slots:
+            for pname, shape in internal.items():
+                limits[f"optim.{slot}.{pname}"] = 8 * _count(shape)
+    L, B, H = cfg.model.num_layers, cfg.training.batch_size, cfg.model.hidden_size
+    for sname in make_cell(cfg.model.type).state_names:
+        limits[f"state.{sname}"] = 8 * L * B * H
+    rows = 2 * (max(int(step), 0) + 1) + 16  # a line of history a step at most, and a final validation
+    limits["history.train"] = limits["history.val"] = 8 * 4 * rows
+    return limits
+
+
+def _count(shape):
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _read_all(path):
+    """The arrays of a checkpoint, each bounded: the small ones first, then the rest by the sizes the
+    stored config implies. Members charrnn does not know are not read."""
+    with _Members(path) as members:
+        arrays = {}
+        for name, limit in (("format_version", SMALL), ("config_json", SMALL), ("vocab", MAX_VOCAB_BYTES),
+                            ("train.step", SMALL)):
+            a = members.read(name, limit)
+            if a is not None:
+                arrays[name] = a
+        _check_head(path, arrays)
+        ck = Checkpoint(path, arrays)  # parses the config and vocabulary
+        step = arrays.get("train.step")
+        step = int(step) if step is not None and step.shape == () and step.dtype.kind in "iu" else 0
+        for name, limit in _limits(ck.config, len(ck.vocab), step).items():
+            if name not in arrays:
+                a = members.read(name, limit)
+                if a is not None:
+                    arrays[name] = a
+    return ck
+
+
+def _check_head(path, arrays):
+    """format_version, config_json and vocab: present and of the right kind."""
+    if "format_version" not in arrays:
+        raise CheckpointError(f"{path} is not a charrnn checkpoint (no format_version array)")
+    v = arrays["format_version"]
+    if v.shape != () or v.dtype.kind not in "iu":
+        raise CheckpointError(f"{path}: format_version should be a single integer, is {_short(v.tolist())}")
+    version = int(v)
+    if version not in READABLE_VERSIONS:
+        raise CheckpointError(f"{path} has checkpoint format version {version}; "
+                              f"this charrnn reads versions {', '.join(map(str, READABLE_VERSIONS))}")
+    missing = [n for n in REQUIRED if n not in arrays]
+    if missing:
+        raise CheckpointError(f"{path} is missing arrays: {', '.join(missing)}")
+    if arrays["vocab"].dtype.kind not in "iu":
+        raise CheckpointError(f"{path}: array vocab should hold integer code points, holds "
+                              f"{_kind(arrays['vocab'])} values")
+    if arrays["config_json"].shape != () or arrays["config_json"].dtype.kind != "U":
+        raise CheckpointError(f"{path}: array config_json should be a single string")
 
 
 def load(path, allow_nonfinite=False):
@@ -265,6 +428,8 @@ def load(path, allow_nonfinite=False):
         inside = [os.path.join(path, f) for f in ("best.npz", "latest.npz") if os.path.exists(os.path.join(path, f))]
         raise CheckpointError(f"checkpoint path is a directory: {path}"
                               + (f" (a run folder: give one of its checkpoints, {' or '.join(inside)})" if inside else ""))
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path} is not a regular file (a pipe or a device?): give a checkpoint file")
     try:
         with open(path, "rb") as fh:
             magic = fh.read(4)
@@ -273,40 +438,16 @@ def load(path, allow_nonfinite=False):
     if magic[:2] != b"PK":
         raise CheckpointError(f"{path} is not a charrnn checkpoint (not an .npz file)")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            names = list(npz.files)
-            arrays = {n: npz[n] for n in names}
-    except (zipfile.BadZipFile, EOFError):
-        raise CheckpointError(f"{path} is not a charrnn checkpoint (not a complete .npz file)") from None
-    except ValueError:
-        raise CheckpointError(f"{path} is not a charrnn checkpoint (an .npz holding object arrays)") from None
+        ck = _read_all(path)
     except OSError as e:
         raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
-    except Exception as e:  # a damaged member: CRC or decompression errors
-        raise CheckpointError(f"{path} is corrupt ({type(e).__name__}: {e})") from None
-    if not isinstance(arrays, dict) or "format_version" not in arrays:
-        raise CheckpointError(f"{path} is not a charrnn checkpoint (no format_version array)")
-    try:
-        version = int(arrays["format_version"])
-    except (TypeError, ValueError):
-        raise CheckpointError(f"{path}: format_version is not an integer") from None
-    if version not in READABLE_VERSIONS:
-        raise CheckpointError(f"{path} has checkpoint format version {version}; "
-                              f"this charrnn reads versions {', '.join(map(str, READABLE_VERSIONS))}")
-    if version == 1:
+    arrays = ck.arrays
+    if int(arrays["format_version"]) == 1:
         _upgrade_v1(arrays)
-    missing = [n for n in REQUIRED if n not in arrays]
-    if missing:
-        raise CheckpointError(f"{path} is missing arrays: {', '.join(missing)}")
-    if arrays["vocab"].dtype.kind not in "iu":
-        raise CheckpointError(f"{path}: array vocab should hold integer code points, holds "
-                              f"{_kind(arrays['vocab'])} values")
-    if arrays["config_json"].shape != () or arrays["config_json"].dtype.kind != "U":
-        raise CheckpointError(f"{path}: array config_json should be a single string")
-    ck = Checkpoint(path, arrays)
     missing = [n for n in state_dict_names(ck.config.model.num_layers) if n not in arrays]
     if missing:
-        raise CheckpointError(f"{path} is missing parameter arrays: {', '.join(missing)}")
+        raise CheckpointError(f"{path} is missing parameter arrays: {', '.join(missing[:8])}"
+                              + (f" and {len(missing) - 8:,} more" if len(missing) > 8 else ""))
     check_arrays(path, arrays, ck.config, ck.vocab)
     ck.nonfinite = nonfinite_parameters(arrays)
     if ck.nonfinite and not allow_nonfinite:

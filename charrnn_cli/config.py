@@ -14,6 +14,7 @@ import difflib
 import math
 import os
 import re
+import reprlib
 import typing
 from dataclasses import dataclass, field
 from typing import Optional
@@ -23,6 +24,47 @@ import yaml
 
 class ConfigError(ValueError):
     """A user error in a config file or override: the message names the key."""
+
+
+# Bounds on what a config may hold: a config from someone else may nest deeply or expand aliases
+# into billions of values (a "billion laughs"). A real config is two levels deep and a few dozen values.
+MAX_DEPTH = 16
+MAX_VALUES = 10_000
+_repr = reprlib.Repr()
+_repr.maxlevel, _repr.maxstring, _repr.maxother = 3, 60, 60
+
+
+def short(value, limit=80):
+    """repr(value) cut short, for a message; never walks more of a value than it shows.
+
+    >>> short([[1, 2, [3, [4]]]] * 100, 30)
+    '[[1, 2, [3, [...]]], [1, 2,...'
+    """
+    text = _repr.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _cut(text, limit=60):
+    """A name for a message, cut short. _cut("abc", 2) == 'a…'"""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def check_size(value, what="the config"):
+    """ConfigError when `value` nests deeper than MAX_DEPTH or holds more than MAX_VALUES values
+    (aliases counted as often as they are used); stops walking as soon as either is passed."""
+    todo, seen = [(value, 0)], 0
+    while todo:
+        v, depth = todo.pop()
+        seen += 1
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{what} nests deeper than {MAX_DEPTH} levels: not a charrnn config")
+        if seen > MAX_VALUES:
+            raise ConfigError(f"{what} holds more than {MAX_VALUES:,} values (nested lists or YAML aliases): "
+                              f"not a charrnn config")
+        if isinstance(v, dict):
+            todo.extend((x, depth + 1) for kv in v.items() for x in kv)
+        elif isinstance(v, (list, tuple)):
+            todo.extend((x, depth + 1) for x in v)
 
 
 class _Loader(yaml.SafeLoader):
@@ -36,12 +78,31 @@ _Loader.add_implicit_resolver(
     list("-+0123456789"))
 
 
+def _compose_node(self, parent, index):
+    """PyYAML's compose_node, with the depth bounded: its composer recurses once per level."""
+    self._depth = getattr(self, "_depth", 0) + 1
+    try:
+        if self._depth > MAX_DEPTH:
+            mark = self.peek_event().start_mark
+            raise ConfigError(f"{getattr(self, 'source_name', 'the config')} nests deeper than {MAX_DEPTH} levels "
+                              f"at line {mark.line + 1}: not a charrnn config")
+        return yaml.SafeLoader.compose_node(self, parent, index)
+    finally:
+        self._depth -= 1
+
+
+_Loader.compose_node = _compose_node
+
+
 def _mapping_without_duplicates(loader, node):
     seen = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node)
+        if not isinstance(key, (str, int, float, bool, type(None))):
+            raise ConfigError(f"line {key_node.start_mark.line + 1} of {getattr(loader, 'source_name', 'the config')}"
+                              f": a key must be a name, not a {type(key).__name__}")
         if key in seen:
-            raise ConfigError(f"duplicate key {key!r}: lines {seen[key] + 1} and {key_node.start_mark.line + 1}"
+            raise ConfigError(f"duplicate key {short(key)}: lines {seen[key] + 1} and {key_node.start_mark.line + 1}"
                               f" of {getattr(loader, 'source_name', 'the config')} (the last would win silently)")
         seen[key] = key_node.start_mark.line
     return loader.construct_mapping(node)
@@ -55,26 +116,35 @@ def parse_yaml(text_or_stream, source_name="the config"):
     loader = _Loader(text_or_stream)
     loader.source_name = source_name
     try:
-        return loader.get_single_data()
+        data = loader.get_single_data()
     finally:
         loader.dispose()
+    check_size(data, source_name)
+    return data
 
 
 def _f(default, help, check=None, why=""):
     return field(default=default, metadata={"help": help, "check": check, "why": why})
 
 
+MAX_INT = 2 ** 62  # every integer fits NumPy's int64 with room to add
 _positive = (lambda v: v > 0, "must be > 0")
+_not_empty = (lambda v: v.strip() != "", "must not be empty")
+
+
+def _up_to(hi):
+    return (lambda v: 0 < v <= hi, f"must be > 0 and at most {hi:,}")
 _non_negative = (lambda v: v >= 0, "must be >= 0")
 
 
 @dataclass
 class DataConfig:
     path: str = _f("data/tinyshakespeare.txt", "UTF-8 text file to train on (a relative path is tried from the "
-                   "current folder, then from the config file's folder and the folders above it)")
+                   "current folder, then from the config file's folder and the folders above it)", *_not_empty)
     val_fraction: float = _f(0.1, "fraction at the end of the file held out for validation",
                              *(lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"))
-    cache_dir: Optional[str] = _f(None, "where the encoded text is cached; null: OUTPUT_DIR/data_cache")
+    cache_dir: Optional[str] = _f(None, "where the encoded text is cached; null: OUTPUT_DIR/data_cache",
+                                  *_not_empty)
     mode: str = _f("stream", "stream: the file is one text, the state carried across lines; lines: each non-empty "
                    "line is an item, read from a zero state with the newline as its start and end marker",
                    *(lambda v: v in ("stream", "lines"), "must be one of stream, lines"))
@@ -84,8 +154,8 @@ class DataConfig:
 class ModelConfig:
     type: str = _f("lstm", "cell type: rnn | lstm | gru",
                    *(lambda v: v in ("rnn", "lstm", "gru"), "must be one of rnn, lstm, gru"))
-    hidden_size: int = _f(512, "units per layer", *_positive)
-    num_layers: int = _f(1, "stacked recurrent layers", *_positive)
+    hidden_size: int = _f(512, "units per layer", *_up_to(65_536))
+    num_layers: int = _f(1, "stacked recurrent layers", *_up_to(1_024))
     dropout: float = _f(0.0, "inverted dropout on each layer's output in training",
                         *(lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"))
     init: str = _f("pytorch", "weight init: pytorch (U(+-1/sqrt(H))) | normal (N(0, init_scale^2)) | xavier",
@@ -97,8 +167,8 @@ class ModelConfig:
 
 @dataclass
 class TrainingConfig:
-    batch_size: int = _f(64, "parallel streams per step", *_positive)
-    seq_length: int = _f(100, "characters per stream per step (truncated BPTT length)", *_positive)
+    batch_size: int = _f(64, "parallel streams per step", *_up_to(1 << 20))
+    seq_length: int = _f(100, "characters per stream per step (truncated BPTT length)", *_up_to(1 << 20))
     optimizer: str = _f("adam", "adam | rmsprop | adagrad | sgd",
                         *(lambda v: v in ("adam", "rmsprop", "adagrad", "sgd"),
                           "must be one of adam, rmsprop, adagrad, sgd"))
@@ -149,7 +219,7 @@ class TrainingConfig:
 
 @dataclass
 class OutputConfig:
-    dir: str = _f("runs/shakespeare", "run folder: checkpoints and metrics.jsonl")
+    dir: str = _f("runs/shakespeare", "run folder: checkpoints and metrics.jsonl", *_not_empty)
 
 
 @dataclass
@@ -184,19 +254,24 @@ def _check_type(key, value, tp):
         return None
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
+            raise ConfigError(f"{key}: expected a number, got {short(value)}")
         if not math.isfinite(value):
-            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+            raise ConfigError(f"{key}: expected a finite number, got {short(value)}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+                value = int(value)
+            else:
+                raise ConfigError(f"{key}: expected an integer, got {short(value)}")
+        if abs(value) >= MAX_INT:
+            raise ConfigError(f"{key}: {short(value)} is too large (at most {MAX_INT - 1:,})")
         return value
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
+            raise ConfigError(f"{key}: expected a string, got {short(value)}")
+        if "\0" in value:
+            raise ConfigError(f"{key}: a NUL character is not allowed in {short(value)}")
         return value
     raise AssertionError(tp)
 
@@ -206,18 +281,18 @@ def _build_section(name, raw):
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{name}: expected a mapping of keys, got {raw!r}")
+        raise ConfigError(f"{name}: expected a mapping of keys, got {short(raw)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     values = {}
     for key, value in raw.items():
         if key not in fields:
-            raise ConfigError(f"unknown key {name}.{key}{_closest(str(key), fields)}")
+            raise ConfigError(f"unknown key {name}.{_cut(str(key))}{_closest(str(key)[:100], fields)}")
         dotted = f"{name}.{key}"
         value = _check_type(dotted, value, hints[key])
         check, why = fields[key].metadata["check"], fields[key].metadata["why"]
         if value is not None and check is not None and not check(value):
-            raise ConfigError(f"{dotted}: {why}, got {value!r}")
+            raise ConfigError(f"{dotted}: {why}, got {short(value)}")
         values[key] = value
     return cls(**values)
 
@@ -228,9 +303,10 @@ def from_dict(raw):
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError("the config must be a mapping with sections data, model, training, output")
+    check_size(raw)
     for name in raw:
         if name not in SECTIONS:
-            raise ConfigError(f"unknown section {name!r}{_closest(str(name), SECTIONS)}")
+            raise ConfigError(f"unknown section {short(name)}{_closest(str(name)[:100], SECTIONS)}")
     cfg = Config(**{name: _build_section(name, raw.get(name)) for name in SECTIONS})
     t = cfg.training
     if t.lr_schedule == "cosine" and t.lr_decay_steps is None and t.max_steps is None and t.max_minutes is None:
@@ -287,6 +363,7 @@ def config_for(target, overrides=(), resume=None):
         raise ConfigError(f"{resume}: the stored config is invalid: {e}") from None
     if target is not None:
         raw["data"]["path"] = target
+    raw["data"]["cache_dir"] = None  # a checkpoint's paths never choose where files are written
     cfg = from_dict(apply_overrides(raw, overrides))
     if target is not None or overridden(overrides, "data.path"):
         return resolve_data_path(cfg)
@@ -389,18 +466,18 @@ def apply_overrides(raw, overrides):
     raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected section.key=value")
+            raise ConfigError(f"--set {short(item)}: expected section.key=value")
         key, text = item.split("=", 1)
         parts = key.strip().split(".")
         if len(parts) != 2 or not all(parts):
-            raise ConfigError(f"--set {item!r}: the key must look like section.key, e.g. training.seed")
+            raise ConfigError(f"--set {short(item)}: the key must look like section.key, e.g. training.seed")
         section, name = parts
         if section not in SECTIONS:
-            raise ConfigError(f"--set: unknown section {section!r}{_closest(section, SECTIONS)}")
+            raise ConfigError(f"--set: unknown section {short(section)}{_closest(section, SECTIONS)}")
         try:
             value = parse_yaml(text, "--set")
         except yaml.YAMLError:
-            raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
+            raise ConfigError(f"--set {short(item)}: the value is not valid YAML") from None
         sec = raw.get(section)
         if not isinstance(sec, dict):
             sec = {}

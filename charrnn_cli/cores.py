@@ -44,6 +44,21 @@ def usable_cores():
         return os.cpu_count() or 1
 
 
+def available_memory(meminfo="/proc/meminfo"):
+    """Bytes of memory the system can give without swapping (MemAvailable), or None where unknown."""
+    try:
+        with open(meminfo) as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def blas_threads(environ=None):
     """The BLAS thread count the environment sets, or None."""
     env = os.environ if environ is None else environ

@@ -243,24 +243,25 @@ def last_newline(data, k, nl):
     return 0
 
 
-def prepare(path, cache_dir, echo=None, mode="stream"):
+def prepare(path, cache_dir, echo=None, mode="stream", expect=None):
     """Encode `path` into the cache (or reuse a valid one); the Corpus reads it on demand.
 
     A cache is reused only when the file's stamp is unchanged and the cache checks out whole
     (header, length, vocabulary, every index in range). A damaged cache is encoded again, with
     a line through `echo`. One process encodes a given file at a time (a lock beside the cache);
     the temporary file is removed on every way out, and any left by a killed process is swept.
+
+    expect(vocab), when given, is called with the text's vocabulary before anything is written
+    (a resumed run's check that the text has its characters): what it raises leaves no cache.
+    The cache's files are no more readable by others than the text they encode.
     """
-    if os.path.isdir(path):
-        raise DataError(f"data path is a directory, not a file: {path}")
-    if not os.path.exists(path):
-        raise DataError(f"data file not found: {os.path.abspath(path)}")
-    if os.path.getsize(path) == 0:
-        raise DataError(f"data file is empty: {path}")
+    check_text_file(path)
     base, npy, meta_path = _cache_paths(path, cache_dir, mode)
     corpus, damage = _reuse(npy, meta_path, _source_stamp(path))
     if corpus is not None:
         return corpus
+    if expect is not None:
+        expect(scan_vocab(path, mode)[0])
     os.makedirs(cache_dir, exist_ok=True)
     with FileLock(base + ".lock"):  # another process encoding the same file: wait for it, then look again
         corpus, damage = _reuse(npy, meta_path, _source_stamp(path)) if damage is None else (None, damage)
@@ -269,6 +270,19 @@ def prepare(path, cache_dir, echo=None, mode="stream"):
         if damage and echo is not None:
             echo(f"warning: the encoded cache {npy} is damaged ({damage}); encoding {path} again")
         return _encode(path, base, npy, meta_path, mode)
+
+
+def check_text_file(path, what="data file"):
+    """DataError unless `path` is a regular, non-empty file: a pipe or a device would block a
+    read, or never end it."""
+    if os.path.isdir(path):
+        raise DataError(f"{what.split()[0]} path is a directory, not a file: {path}")
+    if not os.path.exists(path):
+        raise DataError(f"{what} not found: {os.path.abspath(path)}")
+    if not os.path.isfile(path):
+        raise DataError(f"{what} is not a regular file (a pipe, socket or device?): {path}")
+    if os.path.getsize(path) == 0:
+        raise DataError(f"{what} is empty: {path}")
 
 
 def _reuse(npy, meta_path, stamp):
@@ -348,11 +362,59 @@ def _encode(path, base, npy, meta_path, mode="stream"):
         meta = dict(stamp, length=n, sha1=digest.hexdigest(), vocab=vocab.codepoints.tolist())
         with open(tmp_meta, "w", encoding="utf-8") as fh:
             json.dump(meta, fh)
+        private = os.stat(path).st_mode & 0o666  # the text's readers, and no others, may read its cache
+        for f in (tmp, tmp_meta):
+            os.chmod(f, os.stat(f).st_mode & private)
         if os.path.exists(meta_path):  # no moment where an old vocabulary file vouches for a new .npy
             os.unlink(meta_path)
         os.replace(tmp, npy)
         os.replace(tmp_meta, meta_path)
     return Corpus(Tokens.open_npy(npy), vocab, npy, False, meta["sha1"])
+
+
+def find_cache(path, cache_dir, mode="stream"):
+    """The valid cache of `path` in cache_dir as a Corpus, or None; reads only, writes nothing."""
+    try:
+        _, npy, meta_path = _cache_paths(path, cache_dir, mode)
+        return _reuse(npy, meta_path, _source_stamp(path))[0]
+    except OSError:
+        return None
+
+
+def read_validation_split(path, vocab, val_fraction, mode="stream"):
+    """(indices, sha1 of the whole encoded text) of the validation split of `path` as training
+    cuts it (Corpus.split), encoded with `vocab` in memory: nothing is written. Reads the file
+    twice, the second time keeping only the split; DataError when its characters are not `vocab`'s.
+    >>> import tempfile; f = tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False); _ = f.write("abcabcabca"); f.close()
+    >>> read_validation_split(f.name, Vocab.from_text("abc"), 0.3)[0].tolist()
+    [1, 2, 0]
+    """
+    check_text_file(path)
+    found, n = scan_vocab(path, mode)
+    if found != vocab:
+        raise DataError(f"{path} has other characters than the model was trained on: it changed since")
+    lut = vocab.lookup_table(vocab.index_dtype())
+    n_val = int(n * val_fraction)
+    cut = n - n_val  # the split starts here; in lines mode at the last newline at or before it
+    lines = mode == "lines" and n_val > 0
+    nl = vocab.index("\n") if lines else None
+    digest, kept, pos = hashlib.sha1(), [], 0
+    for cps in text_chunks(path, mode):
+        idx = lut[cps]
+        digest.update(idx.tobytes())
+        end = pos + idx.size
+        if lines and pos <= cut:  # the part up to the cut: keep what follows its last newline
+            upto = idx[: cut - pos + 1]
+            hits = np.flatnonzero(upto == nl)
+            if hits.size:
+                kept = [idx[hits[-1]:]]
+            else:
+                kept.append(idx)
+        elif end > cut:
+            kept.append(idx[max(cut - pos, 0):])
+        pos = end
+    data = np.concatenate(kept) if kept else np.zeros(0, dtype=lut.dtype)
+    return data, digest.hexdigest()
 
 
 class Streams:

@@ -107,26 +107,30 @@ def score_validation_split(ck, model, warn=None):
     """Score the validation split of the data a checkpoint was trained on, as training cut it
     (the last data.val_fraction of data.path), with one stream carried from a zero state.
 
-    The text is read through the run's encoded cache (the checkpoint's folder/data_cache unless
-    data.cache_dir says otherwise). Returns (nats_per_char, chars_scored, data_path); raises
-    DataError when the file is gone, its characters differ, or there is no validation split.
+    A checkpoint's paths are read, never written to: the text is read through the run's own
+    cache (the checkpoint's folder/data_cache) when a valid one is there, else read and encoded
+    in memory. data.cache_dir in the checkpoint is not used. Returns (nats_per_char,
+    chars_scored, data_path); raises DataError when the file is gone, is not a regular file, its
+    characters differ, or there is no validation split.
     """
-    from .data import DataError, prepare
+    from .data import DataError, check_text_file, find_cache, read_validation_split
 
     d = ck.config.data
     if d.val_fraction == 0:
         raise DataError(f"{ck.path} was trained with data.val_fraction 0: no validation split; pass a FILE to score")
-    if not os.path.isfile(d.path):
+    if not os.path.exists(d.path):
         raise DataError(f"the training data {os.path.abspath(d.path)} (data.path in {ck.path}) is not there; "
                         f"run from the folder training ran in, or pass a FILE to score")
-    cache_dir = d.cache_dir or os.path.join(os.path.dirname(os.path.abspath(ck.path)), "data_cache")
-    corpus = prepare(d.path, cache_dir, warn, mode=d.mode)
-    if corpus.vocab != ck.vocab:
-        raise DataError(f"{d.path} has other characters than {ck.path} was trained on: it changed since")
-    sha1 = ck.get("data.sha1")
-    if warn is not None and sha1 is not None and str(sha1) and corpus.sha1 != str(sha1):
-        warn(f"warning: {d.path} changed since {ck.path} was trained: its validation split is other text now")
+    check_text_file(d.path, "training data")
     lines = d.mode == "lines"
-    _, val = corpus.split(d.val_fraction, lines=lines)
+    corpus = find_cache(d.path, os.path.join(os.path.dirname(os.path.abspath(ck.path)), "data_cache"), d.mode)
+    if corpus is not None and corpus.vocab == ck.vocab:
+        _, val = corpus.split(d.val_fraction, lines=lines)
+        sha1 = corpus.sha1
+    else:
+        val, sha1 = read_validation_split(d.path, ck.vocab, d.val_fraction, d.mode)
+    stored = ck.get("data.sha1")
+    if warn is not None and stored is not None and str(stored) and sha1 != str(stored):
+        warn(f"warning: {d.path} changed since {ck.path} was trained: its validation split is other text now")
     nats, count = score(model, val, streams=1, seq_length=256, nl=ck.vocab.index("\n") if lines else None)
     return nats, count, d.path

@@ -173,6 +173,9 @@ def training_items(path, checkpoint_path):
     set; DataError naming the file when it cannot be read."""
     from .data import DataError, items_of
 
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise DataError(f"novel items are told by reading the training file {os.path.abspath(path)} "
+                        f"(data.path in {checkpoint_path}), which is not a regular file")
     try:
         with open(path, encoding="utf-8") as fh:
             return set(items_of(fh.read()))

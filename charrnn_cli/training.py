@@ -496,7 +496,7 @@ class ValidationPlan:
         return (t_cfg.eval_share or 0.0) * 60 * (t_cfg.max_minutes or 0.0)
 
 
-def _prepare(cfg, echo, signals, comm):
+def _prepare(cfg, echo, signals, comm, expect=None):
     """The encoded corpus. In a data-parallel job the writer prepares it first; the others then
     reuse its cache (or, with a node-local data.cache_dir, encode their own, one process per node
     at a time), and a problem any of them meets stops them all with its message."""
@@ -504,7 +504,7 @@ def _prepare(cfg, echo, signals, comm):
 
     def prep():
         with signals.interruptible():
-            return prepare(cfg.data.path, cache_dir, echo, mode=cfg.data.mode)
+            return prepare(cfg.data.path, cache_dir, echo, mode=cfg.data.mode, expect=expect)
 
     if comm.size == 1:
         return prep()
@@ -527,6 +527,32 @@ def _prepare(cfg, echo, signals, comm):
     return corpus
 
 
+def training_bytes(cfg, V):
+    """About how many bytes training `cfg` on V characters holds: the parameters, their gradients,
+    the optimizer's state and scratch (float32), the activations a chunk keeps for the backward
+    pass, and the logits. training_bytes(from_dict({}), 65) // 2**20 == 230"""
+    m, t = cfg.model, cfg.training
+    G, H, L = {"rnn": 1, "lstm": 4, "gru": 3}[m.type], m.hidden_size, m.num_layers
+    params = G * H * (V + H + 2) + (L - 1) * G * H * (2 * H + 2) + V * (H + 1)
+    copies = 3 + {"adam": 2, "rmsprop": 1, "adagrad": 1, "sgd": 1}[t.optimizer]  # + gradient, scratch, team
+    activations = L * (t.seq_length + 1) * t.batch_size * (G + 4) * H * 2
+    logits = 3 * t.seq_length * t.batch_size * V
+    return 4 * (copies * params + activations + logits)
+
+
+def _check_memory(cfg, V, available=None):
+    """Refuse, before allocating anything, a model whose training does not fit in memory."""
+    from .cores import available_memory
+
+    need = training_bytes(cfg, V)
+    have = available_memory() if available is None else available
+    if have is not None and need > have:
+        m, t = cfg.model, cfg.training
+        raise ConfigError(f"model.num_layers {m.num_layers} x model.hidden_size {m.hidden_size} on {V} characters, "
+                          f"batch_size {t.batch_size} x seq_length {t.seq_length}, needs about {need / 2**30:.1f} GB "
+                          f"to train; this machine has {have / 2**30:.1f} GB free: choose a smaller model or batch")
+
+
 def _fit_hint(n, T):
     """What to --set so that n training characters fill at least one batch: the error's way out.
 
@@ -543,7 +569,9 @@ def _fit_hint(n, T):
 def _setup(cfg, resume, echo, signals, comm, minutes):
     """The data, this process's streams, the checkpoint resumed from and the Run: (run, ck)."""
     t_cfg = cfg.training
-    corpus = _prepare(cfg, echo, signals, comm)
+    ck = None if resume is None else on_writer(comm, ckpt.load, resume)  # read once, sent to every process
+    expect = None if ck is None else (lambda vocab: _check_resume(ck, cfg, vocab))  # before a cache is written
+    corpus = _prepare(cfg, echo, signals, comm, expect)
     lines = cfg.data.mode == "lines"
     train_data, val_data = corpus.split(cfg.data.val_fraction, lines=lines)  # lines: whole items
     B, T = t_cfg.batch_size, t_cfg.seq_length
@@ -554,14 +582,13 @@ def _setup(cfg, resume, echo, signals, comm, minutes):
                         f"batch_size {B} x (seq_length {T} + 1) needs at least {need:,}{_fit_hint(n, T)}")
     streams = Streams(train_data, B, T, block=comm.block(B),  # this process's streams
                       align=corpus.item_start_at_or_before if lines else None)
-    ck = None
-    if resume is not None:
-        ck = on_writer(comm, ckpt.load, resume)  # read once, sent to every process
+    if ck is not None:
         _check_resume(ck, cfg, corpus.vocab)
         changes = _data_changes(ck, cfg, corpus)
         if changes:
             echo(f"warning: the data changed since {ck.path} was saved ({'; '.join(changes)}); "
                  f"training goes on from there, but the resume is not exact")
+    _check_memory(cfg, len(corpus.vocab))
     run = Run(cfg, corpus, streams, val_data, ck, echo, comm)
     if minutes is not None:
         t_cfg.max_minutes = run.prog.elapsed_s / 60 + minutes
