@@ -30,6 +30,15 @@ def main():
     """
 
 
+def run():
+    """The `charrnn` program: the command group, in a process that exits when it ends. Once a signal
+    has stopped a run, later signals stay charrnn's until the exit (signals.HOLD_AFTER_STOP)."""
+    from . import signals
+
+    signals.HOLD_AFTER_STOP = True
+    main()
+
+
 def _load_checkpoint(path, allow_nonfinite=False):
     from .checkpoint import CheckpointError, load
 
@@ -111,7 +120,7 @@ def train(target, overrides, minutes, resume, overwrite, threads, lines, quiet):
             echo(f"note: continuing in {folder}, the checkpoint's folder (the config says {cfg.output.dir}; "
                  f"--set output.dir=... to write elsewhere)")
         cfg.output.dir = folder
-    with _run_ends(comm):
+    with _run_ends(comm, cfg.output.dir):
         result = run_training(cfg, resume=resume, quiet=quiet, echo=echo, overwrite=overwrite, minutes=minutes,
                               comm=comm)
     for line in _summary(result, cfg):
@@ -119,7 +128,7 @@ def train(target, overrides, minutes, resume, overwrite, threads, lines, quiet):
 
 
 @contextlib.contextmanager
-def _run_ends(comm):
+def _run_ends(comm, folder):
     """Every way a run can end but finishing, as the line and exit code the user gets: a user
     error, a signal, no memory, a file that cannot be written; a bug's traceback in an MPI job."""
     from .checkpoint import CheckpointError
@@ -148,8 +157,10 @@ def _run_ends(comm):
             click.echo(f"stopped at once by {e.nth} {signal_name(e.signum)}: saved {e.path} at step {e.step:,}"
                        f"{dropped}; resume with: charrnn train --resume {e.path}", err=True)
         else:
-            click.echo(f"stopped at once by {e.nth} {signal_name(e.signum)}; the checkpoints on disk are intact "
-                       f"(latest.npz is from the last save)", err=True)
+            latest = os.path.join(folder, "latest.npz")
+            kept = (f"the checkpoints on disk are intact ({latest} is from the last save)" if os.path.exists(latest)
+                    else "no checkpoint had been saved yet")
+            click.echo(f"stopped at once by {e.nth} {signal_name(e.signum)}; {kept}", err=True)
         _end(comm, exit_code(e.signum), shared=False)
     except KeyboardInterrupt:  # before the training loop's own handler is installed
         click.echo("interrupted before training started; nothing was saved", err=True)

@@ -74,9 +74,11 @@ class RunFolder:
         self.continuing = continuing
         if present and not continuing and not overwrite:
             self.release()
+            saved = [p for p in (self.latest, self.best) if os.path.exists(p)]
+            how = (f"continue it with charrnn train --resume {saved[0]}, or start a new one" if saved else
+                   "it saved no checkpoint to go on from; start it again")
             raise RunFolderError(
-                f"{self.path} already holds a run ({', '.join(present)}); continue it with "
-                f"charrnn train --resume {self.latest}, or start a new one with --set output.dir=NEW_FOLDER "
+                f"{self.path} already holds a run ({', '.join(present)}); {how} with --set output.dir=NEW_FOLDER "
                 f"or --overwrite (which replaces it)")
         if continuing and not overwrite:
             self._refuse_going_back(resume)

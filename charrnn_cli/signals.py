@@ -12,9 +12,17 @@ signal; a third ends it at once.
 """
 
 import contextlib
+import os
 import signal
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# SIGHUP (a closed terminal, a dropped ssh session) is answered as SIGTERM is. SIGQUIT (Ctrl-\\)
+# keeps Python's default: it ends the process at once, without a save, for when nothing else will.
+SIGNALS = (signal.SIGINT, signal.SIGTERM) + ((signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ())
+
+# Set by the command line: once a signal has stopped a run, later signals are charrnn's until the
+# process exits (noted, not Python's KeyboardInterrupt in the middle of the last message or of
+# the interpreter's shutdown); a fourth ends the process at once with the first signal's code.
+HOLD_AFTER_STOP = False
 
 
 class Stop(BaseException):
@@ -66,9 +74,16 @@ class SignalGuard:
         return self
 
     def __exit__(self, *exc):
+        held = HOLD_AFTER_STOP and self.count > 0
         for sig, old in self._old.items():
-            signal.signal(sig, old)
+            signal.signal(sig, self._after_stop if held else old)
         self._old.clear()
+
+    def _after_stop(self, signum, frame):
+        """A signal after the run has stopped and saved: the process is on its way out."""
+        self.count += 1
+        if self.count > 3:
+            os._exit(exit_code(self.signum or signum))
 
     def _handle(self, signum, frame):
         self.count += 1

@@ -1,0 +1,307 @@
+"""What charrnn trusts: nothing. A checkpoint, a config, a data file or a signal from outside may
+name paths, nest deeply, lie about sizes or arrive at the worst moment; each test is a case that
+once read what it should not, wrote where it was not asked, hung or crashed, and asserts the one
+clear line (or the clean stop) that replaced it."""
+
+import json
+import os
+import stat
+import time
+import zipfile
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from charrnn_cli import checkpoint as ckpt
+from charrnn_cli.cli import main
+from charrnn_cli.config import ConfigError, apply_overrides, from_dict, load_config, parse_yaml
+from charrnn_cli.data import Corpus, prepare, read_validation_split
+from charrnn_cli.training import train
+
+from test_train import make_config, make_text, write_yaml
+
+
+def invoke(*args, **kw):
+    return CliRunner().invoke(main, [str(a) for a in args], **kw)
+
+
+def one_line(r):
+    """A refusal as one clear line: a non-zero exit, no traceback, no exception escaping the command."""
+    return (r.exit_code not in (0, None) and (r.exception is None or isinstance(r.exception, SystemExit))
+            and "Traceback" not in r.output and r.output.strip() != "" and r.output.strip().count("\n") == 0)
+
+
+def trained(tmp_path, **training):
+    """A small run's best.npz (its folder: tmp_path/run)."""
+    raw = make_config(tmp_path, **training)
+    train(from_dict(raw), quiet=True, echo=lambda m: None)
+    return tmp_path / "run" / "latest.npz", raw
+
+
+def arrays_of(path):
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def craft(src, dst, config=None, **arrays):
+    """A copy of checkpoint `src` with its stored config changed by config(dict) and arrays replaced."""
+    a = arrays_of(src)
+    if config is not None:
+        raw = json.loads(str(a["config_json"]))
+        config(raw)
+        a["config_json"] = np.array(json.dumps(raw))
+    a.update({k.replace("__", "."): v for k, v in arrays.items()})
+    np.savez(dst, **a)
+    return dst
+
+
+def files_under(folder):
+    return sorted(os.path.relpath(os.path.join(d, f), folder) for d, _, fs in os.walk(folder) for f in fs)
+
+
+# ---- a checkpoint's paths: read, never written to --------------------------------------------
+
+
+@pytest.fixture
+def secret(tmp_path):
+    p = tmp_path / "secret.txt"
+    p.write_text("password: hunter2 {\n" * 50, encoding="utf-8")
+    os.chmod(p, 0o600)
+    return p
+
+
+def _point_at(secret, cache_dir):
+    def edit(raw):
+        raw["data"]["path"] = str(secret)
+        raw["data"]["cache_dir"] = str(cache_dir)
+    return edit
+
+
+def test_eval_of_a_crafted_checkpoint_writes_nothing_and_refuses(tmp_path, secret):
+    src, _ = trained(tmp_path)
+    evil = craft(src, tmp_path / "evil.npz", _point_at(secret, tmp_path / "loot"))
+    before = files_under(tmp_path)
+    r = invoke("eval", evil)
+    assert one_line(r) and "other characters" in r.output, r.output
+    assert not (tmp_path / "loot").exists()
+    assert files_under(tmp_path) == before
+
+
+def test_eval_of_the_runs_own_split_writes_no_cache_even_when_the_characters_match(tmp_path):
+    src, raw = trained(tmp_path)
+    shutil_cache = tmp_path / "run" / "data_cache"
+    for f in shutil_cache.iterdir():
+        f.unlink()
+    shutil_cache.rmdir()
+    evil = craft(src, tmp_path / "other.npz", lambda c: c["data"].update(cache_dir=str(tmp_path / "loot")))
+    before = files_under(tmp_path)
+    r = invoke("eval", evil, "--json")
+    assert r.exit_code == 0, r.output
+    assert not (tmp_path / "loot").exists() and files_under(tmp_path) == before
+    # and it scores what training's validation scored through its cache
+    ours = json.loads(r.output)["nats_per_char"]
+    train_dir = tmp_path / "again"
+    train(from_dict(dict(raw, output={"dir": str(train_dir)})), quiet=True, echo=lambda m: None)
+    r2 = invoke("eval", train_dir / "latest.npz", "--json")  # its own cache is there: read through it
+    assert r2.exit_code == 0 and abs(json.loads(r2.output)["nats_per_char"] - ours) < 1e-6
+
+
+@pytest.mark.parametrize("mode", ["stream", "lines"])
+@pytest.mark.parametrize("fraction", [0.0, 0.1, 0.37])
+def test_the_in_memory_split_is_the_cached_split(tmp_path, mode, fraction):
+    text = make_text(tmp_path / "t.txt", n=5000)
+    corpus = prepare(str(text), str(tmp_path / "cache"), mode=mode)
+    _, val = corpus.split(fraction, lines=mode == "lines")
+    mine, sha1 = read_validation_split(str(text), corpus.vocab, fraction, mode)
+    assert np.array_equal(np.asarray(val), mine) and sha1 == corpus.sha1
+
+
+def test_resume_from_a_crafted_checkpoint_writes_no_cache_of_the_file_it_names(tmp_path, secret):
+    src, _ = trained(tmp_path)
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    evil = craft(src, folder / "latest.npz", _point_at(secret, tmp_path / "loot"))
+    r = invoke("train", "--resume", evil, "--quiet")
+    assert r.exit_code == 1 and "Traceback" not in r.output and "never saw" in r.output, r.output
+    assert not (tmp_path / "loot").exists()
+    assert not any(n.endswith((".npy", ".json")) for n in files_under(folder)), files_under(folder)
+
+
+def test_a_cache_is_no_more_readable_than_its_text(tmp_path):
+    text = make_text(tmp_path / "t.txt")
+    os.chmod(text, 0o600)
+    corpus = prepare(str(text), str(tmp_path / "cache"))
+    for f in (corpus.cache_path, corpus.cache_path[:-4] + ".json"):
+        assert stat.S_IMODE(os.stat(f).st_mode) & 0o077 == 0, oct(os.stat(f).st_mode)
+
+
+def test_sample_novel_on_a_pipe_refuses_instead_of_blocking(tmp_path):
+    src, _ = trained(tmp_path, max_steps=2)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    evil = craft(src, tmp_path / "evil.npz", lambda c: c["data"].update(path=str(fifo), mode="lines"))
+    r = invoke("sample", evil, "--items", "2", "--novel")
+    assert one_line(r) and "not a regular file" in r.output, r.output
+    r = invoke("eval", evil)
+    assert one_line(r) and "not a regular file" in r.output, r.output
+
+
+# ---- a checkpoint's contents: bounded, checked, one line ------------------------------------
+
+
+def test_deeply_nested_json_in_a_checkpoint_is_one_line(tmp_path):
+    src, _ = trained(tmp_path, max_steps=2)
+    deep = "[" * 100_000 + "]" * 100_000
+    for name in ("config_json", "rng_state"):
+        bad = craft(src, tmp_path / f"{name}.npz", **{name: np.array(deep)})
+        for cmd in (("info",), ("sample", "--length", "5")):
+            r = invoke(cmd[0], bad, *cmd[1:])
+            assert one_line(r) and "RecursionError" not in r.output, (name, cmd, r.output)
+
+
+def test_a_vocabulary_with_a_lone_surrogate_is_refused_at_load(tmp_path):
+    src, _ = trained(tmp_path, max_steps=2)
+    v = arrays_of(src)["vocab"].copy()
+    v[-1] = 0xDFFF  # the largest stays the largest: still sorted
+    bad = craft(src, tmp_path / "s.npz", vocab=v)
+    r = invoke("sample", bad, "--length", "5")
+    assert one_line(r) and "surrogate" in r.output, r.output
+
+
+def _zip_bomb(src, dst, name, shape):
+    """src with member `name` replaced by zeros of `shape`, deflated (a few MB inflating to GB)."""
+    header = {"descr": "<f4", "fortran_order": False, "shape": shape}
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            if info.filename != name + ".npy":
+                zout.writestr(info.filename, zin.read(info.filename))
+        with zout.open(name + ".npy", "w", force_zip64=True) as fh:
+            import io
+            buf = io.BytesIO()
+            np.lib.format.write_array_header_2_0(buf, header)
+            fh.write(buf.getvalue())
+            block = bytes(1 << 24)
+            for _ in range(int(np.prod(shape)) * 4 // len(block)):
+                fh.write(block)
+    return dst
+
+
+def test_a_member_that_inflates_past_what_the_config_implies_is_refused_unread(tmp_path):
+    src, _ = trained(tmp_path, max_steps=2)
+    bomb = _zip_bomb(src, tmp_path / "bomb.npz", "decoder.bias", (1 << 28,))  # 1 GB of zeros, ~1 MB on disk
+    assert os.path.getsize(bomb) < 4 << 20
+    t = time.monotonic()
+    r = invoke("info", bomb)
+    assert one_line(r) and "decoder.bias" in r.output and "claims" in r.output, r.output
+    assert time.monotonic() - t < 5
+
+
+def test_a_member_holding_less_than_its_header_says_is_called_truncated(tmp_path):
+    src, _ = trained(tmp_path, max_steps=2)
+    dst = tmp_path / "short.npz"
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            zout.writestr(info.filename, data[:-8] if info.filename == "decoder.weight.npy" else data)
+    r = invoke("info", dst)
+    assert one_line(r) and "decoder.weight" in r.output and "fewer bytes" in r.output, r.output
+    assert "object arrays" not in r.output
+
+
+@pytest.mark.parametrize("name, value, words", [
+    ("format_version", np.array(2.7), "format_version should be a single integer"),
+    ("train.elapsed_s", np.array(float("nan")), "train.elapsed_s"),
+    ("train.elapsed_s", np.array(-5.0), "train.elapsed_s"),
+    ("train.offset", np.array(10 ** 15), "train.offset"),
+    ("train.best_val", np.array(float("inf")), "train.best_val"),
+])
+def test_lying_scalars_are_refused_by_name(tmp_path, name, value, words):
+    src, _ = trained(tmp_path, max_steps=2)
+    bad = craft(src, tmp_path / "bad.npz", **{name.replace(".", "__"): value})
+    r = invoke("info", bad)
+    assert one_line(r) and words in r.output, r.output
+
+
+def test_saved_step_reads_no_more_than_a_scalar(tmp_path):
+    src, _ = trained(tmp_path, max_steps=2)
+    bomb = _zip_bomb(src, tmp_path / "bomb.npz", "train.step", (1 << 28,))
+    t = time.monotonic()
+    assert ckpt.saved_step(str(bomb)) is None and ckpt.saved_step(str(src)) == 2
+    assert time.monotonic() - t < 0.5  # the 1 GB member was not inflated
+
+
+# ---- a config: bounded, one line ------------------------------------------------------------
+
+
+def _alias_bomb(levels=9):
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
+    return lines
+
+
+def test_a_yaml_alias_bomb_is_refused_quickly(tmp_path):
+    lines = _alias_bomb()
+    body = "model:\n  type: &top [" + ", ".join(["*a8"] * 9) + "]\n"
+    text = "x_anchors:\n" + "".join(f"  {l}\n" for l in lines) + body
+    p = tmp_path / "bomb.yaml"
+    p.write_text(text)
+    t = time.monotonic()
+    r = invoke("train", p)
+    assert one_line(r) and "10,000 values" in r.output, r.output
+    assert time.monotonic() - t < 2
+
+
+@pytest.mark.parametrize("text, words", [
+    ("? [a, b]\n: 1\n", "a key must be a name"),
+    ("model:\n  type: " + "[" * 5000 + "]" * 5000 + "\n", "nests deeper"),
+    ("output:\n  dir: ''\n", "output.dir: must not be empty"),
+    ("model:\n  num_layers: 1000000\n  hidden_size: 8\n", "model.num_layers: must be > 0 and at most"),
+])
+def test_config_files_that_once_gave_tracebacks(tmp_path, text, words):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    r = invoke("train", p)
+    assert one_line(r) and words in r.output, r.output
+
+
+@pytest.mark.parametrize("setting, words", [
+    ('output.dir="a\\0b"', "NUL"),
+    ("model.hidden_size=1e20", "model.hidden_size"),
+    ("data.path=''", "data.path: must not be empty"),
+])
+def test_overrides_that_once_gave_tracebacks(tmp_path, setting, words):
+    text = make_text(tmp_path / "t.txt")
+    r = invoke("train", text, "--set", setting)
+    assert one_line(r) and words in r.output, r.output
+
+
+def test_a_value_in_a_message_is_cut_short():
+    with pytest.raises(ConfigError) as e:
+        from_dict({"model": {"type": ["x" * 10_000] * 50}})
+    assert len(str(e.value)) < 200
+
+
+def test_a_model_too_big_for_memory_is_refused_before_allocating(tmp_path):
+    from charrnn_cli.training import _check_memory, training_bytes
+
+    cfg = from_dict({"model": {"num_layers": 1000, "hidden_size": 1024}})
+    assert training_bytes(cfg, 100) > 24 << 30
+    with pytest.raises(ConfigError) as e:
+        _check_memory(cfg, 100, available=8 << 30)
+    assert "needs about" in str(e.value) and "8.0 GB free" in str(e.value)
+    text = make_text(tmp_path / "t.txt")
+    r = invoke("train", text, "--set", "model.num_layers=1000", "--set", "model.hidden_size=2048",
+               "--set", f"output.dir={tmp_path / 'big'}")
+    assert one_line(r) and "needs about" in r.output, r.output
+
+
+# ---- data files -----------------------------------------------------------------------------
+
+
+def test_a_data_path_that_is_a_pipe_is_not_called_empty(tmp_path):
+    fifo = tmp_path / "words.txt"
+    os.mkfifo(fifo)
+    r = invoke("train", fifo, "--set", f"output.dir={tmp_path / 'r'}")
+    assert one_line(r) and "not a regular file" in r.output, r.output
