@@ -150,7 +150,7 @@ def _run_ends(comm, folder):
             click.echo(f"interrupted by {name}: saved {e.path} at step {e.step:,}; "
                        f"resume with: charrnn train --resume {e.path}", err=True)
             click.echo(e.advice, err=True)
-        sys.exit(exit_code(e.signum))
+        _end(comm, exit_code(e.signum), shared=True)
     except ForcedStop as e:
         if e.path is not None:
             dropped = " (the step under way was dropped)" if e.dropped else ""
@@ -201,6 +201,9 @@ def _summary(result, cfg):
 def _end(comm, code, shared):
     """Exit with `code`. A problem only this process of a data-parallel job met would leave the
     others waiting for it: end the whole job (MPI_Abort) unless every process met it too."""
+    from .signals import SignalGuard
+
+    SignalGuard.ignore_from_now()
     if comm.size > 1 and not shared:
         sys.stderr.flush()
         comm.abort(code)

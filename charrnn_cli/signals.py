@@ -79,6 +79,15 @@ class SignalGuard:
             signal.signal(sig, self._after_stop if held else old)
         self._old.clear()
 
+    @staticmethod
+    def ignore_from_now():
+        """On the way out of a stopped run: ignore the signals outright. Python puts its default
+        handlers back as it shuts down, and a Ctrl-C then would kill the process by SIGINT (exit
+        status -2), but it keeps an ignored signal ignored."""
+        if HOLD_AFTER_STOP:
+            for sig in SIGNALS:
+                signal.signal(sig, signal.SIG_IGN)
+
     def _after_stop(self, signum, frame):
         """A signal after the run has stopped and saved: the process is on its way out."""
         self.count += 1

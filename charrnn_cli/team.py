@@ -54,6 +54,15 @@ class TeamError(RuntimeError):
     """A process of the team failed or vanished: the message says which and why."""
 
 
+class TeamStalled(TeamError):
+    """Process 0 gave up waiting for a helper because a signal asked the run to stop (a helper
+    that is stopped, SIGSTOP or Ctrl-Z, would otherwise hold the run forever)."""
+
+
+STALL_GRACE_S = 1.0  # a wait this long, with a stop asked for, is given up (a healthy one takes microseconds)
+STALL_NOTE_S = 10.0  # a wait this long on a stopped helper is reported, once
+
+
 class Solo:
     """One process: every unit is its own, every buffer private, every sync free."""
 
@@ -169,6 +178,9 @@ class ForkTeam:
         self.flags = self.ctrl[_FLAGS : _FLAGS + size * _LINE : _LINE]
         self.count, self.pids, self.parent, self._index = 0, [], os.getpid(), {}
         self.units = self.own(hidden_size)
+        self.stop_requested = lambda: False  # process 0: whether a signal asked the run to stop
+        self.warn = None  # process 0: where to say that a helper is stopped
+        self._wait_t0, self._noted, self._continued = None, False, False
 
     # ---- the interface the cells and the model use ------------------------------------------
 
@@ -240,6 +252,7 @@ class ForkTeam:
         """The second half: return when every process has arrived at this sync. Work between the
         two halves fills the wait for a later process, and must not touch what the sync guards."""
         c, flags = self.count, self.flags
+        self._wait_t0 = None
         for j in range(self.size):
             spins = 0
             while flags[j] < c:
@@ -323,12 +336,42 @@ class ForkTeam:
                 self.close()
                 why = err.decode(errors="replace") or _how_it_ended(gone[0][1])
                 raise TeamError(f"a helper process of the training step failed: {why}")
+            if spins >= 1 << 16:
+                self._watch()
         elif os.getppid() != self.parent or self.ctrl[_CMD + 1] == STOP:
             os._exit(0)  # process 0 is gone or done: nothing to finish
         if spins > 1 << 16:
             time.sleep(0.0002)  # a long wait (validation, a checkpoint): doze
         elif spins > 1 << 12:
             os.sched_yield()
+
+    def _watch(self):
+        """Process 0 in a long wait: give it up when a signal asks the run to stop (TeamStalled),
+        and say once when the wait is on a stopped helper."""
+        now = time.monotonic()
+        if self._wait_t0 is None:
+            self._wait_t0 = now
+        waited = now - self._wait_t0
+        if waited > STALL_GRACE_S and self.stop_requested():
+            stopped = _stopped(self.pids)
+            if stopped and not self._continued:  # let it finish the step, so the stop can save it whole
+                self._continued = True
+                for pid in stopped:
+                    os.kill(pid, signal.SIGCONT)
+                if self.warn is not None:
+                    self.warn(f"note: helper process {', '.join(map(str, stopped))} was stopped; continued it "
+                              f"to finish the step under way, so that the stop saves it")
+                self._wait_t0 = now
+                return
+            why = (f"helper process {', '.join(map(str, stopped))} is stopped" if stopped else
+                   f"a helper process has not answered for {waited:.0f} s")
+            raise TeamStalled(f"{why}; the step under way was given up")
+        if waited > STALL_NOTE_S and not self._noted and self.warn is not None:
+            stopped = _stopped(self.pids)
+            if stopped:
+                self._noted = True
+                self.warn(f"warning: training waits for helper process {', '.join(map(str, stopped))}, which is "
+                          f"stopped (kill -CONT {stopped[0]} resumes it; Ctrl-C or SIGTERM saves and stops)")
 
     # ---- a helper --------------------------------------------------------------------------
 
@@ -370,6 +413,20 @@ class ForkTeam:
             code = 1
         finally:
             os._exit(code)
+
+
+def _stopped(pids):
+    """The processes of `pids` that are stopped (state T, or t when traced), per /proc (Linux)."""
+    out = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state in (b"T", b"t"):
+            out.append(pid)
+    return out
 
 
 def _how_it_ended(status):

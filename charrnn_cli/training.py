@@ -32,8 +32,8 @@ from .cores import blas_pin_note, team_size
 from .progress import ProgressView
 from .optim import clip_and_step, cosine_fraction, global_norm, learning_rate, make_optimizer
 from .runfolder import OtherProcessFolder, RunFolder
-from .signals import ForcedStop, SignalGuard, Stop
-from .team import SOLO, TeamError, make_team
+from .signals import ForcedStop, SignalGuard, Stop, signal_name
+from .team import SOLO, TeamError, TeamStalled, make_team
 
 
 class TrainingError(RuntimeError):
@@ -202,6 +202,8 @@ class Run:
         self.team = SOLO  # the processes sharing each step (team.py), started with the first step
         self._before_step = None  # the dropout generator's state while a step can still be dropped (drop_step)
         self.team_size = team_size(t_cfg, m_cfg) if self.comm.size == 1 else 1
+        self.stop_requested = lambda: False  # whether a signal asked the run to stop (the loop sets it)
+        self.echo = echo
         if ck is not None:
             self._resume_from(ck, echo)
 
@@ -249,6 +251,8 @@ class Run:
             try:
                 loss, new_state, cache = model.forward(x, y, self.state, masks, resets, team=team)
                 grads, _ = model.backward(cache, team=team)
+            except TeamStalled:
+                raise  # a signal, and a helper that does not answer: the loop drops the step and saves
             except TeamError as e:
                 raise _team_failed(e, "the step was not applied") from None
         grads = comm.average_gradients(grads)  # gradients of the mean loss over all B x T characters
@@ -262,6 +266,8 @@ class Run:
         self._before_step = None  # the update changes the parameters in place: no way back from here
         try:
             team.update(self._update, grads, self.lr, norm, self.optimizer.t + 1)  # every process its block
+        except TeamStalled:
+            raise  # the parameters part updated: drop_step says so, and nothing is saved
         except TeamError as e:  # parameters part updated: the last checkpoint is the run's state
             raise _team_failed(e, "the step was only partly applied, and it is not saved") from None
         self.state = new_state
@@ -296,6 +302,7 @@ class Run:
             except OSError as e:  # no memory or process slot for the helper
                 raise TrainingError(f"could not start the helper processes of the training step: {e} "
                                     f"({_ONE_PROCESS})") from None
+            self.team.stop_requested, self.team.warn = self.stop_requested, self.echo
         return self.team
 
     def close(self):
@@ -643,6 +650,7 @@ class Schedule:
 
     def __init__(self, run, folder, signals, comm, quiet, echo):
         self.run, self.folder, self.signals, self.comm = run, folder, signals, comm
+        run.stop_requested = lambda: signals.signum is not None
         self.quiet, self.echo = quiet, echo
         self.t_cfg = run.cfg.training
         self.has_val = len(run.val_data) >= 2
@@ -692,6 +700,22 @@ class Schedule:
         the run winds up (its helper stopping) then says which checkpoint that is."""
         self.signals.saved = (self.folder.latest, self.run.prog.step)
         return Interrupted(signum, self.folder.latest, self.run.prog.step, _advice(self.folder, self.run))
+
+    def stalled(self, e):
+        """A signal came while the step waited for a helper that does not answer (a stopped one):
+        stop the team, then save the run as the last finished step left it, as for a second
+        Ctrl-C. When the update had begun, the parameters are part updated and nothing is saved."""
+        self.run.close()
+        signum = self.signals.signum
+        if self.run.drop_step():
+            self.save(self.folder.latest)
+            stop = self.stopped(signum)
+            stop.advice = f"{e}. {stop.advice}"
+            return stop
+        kept = (f"{self.folder.latest} (from the last save) holds the run" if os.path.exists(self.folder.latest)
+                else "no checkpoint had been saved yet")
+        return TrainingError(f"stopped by {signal_name(signum)}: {e}, during the update, so the step is part "
+                             f"applied and not saved; {kept}")
 
     def forced(self, e):
         """A second signal during a step. In one process, save the run as the last finished step left
@@ -744,6 +768,8 @@ class Schedule:
                     loss, chars = run.step(self.lr_of)
                 except ForcedStop as e:
                     raise self.forced(e) from None
+                except TeamStalled as e:
+                    raise self.stalled(e) from None
                 except TrainingError as e:
                     last = folder.latest if os.path.exists(folder.latest) else "none yet"
                     raise TrainingError(f"{e}. Last good checkpoint: {last}") from None

@@ -305,3 +305,113 @@ def test_a_data_path_that_is_a_pipe_is_not_called_empty(tmp_path):
     os.mkfifo(fifo)
     r = invoke("train", fifo, "--set", f"output.dir={tmp_path / 'r'}")
     assert one_line(r) and "not a regular file" in r.output, r.output
+
+
+# ---- signals and processes ------------------------------------------------------------------
+
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+
+def _long_run(tmp_path, prelude="", **training):
+    """A run of `charrnn train` in its own process (the program's entry point, as a user runs it);
+    `prelude` is Python run first (to slow a save, say)."""
+    raw = make_config(tmp_path, **dict(dict(max_steps=1_000_000, checkpoint_every=1_000_000, eval_every=1_000_000,
+                                            log_every=1), **training))
+    cfg = write_yaml(tmp_path, raw)
+    code = f"{prelude}\nimport sys\nfrom charrnn_cli.cli import run\nsys.argv = ['charrnn', 'train', {str(cfg)!r}]\nrun()"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return proc
+
+
+def _wait_for_steps(run_dir, n, proc, timeout=60):
+    path = run_dir / "metrics.jsonl"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().count("\n") >= n:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+    raise AssertionError(f"{path} did not reach {n} lines")
+
+
+def _children(pid):
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads /proc for the helper's pid")
+def test_a_stopped_helper_does_not_hold_the_run_and_one_sigterm_saves_it(tmp_path):
+    proc = _long_run(tmp_path, unit_split=2, batch_size=8, seq_length=32)
+    try:
+        _wait_for_steps(tmp_path / "run", 5, proc)
+        helpers = _children(proc.pid)
+        assert len(helpers) == 1, helpers
+        os.kill(helpers[0], signal.SIGSTOP)
+        time.sleep(0.5)  # the run is now waiting for the stopped helper
+        os.kill(proc.pid, signal.SIGTERM)  # one SIGTERM, as timeout, systemd and Slurm send
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in _children(proc.pid) if proc.poll() is None else []:
+            os.kill(pid, signal.SIGKILL)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err and "was stopped; continued it" in err and "saved" in err, err
+    step = ckpt.load(str(tmp_path / "run" / "latest.npz")).scalar("train.step")
+    assert step >= 5
+    logged = [json.loads(l)["step"] for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert step - 1 <= logged[-1] <= step  # the step under way finished and was saved (its line comes after)
+    with pytest.raises(ProcessLookupError):
+        os.kill(helpers[0], 0)  # the helper did not outlive the run
+    assert not [f for f in os.listdir(tmp_path / "run") if f.endswith(".tmp")]
+
+
+def test_sighup_saves_like_sigterm(tmp_path):
+    proc = _long_run(tmp_path, unit_split=1)
+    _wait_for_steps(tmp_path / "run", 3, proc)
+    os.kill(proc.pid, signal.SIGHUP)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGHUP, err
+    assert "interrupted by SIGHUP: saved" in err and "Traceback" not in err
+    assert ckpt.load(str(tmp_path / "run" / "latest.npz")).scalar("train.step") >= 3
+
+
+SLOW_SAVE = """
+import time
+import charrnn_cli.checkpoint as c
+_save = c.atomic_save_npz
+def slow(path, arrays):
+    time.sleep(0.4)
+    _save(path, arrays)
+c.atomic_save_npz = slow
+"""
+
+
+def test_a_burst_of_ctrl_cs_during_the_save_exits_130_without_a_traceback(tmp_path):
+    for attempt in range(3):
+        folder = tmp_path / str(attempt)
+        folder.mkdir()
+        proc = _long_run(folder, prelude=SLOW_SAVE, unit_split=1)
+        _wait_for_steps(folder / "run", 3, proc)
+        for _ in range(12):  # the first asks for the save, the rest land in it and after it
+            os.kill(proc.pid, signal.SIGINT)
+            time.sleep(0.005 if attempt == 0 else 0.05 * attempt)
+            if proc.poll() is not None:
+                break
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, (attempt, proc.returncode, err)
+        assert "Traceback" not in err and "Aborted" not in err, err
+        assert "stopped at once" in err or "interrupted by SIGINT" in err, err
+        assert not [f for f in os.listdir(folder / "run") if f.endswith(".tmp")]
+
+
+def test_killed_before_the_first_checkpoint_the_refusal_names_no_missing_file(tmp_path):
+    proc = _long_run(tmp_path, unit_split=1)
+    _wait_for_steps(tmp_path / "run", 2, proc)
+    proc.kill()
+    proc.wait()
+    assert not (tmp_path / "run" / "latest.npz").exists()
+    r = invoke("train", tmp_path / "cfg.yaml", "--quiet")
+    assert one_line(r) and "saved no checkpoint" in r.output and "latest.npz" not in r.output, r.output
