@@ -11,6 +11,7 @@ Arrays (all load with numpy.load(path, allow_pickle=False)):
     train.step, train.epoch, train.offset, train.chars_seen, train.elapsed_s, train.best_val
     train.lr_anchor    (2,)      the cosine schedule's anchor (f0, r0), (0, 0) unless a resume moved its horizon
     train.eval_chars   ()        validation characters scored each time (0: not decided yet)
+    train.layout       (2,)      data-parallel processes and processes sharing each step (unit_split)
     data.length, data.sha1       characters and SHA-1 of the encoded text trained on (to see it changed)
     state.h, state.c   (L, B, H) the hidden state carried into the next chunk (c for LSTM only)
     rng_state          ()        str, JSON of the dropout generator's bit_generator.state
@@ -201,6 +202,10 @@ def check_arrays(path, arrays, cfg, vocab):
     for name in ("train.step", "train.epoch", "train.offset", "train.chars_seen", "optim.t", "train.eval_chars",
                  "data.length"):
         scalar(name, "integer")
+    if "train.layout" in arrays:
+        a = arrays["train.layout"]
+        if a.shape != (2,) or a.dtype.kind not in "iu" or (a < 1).any():
+            bad("train.layout", f"should be 2 positive integers (processes, unit_split), is {_short(a.tolist())}")
     if "train.lr_anchor" in arrays and (arrays["train.lr_anchor"].shape != (2,) or
                                         arrays["train.lr_anchor"].dtype.kind != "f"):
         bad("train.lr_anchor", f"should be 2 floats, is {arrays['train.lr_anchor'].shape} "
@@ -353,7 +358,7 @@ def _limits(cfg, V, step):
     (8 bytes an element: float64 or int64 at most)."""
     torch_shapes, internal = _expected_shapes(cfg, V)
     limits = {name: 8 * _count(shape) for name, shape in torch_shapes.items()}
-    for name in ("optim.name", "rng_state", "data.sha1", "optim.t", "data.length", "train.lr_anchor") + tuple(
+    for name in ("optim.name", "rng_state", "data.sha1", "optim.t", "data.length", "train.lr_anchor", "train.layout") + tuple(
             f"train.{k}" for k in ("step", "epoch", "offset", "chars_seen", "elapsed_s", "best_val", "eval_chars")):
         limits[name] = SMALL
     for opt in OPTIMIZERS.values():

@@ -10,7 +10,7 @@ import click
 
 from . import __version__
 from .config import ConfigError, config_for, is_config_path, load_config, overridden, resume_path
-from .cores import plan_threads, set_threads
+from .cores import oversubscribed, plan_threads, set_threads
 
 # NumPy is imported inside the commands, not here: `train --threads N` must set the BLAS thread
 # count before NumPy loads its BLAS library and starts the thread pool.
@@ -101,8 +101,12 @@ def train(target, overrides, minutes, resume, overwrite, threads, lines, quiet):
     except ConfigError as e:
         raise click.ClickException(str(e)) from None
     asked = threads or cfg.training.threads
-    if not set_threads(plan_threads(cfg.training, cfg.model, threads)) and asked:
+    planned = plan_threads(cfg.training, cfg.model, threads)
+    if not set_threads(planned) and asked:
         click.echo(f"warning: NumPy was already loaded; --threads {asked} cannot change its thread pool", err=True)
+    crowded = oversubscribed(cfg.training, cfg.model, planned)
+    if crowded:
+        click.echo(crowded, err=True)
     from .dist import DistError, world
     from .training import train as run_training
 

@@ -101,6 +101,23 @@ def team_size(t_cfg, m_cfg, environ=None, cores=None):
     return size
 
 
+def oversubscribed(t_cfg, m_cfg, threads, environ=None, cores=None):
+    """A warning when the team's processes times their BLAS threads exceed the cores this process
+    may use (each would wait on the others: a step many times slower), else None. `threads` is
+    what plan_threads chose (None: the BLAS default, every core)."""
+    cores = usable_cores() if cores is None else cores
+    env = os.environ if environ is None else environ
+    size = team_size(t_cfg, m_cfg, env, cores) if launcher_size(env) == 1 else 1
+    per = threads or blas_threads(env) or cores
+    if size * per <= cores:
+        return None
+    fix = (f"training.unit_split {size} on {cores} cores: use 1" + (f" or {cores}" if cores > 1 else "")
+           if size > cores else f"--threads {max(1, cores // size)}")
+    return (f"warning: {size} process{'es' * (size > 1)} x {per:,} BLAS thread{'s' * (per > 1)} = {size * per:,} on "
+            f"{cores} usable core{'s' * (cores > 1)}: they will wait on each other and train many times slower "
+            f"({fix})")
+
+
 def set_threads(n):
     """Set the BLAS thread count for this process: effective only before NumPy is imported.
     Returns False when NumPy was loaded already (too late)."""

@@ -340,7 +340,8 @@ class Run:
             arrays = ckpt.build_arrays(self.model, self.corpus.vocab, self.cfg, self.optimizer, self.prog.arrays(),
                                        state, self.rng, self.prog.history)
             arrays.update({"data.length": np.array(len(self.corpus.data), dtype=np.int64),
-                           "data.sha1": np.array(self.corpus.sha1)})
+                           "data.sha1": np.array(self.corpus.sha1),
+                           "train.layout": np.array([comm.size, self.team_size], dtype=np.int64)})
             ckpt.atomic_save_npz(path, arrays)
 
         on_writer(comm, write)
@@ -560,6 +561,21 @@ def _check_memory(cfg, V, available=None):
                           f"to train; this machine has {have / 2**30:.1f} GB free: choose a smaller model or batch")
 
 
+def _note_layout(ck, run, echo):
+    """A resume into another number of processes (data-parallel or sharing each step) goes on with
+    the same math, but the products are cut into other blocks and round differently (about 1e-7
+    a step), so it is close to, not bit for bit, what the first layout would have given: say so."""
+    layout = ck.get("train.layout")
+    if layout is None:
+        return
+    was, now = tuple(int(v) for v in layout), (run.comm.size, run.team_size)
+    if was != now:
+        def words(n, s):
+            return f"{n} data-parallel process{'es' * (n > 1)} x {s} sharing each step"
+        echo(f"note: {ck.path} was trained with {words(*was)}, this run uses {words(*now)}: the same math, "
+             f"rounded differently, so the resume is close to but not bit for bit what the first layout gives")
+
+
 def _fit_hint(n, T):
     """What to --set so that n training characters fill at least one batch: the error's way out.
 
@@ -597,6 +613,8 @@ def _setup(cfg, resume, echo, signals, comm, minutes):
                  f"training goes on from there, but the resume is not exact")
     _check_memory(cfg, len(corpus.vocab))
     run = Run(cfg, corpus, streams, val_data, ck, echo, comm)
+    if ck is not None:
+        _note_layout(ck, run, echo)
     if minutes is not None:
         t_cfg.max_minutes = run.prog.elapsed_s / 60 + minutes
     if ck is not None:

@@ -415,3 +415,36 @@ def test_killed_before_the_first_checkpoint_the_refusal_names_no_missing_file(tm
     assert not (tmp_path / "run" / "latest.npz").exists()
     r = invoke("train", tmp_path / "cfg.yaml", "--quiet")
     assert one_line(r) and "saved no checkpoint" in r.output and "latest.npz" not in r.output, r.output
+
+
+def test_more_processes_times_threads_than_cores_is_warned(tmp_path):
+    from charrnn_cli.cores import oversubscribed
+
+    def cfg(**t):
+        return from_dict({"model": {"hidden_size": 256}, "training": t})
+
+    c = cfg(unit_split=8)
+    assert "8 processes x 1 BLAS thread = 8 on 2 usable cores" in oversubscribed(c.training, c.model, 1, {}, 2)
+    c = cfg()
+    assert "100,000 BLAS threads" in oversubscribed(c.training, c.model, 100_000, {}, 2)
+    assert oversubscribed(c.training, c.model, 1, {}, 2) is None  # the default plan: 2 processes x 1 thread
+    text = make_text(tmp_path / "t.txt")
+    r = invoke("train", text, "--threads", "100000", "--set", "training.max_steps=1",
+               "--set", "model.hidden_size=16", "--set", "model.num_layers=1", "--set", "training.unit_split=1",
+               "--set", f"output.dir={tmp_path / 'r'}", "--quiet")
+    assert r.exit_code == 0 and "100,000 BLAS threads" in r.output, r.output
+
+
+def test_a_resume_into_another_team_size_says_it_is_not_bit_for_bit(tmp_path):
+    raw = make_config(tmp_path, max_steps=4, unit_split=2)
+    train(from_dict(raw), quiet=True, echo=lambda m: None)
+    assert ckpt.load(str(tmp_path / "run" / "latest.npz")).get("train.layout").tolist() == [1, 2]
+    raw["training"].update(max_steps=6, unit_split=1)
+    said = []
+    train(from_dict(raw), resume=str(tmp_path / "run" / "latest.npz"), quiet=False, echo=said.append)
+    assert any("1 data-parallel process x 2 sharing each step, this run uses 1 data-parallel process x 1" in s
+               and "not bit for bit" in s for s in said), said
+    raw["training"].update(max_steps=8)
+    said = []
+    train(from_dict(raw), resume=str(tmp_path / "run" / "latest.npz"), quiet=False, echo=said.append)
+    assert not any("not bit for bit" in s for s in said)  # the same layout: exact, no note
