@@ -512,6 +512,8 @@ def plot(run_dirs, output, title):
     """
     from .plot import PlotError, plot_runs
 
+    _check_output_folder(output)
+
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -529,14 +531,25 @@ def plot(run_dirs, output, title):
 
 # ---- viz ---------------------------------------------------------------------------------
 
+VIZ_MAX_CHARS = 50_000  # a page of a small model: about 1 s and 6 MB
+VIZ_JSON_MAX_CHARS = 1_000_000
+
+
+def _check_output_folder(output):
+    """An output file goes only into a folder that exists: -o never creates folders."""
+    folder = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(folder):
+        raise click.ClickException(f"cannot write {output}: the folder {folder} does not exist")
+
 
 @main.command(context_settings=CONTEXT)
 @click.argument("checkpoint", metavar="CHECKPOINT.npz", type=click.Path())
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", default="viz.html", show_default=True, type=click.Path(dir_okay=False),
               help="HTML file to write (one self-contained page).")
-@click.option("--max-chars", default=2000, show_default=True, type=click.IntRange(min=2),
-              help="How much of FILE to show, from its start.")
+@click.option("--max-chars", default=2000, show_default=True, type=click.IntRange(min=2, max=VIZ_JSON_MAX_CHARS),
+              help=f"How much of FILE to show, from its start: at most {VIZ_MAX_CHARS:,} in a page (it holds every "
+                   f"unit's activation at every character), {VIZ_JSON_MAX_CHARS:,} with --json.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object per character (its nats and the top predictions) instead of a page.")
 def viz(checkpoint, file, output, max_chars, as_json):
@@ -556,7 +569,14 @@ def viz(checkpoint, file, output, max_chars, as_json):
     from .files import atomic_write
     from .viz import analyze, find_units, mean_nats, page, page_data, records
 
+    if not as_json:
+        if max_chars > VIZ_MAX_CHARS:
+            raise click.BadParameter(f"{max_chars:,} is more than a page shows (at most {VIZ_MAX_CHARS:,}; "
+                                     f"--json takes up to {VIZ_JSON_MAX_CHARS:,})", param_hint="--max-chars")
+        _check_output_folder(output)
     ck = _load_checkpoint(checkpoint)
+    if os.path.exists(file) and not os.path.isfile(file):
+        raise click.ClickException(f"{file} is not a regular file (a pipe or a device?): give a text file")
     try:
         with open(file, encoding="utf-8") as fh:
             text = fh.read(max_chars)

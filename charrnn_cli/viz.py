@@ -211,8 +211,11 @@ def page_data(result, vocab, units, title):
 
 def page(data):
     """The self-contained HTML page: CSS, JavaScript and data inline, nothing fetched."""
-    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
-    return (_PAGE.replace("__TITLE__", html.escape(data["title"])).replace("__DATA__", payload))
+    # Inside <script> the HTML parser reads "</script" and "<!--" as markup even in a JSON string
+    # (a file named "<!--<script>.txt" once blanked the page): JSON spells <, > and & as escapes.
+    payload = json.dumps(data, separators=(",", ":"))
+    payload = payload.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return _PAGE.replace("__TITLE__", html.escape(data["title"], quote=True)).replace("__DATA__", payload)
 
 
 _PAGE = """<!doctype html>

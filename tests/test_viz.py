@@ -200,3 +200,30 @@ def test_a_lines_model_is_read_as_items_as_eval_reads_it(tmp_path):
     ev = json.loads(invoke("eval", best, names, "--json").output)
     assert recs[0]["char"] == "\n" and ev["chars"] == len(recs) - 1
     assert np.mean([x["nats"] for x in recs[1:]]) == pytest.approx(ev["nats_per_char"], rel=1e-6)
+
+
+def test_viz_refuses_a_pipe_a_missing_folder_and_a_page_too_big(trained, tmp_path):
+    ck_path, text_path = trained
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    r = invoke("viz", ck_path, fifo, "-o", tmp_path / "v.html")
+    assert r.exit_code == 1 and "not a regular file" in r.output, r.output
+    r = invoke("viz", ck_path, text_path, "-o", tmp_path / "no" / "such" / "v.html")
+    assert r.exit_code == 1 and "does not exist" in r.output and not (tmp_path / "no").exists(), r.output
+    r = invoke("viz", ck_path, text_path, "-o", tmp_path / "v.html", "--max-chars", 1_000_000)
+    assert r.exit_code == 2 and "--max-chars" in r.output and not (tmp_path / "v.html").exists(), r.output
+
+
+@pytest.mark.skipif(BROWSER is None, reason="needs headless Chromium: apt-get install chromium-headless-shell")
+def test_a_file_name_that_looks_like_markup_is_shown_as_text(trained, tmp_path):
+    ck_path, text_path = trained
+    odd = tmp_path / "<!--<script>&amp;<!--x.txt"
+    odd.write_text(text_path.read_text(encoding="utf-8")[:300], encoding="utf-8")
+    out = tmp_path / "page.html"
+    r = invoke("viz", ck_path, odd, "-o", out)
+    assert r.exit_code == 0, r.output
+    dom = _dom(out.as_uri())
+    assert 'data-ready="1"' in dom and "data-errors" not in dom, dom[-2000:]
+    header = dom.split('id="header"')[1].split("</div>")[0]
+    assert "&lt;!--&lt;script&gt;&amp;amp;&lt;!--x.txt" in header, header  # the name, as text
+    assert dom.split('id="surprise"')[1].split("</div>")[0].count("<span") == 300
