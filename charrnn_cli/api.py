@@ -15,6 +15,7 @@ ConfigError, DataError, ...), whose message is the line the command would print,
 for bad arguments.
 """
 
+import math
 import os
 
 import numpy as np
@@ -24,7 +25,7 @@ from . import checkpoint as ckpt
 from .config import ConfigError, config_for, resume_path
 from .data import as_items_text
 from .evaluate import score as _score
-from .sample import generate, new_items, training_items
+from .sample import check_options, default_prime, generate, new_items, training_items
 
 
 def load(path):
@@ -48,29 +49,22 @@ class Model:
 
     def _prime(self, prime):
         if prime is None:
-            return "\n" if "\n" in self.vocab else self.vocab.chars[0]
-        if not prime:
-            raise ValueError("prime must not be empty (None starts from a newline)")
+            return default_prime(self.vocab)
+        check_options(prime=prime)
         unknown = self.vocab.unknown(prime)
         if unknown:
             raise ValueError(f"prime has characters not in the vocabulary: {' '.join(map(repr, unknown))}")
         return prime
 
     @staticmethod
-    def _check(length, temperature, top_k, top_p):
-        if length < 0:
-            raise ValueError("length must be >= 0")
-        if not temperature > 0:
-            raise ValueError("temperature must be > 0")
-        if top_k is not None and top_k < 1:
-            raise ValueError("top_k must be >= 1")
-        if top_p is not None and not 0 < top_p <= 1:
-            raise ValueError("top_p must be in (0, 1]")
+    def _check(length, temperature, top_k, top_p, items=None):
+        check_options(length, temperature, top_k, top_p, items=items)
 
     def stream(self, prime=None, length=500, temperature=1.0, top_k=None, top_p=None, argmax=False,
                rng_seed=None):
         """Yield the generated characters one at a time (the priming text is not repeated)."""
         self._check(length, temperature, top_k, top_p)
+        _check_seed(rng_seed)
         rng = np.random.default_rng(rng_seed)
         pieces = generate(self.net, self.vocab, self._prime(prime), length, temperature, top_k, argmax, rng, 1, top_p)
         next(pieces)  # the priming text
@@ -80,12 +74,15 @@ class Model:
     def sample(self, prime=None, length=500, temperature=1.0, top_k=None, top_p=None, argmax=False,
                rng_seed=None):
         """The priming text followed by `length` generated characters: `charrnn sample`'s text."""
+        self._check(length, temperature, top_k, top_p)
         prime = self._prime(prime)
         return prime + "".join(self.stream(prime, length, temperature, top_k, top_p, argmax, rng_seed))
 
     def score(self, text):
         """Nats per character of `text` (every character after the first predicted, from a zero
         state carried through), as `charrnn eval`; characters outside the vocabulary are left out."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a string, got {type(text).__name__}")
         kept = "".join(c for c in text if c in self.vocab)
         if len(kept) < 2:
             raise ValueError("nothing to score: fewer than two characters in the vocabulary")
@@ -100,11 +97,17 @@ class Model:
         if self.config.data.mode != "lines" or "\n" not in self.vocab:
             raise ValueError(f"{self.path} was trained with data.mode {self.config.data.mode}: items need a model "
                              f"trained on items (data.mode: lines)")
-        self._check(max_length, temperature, top_k, top_p)
+        self._check(max_length, temperature, top_k, top_p, items=n)
+        _check_seed(rng_seed)
         known = training_items(self.config.data.path, self.path) if novel else set()
         items, _, _ = new_items(self.net, self.vocab, n, known, temperature, top_k, argmax,
                                 np.random.default_rng(rng_seed), max_length, top_p)
         return items
+
+
+def _check_seed(seed):
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ValueError(f"rng_seed must be an integer >= 0 or None, got {seed!r:.40}")
 
 
 def train(config=None, overrides=None, resume=None, overwrite=False, minutes=None, quiet=True, echo=None):
@@ -116,8 +119,18 @@ def train(config=None, overrides=None, resume=None, overwrite=False, minutes=Non
     as --set. resume: a checkpoint path, or a run folder for its latest.npz (the run goes on in its
     folder unless overrides name output.dir).
     """
+    from .config import Config
     from .training import train as run_training
 
+    if config is not None and not isinstance(config, (str, os.PathLike, Config)):
+        raise TypeError(f"config must be a YAML path, a text file's path or a Config, got {type(config).__name__}")
+    if resume is not None and not isinstance(resume, (str, os.PathLike)):
+        raise TypeError(f"resume must be a checkpoint's or run folder's path, got {type(resume).__name__}")
+    if overrides is not None and not isinstance(overrides, dict):
+        raise TypeError(f"overrides must be a dict of 'section.key': value, got {type(overrides).__name__}")
+    if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, (int, float))
+                                or not math.isfinite(minutes) or minutes <= 0):
+        raise ValueError(f"minutes must be a finite number > 0, got {minutes!r:.40}")
     sets = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
             for k, v in (overrides or {}).items()]
     resume = resume_path(resume)

@@ -258,18 +258,13 @@ def sample(checkpoint, prime, length, temperature, top_k, top_p, argmax, rng_see
     """
     import numpy as np
 
-    from .sample import generate
+    from .sample import OptionError, check_options, default_prime, generate
 
-    if length < 0:
-        raise click.BadParameter("must be >= 0", param_hint="--length")
-    if prime == "":
-        raise click.BadParameter("must not be empty (leave it out to start from a newline)", param_hint="--seed")
-    if not temperature > 0 or not math.isfinite(temperature):
-        raise click.BadParameter("must be > 0", param_hint="--temperature")
-    if top_k is not None and top_k < 1:
-        raise click.BadParameter("must be >= 1", param_hint="--top-k")
-    if num_samples < 1:
-        raise click.BadParameter("must be >= 1", param_hint="--num-samples")
+    try:  # the API's checks, in its words; the option named as the command spells it
+        check_options(length, temperature, top_k, top_p, num_samples, prime, items)
+    except OptionError as e:
+        flag = {"prime": "--seed", "items": "--items"}.get(e.option, "--" + e.option.replace("_", "-"))
+        raise click.BadParameter(e.words, param_hint=flag) from None
     ck = _load_checkpoint(checkpoint)
     vocab = ck.vocab
     if novel and items is None:
@@ -277,7 +272,7 @@ def sample(checkpoint, prime, length, temperature, top_k, top_p, argmax, rng_see
     if items is not None:
         return _sample_items(ck, items, novel, length, temperature, top_k, top_p, argmax, rng_seed)
     if prime is None:
-        prime = "\n" if "\n" in vocab else vocab.chars[0]
+        prime = default_prime(vocab)
     unknown = vocab.unknown(prime)
     if unknown:
         listed = " ".join(repr(c) for c in unknown)
@@ -285,9 +280,7 @@ def sample(checkpoint, prime, length, temperature, top_k, top_p, argmax, rng_see
             raise click.ClickException(f"--seed has characters not in the vocabulary: {listed} "
                                        f"(use --skip-unknown to drop them)")
         click.echo(f"warning: dropped characters not in the vocabulary: {listed}", err=True)
-        prime = "".join(c for c in prime if c in vocab)
-        if not prime:
-            prime = "\n" if "\n" in vocab else vocab.chars[0]
+        prime = "".join(c for c in prime if c in vocab) or default_prime(vocab)
     model = ck.build_model()
     rng = np.random.default_rng(rng_seed)
     out = sys.stdout
@@ -319,14 +312,20 @@ def _sample_items(ck, n, novel, length, temperature, top_k, top_p, argmax, rng_s
         known = training_items(ck.config.data.path, ck.path) if novel else set()
     except DataError as e:
         raise click.ClickException(str(e)) from None
-    items, copies, tries = new_items(ck.build_model(), ck.vocab, n, known, temperature, top_k, argmax,
-                                     np.random.default_rng(rng_seed), length, top_p)
+    items, dropped, tries = new_items(ck.build_model(), ck.vocab, n, known, temperature, top_k, argmax,
+                                      np.random.default_rng(rng_seed), length, top_p)
     for item in items:
         click.echo(item)
     if novel:
-        click.echo(f"dropped {copies:,} of {tries:,} sampled items as copies of training items"
-                   + (f"; stopped after {tries:,} tries with {len(items):,} new ones" if len(items) < n else ""),
+        click.echo(f"dropped {dropped['copies']:,} of {tries:,} sampled items as copies of training items", err=True)
+    if dropped["empty"]:
+        click.echo(f"dropped {dropped['empty']:,} empty items (the end marker at once): no training item is empty",
                    err=True)
+    if dropped["cut"]:
+        click.echo(f"{dropped['cut']:,} of the items reached --length {length:,} before their end marker and were "
+                   f"cut there (the model's items may be longer: raise --length)", err=True)
+    if len(items) < n:
+        click.echo(f"stopped after {tries:,} tries with {len(items):,} of {n:,} items", err=True)
 
 
 # ---- eval --------------------------------------------------------------------------------

@@ -15,9 +15,64 @@ differ at first, but once it has forgotten the prompt, the same noise drives it 
 characters: to compare prompts, use different seeds (or --num-samples).
 """
 
+import math
+import numbers
 import os
 
 import numpy as np
+
+
+class OptionError(ValueError):
+    """A sampling option out of range: `option` is its name, the message says what it must be."""
+
+    def __init__(self, option, words):
+        super().__init__(f"{option} {words}")
+        self.option, self.words = option, words
+
+
+def default_prime(vocab):
+    """The priming text when none is given: a newline (where items and lines start), else the
+    vocabulary's first character."""
+    return "\n" if "\n" in vocab else vocab.chars[0]
+
+
+def check_options(length=500, temperature=1.0, top_k=None, top_p=None, num_samples=1, prime=None, items=None):
+    """The sampling options as `charrnn sample` and the API take them: TypeError for a wrong type,
+    OptionError (a ValueError) naming the option for a value out of range; the same words for both.
+
+    >>> check_options(temperature=float("inf"))
+    Traceback (most recent call last):
+    ...
+    charrnn_cli.sample.OptionError: temperature must be a finite number > 0
+    """
+    def integer(name, v, least):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"{name} must be an integer, got {type(v).__name__} {v!r:.40}")
+        if v < least:
+            raise OptionError(name, f"must be >= {least}")
+
+    def number(name, v):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise TypeError(f"{name} must be a number, got {type(v).__name__} {v!r:.40}")
+
+    integer("length", length, 0)
+    integer("num_samples", num_samples, 1)
+    if items is not None:
+        integer("items", items, 1)
+    number("temperature", temperature)
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise OptionError("temperature", "must be a finite number > 0")
+    if top_k is not None:
+        integer("top_k", top_k, 1)
+    if top_p is not None:
+        number("top_p", top_p)
+        if not 0 < top_p <= 1:  # NaN too
+            raise OptionError("top_p", "must be in (0, 1]")
+    if prime is not None:
+        if not isinstance(prime, str):
+            raise TypeError(f"prime must be a string, got {type(prime).__name__} {prime!r:.40}")
+        if prime == "":
+            raise OptionError("prime", "must not be empty (leave it out to start from a newline)")
 
 # Sampling by the Gumbel-max trick: if g_1..g_V are independent standard Gumbel draws, then
 # argmax_i (z_i + g_i) is distributed as softmax(z). So a sample costs one add and one argmax,
@@ -155,17 +210,21 @@ def generate_items(model, vocab, temperature=1.0, top_k=None, argmax=False, rng=
 def new_items(model, vocab, n, known=frozenset(), temperature=1.0, top_k=None, argmax=False, rng=None,
               max_length=500, top_p=None):
     """Up to n items that are not in `known`, drawn from generate_items within 100 n tries:
-    (items, copies dropped, tries)."""
+    (items, dropped, tries). Empty items (the end marker at once) are dropped, as no training item
+    is empty; dropped counts {"copies": ..., "empty": ..., "cut": items that reached max_length}."""
     gen = generate_items(model, vocab, temperature, top_k, argmax, rng, max_length=max_length, top_p=top_p)
-    items, copies, tries = [], 0, 0
+    items, dropped, tries = [], {"copies": 0, "empty": 0, "cut": 0}, 0
     while len(items) < n and tries < 100 * n:
         item = next(gen)
         tries += 1
-        if item in known:
-            copies += 1
+        if item == "":
+            dropped["empty"] += 1
+        elif item in known:
+            dropped["copies"] += 1
         else:
+            dropped["cut"] += len(item) == max_length
             items.append(item)
-    return items, copies, tries
+    return items, dropped, tries
 
 
 def training_items(path, checkpoint_path):

@@ -576,6 +576,14 @@ def _note_layout(ck, run, echo):
              f"rounded differently, so the resume is close to but not bit for bit what the first layout gives")
 
 
+def _too_few_items(cfg, corpus):
+    """Lines mode with no whole item left for training: say what is wrong with the list."""
+    items = max(int((np.asarray(corpus.data) == corpus.vocab.index("\n")).sum()) - 1, 0)
+    return (f"{cfg.data.path}: the list has {items:,} item{'s' * (items != 1)} (one per non-empty line); "
+            f"validation takes whole items from its end (data.val_fraction {cfg.data.val_fraction:g}), which leaves "
+            f"none to train on: give more items, one per line, or --set data.val_fraction=0 to train on all of them")
+
+
 def _fit_hint(n, T):
     """What to --set so that n training characters fill at least one batch: the error's way out.
 
@@ -599,6 +607,8 @@ def _setup(cfg, resume, echo, signals, comm, minutes):
     train_data, val_data = corpus.split(cfg.data.val_fraction, lines=lines)  # lines: whole items
     B, T = t_cfg.batch_size, t_cfg.seq_length
     need = B * (T + 1)
+    if lines and len(train_data) < 2:
+        raise DataError(_too_few_items(cfg, corpus))
     if len(train_data) < need:
         n = len(train_data)
         raise DataError(f"{cfg.data.path}: the training split has {n:,} character{'s' * (n != 1)}; "

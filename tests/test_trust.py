@@ -448,3 +448,95 @@ def test_a_resume_into_another_team_size_says_it_is_not_bit_for_bit(tmp_path):
     said = []
     train(from_dict(raw), resume=str(tmp_path / "run" / "latest.npz"), quiet=False, echo=said.append)
     assert not any("not bit for bit" in s for s in said)  # the same layout: exact, no note
+
+
+# ---- the Python API checks its arguments as the command does ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def api_model(tmp_path_factory):
+    import charrnn_cli as charrnn
+
+    tmp = tmp_path_factory.mktemp("api")
+    train(from_dict(make_config(tmp, max_steps=2)), quiet=True, echo=lambda m: None)
+    return charrnn.load(tmp / "run" / "latest.npz"), tmp / "run" / "latest.npz"
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    ({"length": 3.5}, TypeError, "length must be an integer"),
+    ({"top_k": 2.5}, TypeError, "top_k must be an integer"),
+    ({"prime": 123}, TypeError, "prime must be a string"),
+    ({"temperature": float("inf")}, ValueError, "temperature must be a finite number > 0"),
+    ({"temperature": "hot"}, TypeError, "temperature must be a number"),
+    ({"top_p": float("nan")}, ValueError, "top_p must be in (0, 1]"),
+    ({"length": -1}, ValueError, "length must be >= 0"),
+    ({"rng_seed": -3}, ValueError, "rng_seed must be an integer >= 0"),
+])
+def test_api_sample_arguments_are_checked_in_the_commands_words(api_model, kwargs, error, words):
+    model, path = api_model
+    with pytest.raises(error) as e:
+        model.sample(**kwargs)
+    assert words in str(e.value)
+    with pytest.raises(error):
+        list(model.stream(**kwargs))
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--temperature", "inf"], "must be a finite number > 0"),
+    (["--top-p", "nan"], "must be in (0, 1]"),
+    (["--length", "-1"], "must be >= 0"),
+    (["--seed", ""], "must not be empty"),
+])
+def test_the_command_refuses_the_same_values_with_the_same_words(api_model, args, words):
+    _, path = api_model
+    r = invoke("sample", path, *args)
+    assert r.exit_code == 2 and words in r.output, r.output
+
+
+def test_api_train_and_score_refuse_wrong_types_up_front(api_model):
+    import charrnn_cli as charrnn
+
+    model, _ = api_model
+    for call, words in ((lambda: charrnn.train(123), "config must be a YAML path"),
+                        (lambda: charrnn.train("x.yaml", overrides=["a=b"]), "overrides must be a dict"),
+                        (lambda: charrnn.train(resume=5), "resume must be"),
+                        (lambda: model.score(42), "text must be a string")):
+        with pytest.raises(TypeError) as e:
+            call()
+        assert words in str(e.value)
+    with pytest.raises(ValueError, match="minutes must be a finite number > 0"):
+        charrnn.train("x.yaml", minutes=float("nan"))
+
+
+# ---- lines mode: say what is wrong with the list ---------------------------------------------
+
+
+def test_a_list_of_one_item_says_so(tmp_path):
+    f = tmp_path / "one.txt"
+    f.write_text("a single item of forty-two characters, ok\n")
+    r = invoke("train", f, "--lines", "--set", f"output.dir={tmp_path / 'r'}")
+    assert one_line(r) and "the list has 1 item" in r.output and "data.val_fraction=0" in r.output, r.output
+
+
+def test_items_never_print_an_empty_line_and_say_what_was_dropped(tmp_path):
+    from charrnn_cli.sample import new_items
+    from charrnn_cli.vocab import Vocab
+
+    class EndsAtOnce:  # a model that gives the end marker first, then 'a' forever
+        def prepare_step(self, n):
+            return None
+
+        def step(self, j, state, ctx):
+            logits = np.full((1, 2), -50.0, dtype=np.float32)
+            logits[0, 0 if state is None else 1] = 50.0
+            return logits, "started"
+
+        def zero_state(self, n):
+            return None
+
+    vocab = Vocab.from_text("\na")
+    items, dropped, tries = new_items(EndsAtOnce(), vocab, 3, argmax=True, max_length=7)
+    assert items == [] and dropped["empty"] == tries == 300
+    r_items, _, _ = new_items(type("Long", (EndsAtOnce,), {"step": lambda self, j, s, c: (
+        np.array([[-50.0, 50.0]], dtype=np.float32), s)})(), vocab, 2, argmax=True, max_length=7)
+    assert r_items == ["aaaaaaa", "aaaaaaa"]
