@@ -154,9 +154,9 @@ class DataConfig:
 class ModelConfig:
     type: str = _f("lstm", "cell type: rnn | lstm | gru",
                    *(lambda v: v in ("rnn", "lstm", "gru"), "must be one of rnn, lstm, gru"))
-    hidden_size: int = _f(512, "units per layer", *_up_to(65_536))
-    num_layers: int = _f(1, "stacked recurrent layers", *_up_to(1_024))
-    dropout: float = _f(0.0, "inverted dropout on each layer's output in training",
+    hidden_size: int = _f(384, "units per layer", *_up_to(65_536))
+    num_layers: int = _f(2, "stacked recurrent layers", *_up_to(1_024))
+    dropout: float = _f(0.4, "inverted dropout on each layer's output in training",
                         *(lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"))
     init: str = _f("pytorch", "weight init: pytorch (U(+-1/sqrt(H))) | normal (N(0, init_scale^2)) | xavier",
                    *(lambda v: v in ("pytorch", "normal", "xavier"), "must be one of pytorch, normal, xavier"))
@@ -167,13 +167,13 @@ class ModelConfig:
 
 @dataclass
 class TrainingConfig:
-    batch_size: int = _f(64, "parallel streams per step", *_up_to(1 << 20))
-    seq_length: int = _f(100, "characters per stream per step (truncated BPTT length)", *_up_to(1 << 20))
+    batch_size: int = _f(32, "parallel streams per step", *_up_to(1 << 20))
+    seq_length: int = _f(64, "characters per stream per step (truncated BPTT length)", *_up_to(1 << 20))
     optimizer: str = _f("adam", "adam | rmsprop | adagrad | sgd",
                         *(lambda v: v in ("adam", "rmsprop", "adagrad", "sgd"),
                           "must be one of adam, rmsprop, adagrad, sgd"))
-    learning_rate: float = _f(0.002, "peak learning rate", *_positive)
-    lr_schedule: str = _f("step", "step: multiply by lr_decay every lr_decay_every steps; "
+    learning_rate: float = _f(0.004, "peak learning rate", *_positive)
+    lr_schedule: str = _f("cosine", "step: multiply by lr_decay every lr_decay_every steps; "
                           "cosine: cosine decay to learning_rate * lr_min_fraction over lr_decay_steps, "
                           "else max_steps, else max_minutes of wall time",
                           *(lambda v: v in ("step", "cosine"), "must be one of step, cosine"))
@@ -182,7 +182,7 @@ class TrainingConfig:
     lr_decay_every: int = _f(1000, "step schedule: steps between decays", *_positive)
     lr_decay_steps: Optional[int] = _f(None, "cosine schedule: steps to decay over (null: max_steps, else max_minutes)",
                                      *_positive)
-    lr_min_fraction: float = _f(0.1, "cosine schedule: final learning rate as a fraction of the peak",
+    lr_min_fraction: float = _f(0.03, "cosine schedule: final learning rate as a fraction of the peak",
                                 *(lambda v: 0.0 <= v <= 1.0, "must be in [0, 1]"))
     warmup_steps: int = _f(0, "linear warm-up from 0 over this many steps", *_non_negative)
     grad_clip: float = _f(5.0, "clip threshold; 0 turns clipping off", *_non_negative)
@@ -195,18 +195,19 @@ class TrainingConfig:
     eps: float = _f(1e-8, "adam, rmsprop, adagrad: denominator epsilon", *_positive)
     max_steps: Optional[int] = _f(None, "stop after this many steps", *_positive)
     max_epochs: Optional[float] = _f(None, "stop after this many passes over the training split", *_positive)
-    max_minutes: Optional[float] = _f(None, "stop after this much wall time", *_positive)
-    eval_every: int = _f(200, "steps between validation runs", *_positive)
+    max_minutes: Optional[float] = _f(10.0, "stop after this much wall time (null: no time limit)", *_positive)
+    eval_every: int = _f(400, "steps between validation runs", *_positive)
     eval_max_chars: Optional[int] = _f(1_000_000, "score at most this many validation characters (null: all); "
                                        "keeps validation quick on multi-GB files",
                                        *_positive)
-    eval_share: Optional[float] = _f(0.1, "largest share of the run's time spent validating: validation scores "
-                                     "fewer characters (fixed for the run) when it would take more (null: no limit)",
+    eval_share: Optional[float] = _f(0.1, "largest share of the run's time spent validating: each validation "
+                                     "scores at most the characters that fit this share of the training between "
+                                     "two validations (fixed by the config, never by a clock) (null: no limit)",
                                      *(lambda v: 0.0 < v < 1.0, "must be in (0, 1)"))
     patience: Optional[int] = _f(None, "early stopping: stop when validation has not improved for this many "
                                  "evaluations (null: off)", *_positive)
-    checkpoint_every: int = _f(500, "steps between writes of latest.npz", *_positive)
-    log_every: int = _f(10, "steps between lines of metrics.jsonl", *_positive)
+    checkpoint_every: int = _f(200, "steps between writes of latest.npz", *_positive)
+    log_every: int = _f(20, "steps between lines of metrics.jsonl", *_positive)
     seed: int = _f(42, "seeds the initialisation and dropout", *_non_negative)
     threads: Optional[int] = _f(None, "BLAS threads per process (null: the cores divided among unit_split's "
                                 "processes); --threads overrides; set before NumPy starts, so it holds for the whole "
@@ -219,7 +220,8 @@ class TrainingConfig:
 
 @dataclass
 class OutputConfig:
-    dir: str = _f("runs/shakespeare", "run folder: checkpoints and metrics.jsonl", *_not_empty)
+    dir: Optional[str] = _f(None, "run folder: checkpoints and metrics.jsonl (null: runs/NAME, NAME being "
+                            "data.path's file name without its extension)", *_not_empty)
 
 
 @dataclass
@@ -308,6 +310,8 @@ def from_dict(raw):
         if name not in SECTIONS:
             raise ConfigError(f"unknown section {short(name)}{_closest(str(name)[:100], SECTIONS)}")
     cfg = Config(**{name: _build_section(name, raw.get(name)) for name in SECTIONS})
+    if cfg.output.dir is None:
+        cfg.output.dir = default_output_dir(cfg.data.path)
     t = cfg.training
     if t.lr_schedule == "cosine" and t.lr_decay_steps is None and t.max_steps is None and t.max_minutes is None:
         raise ConfigError("training.lr_decay_steps: the cosine schedule needs lr_decay_steps, max_steps "
@@ -320,15 +324,10 @@ def from_dict(raw):
     return cfg
 
 
-# `charrnn train FILE.txt`: the default main job's model and schedule (configs/shakespeare.yaml,
-# a test keeps the two in step) on the user's file, into runs/<file name>.
-OWN_TEXT = {
-    "data": {"val_fraction": 0.1},
-    "model": {"type": "lstm", "hidden_size": 384, "num_layers": 2, "dropout": 0.4},
-    "training": {"batch_size": 32, "seq_length": 64, "optimizer": "adam", "learning_rate": 0.004,
-                 "lr_schedule": "cosine", "lr_min_fraction": 0.03, "grad_clip": 5.0, "max_minutes": 10,
-                 "eval_every": 400, "checkpoint_every": 200, "log_every": 20, "seed": 42},
-}
+def default_output_dir(data_path):
+    """runs/NAME for a text NAME.EXT. default_output_dir("data/tinyshakespeare.txt") == 'runs/tinyshakespeare'"""
+    stem = os.path.splitext(os.path.basename(os.path.normpath(data_path)))[0] or "text"
+    return os.path.join("runs", stem)
 
 
 def is_config_path(path):
@@ -337,12 +336,9 @@ def is_config_path(path):
 
 
 def own_text_config(text_path, overrides=()):
-    """The config `charrnn train TEXT_FILE` uses: OWN_TEXT on that file, into runs/<stem>."""
-    stem = os.path.splitext(os.path.basename(os.path.normpath(text_path)))[0] or "text"
-    raw = {k: dict(v) for k, v in OWN_TEXT.items()}
-    raw["data"]["path"] = text_path
-    raw["output"] = {"dir": os.path.join("runs", stem)}
-    return from_dict(apply_overrides(raw, overrides))
+    """The config `charrnn train TEXT_FILE` uses: the defaults (the default model) on that file, into
+    runs/<its name>."""
+    return from_dict(apply_overrides({"data": {"path": text_path}}, overrides))
 
 
 def config_for(target, overrides=(), resume=None):

@@ -58,7 +58,7 @@ class Progress:
     elapsed_s: float = 0.0
     best_val: float = math.nan
     lr_anchor: tuple = (0.0, 0.0)  # the cosine schedule's anchor (optim.cosine_fraction)
-    eval_chars: int = 0  # validation characters scored each time, fixed at the first validation (0: not yet)
+    eval_chars: int = 0  # validation characters scored each time, from the config and data (0: not yet)
     history: dict = field(default_factory=lambda: {"train": [], "val": []})
 
     def arrays(self):
@@ -447,55 +447,44 @@ def _anchor_on_resume(ck, t_cfg, prog):
 
 
 class ValidationPlan:
-    """How much validation text to score: eval_max_chars, or fewer when scoring that much would
-    take more than eval_share of the run's time. Decided once, at the first validation (from the
-    training speed so far and a timed probe), then fixed, so every validation of the run scores
-    the same characters and the losses compare."""
+    """How much validation text to score: eval_max_chars (and at most the split), or fewer when
+    scoring that much would take more than eval_share of the run's time. Decided from the config
+    and the data alone, never from a clock, so one config on one text scores the same characters
+    on any machine and under any load, and its losses (and best.npz) compare across runs.
+
+    A validation scores forward only, which costs about 1/FORWARD_RATIO of a training step per
+    character (2.4-2.7 for LSTM, GRU and RNN, measured on 2 cores). So between two validations
+    eval_every steps train eval_every x batch_size x seq_length characters, and validation keeps
+    within eval_share by scoring at most share / (1 - share) x FORWARD_RATIO times that.
+    >>> from charrnn_cli.config import from_dict
+    >>> ValidationPlan(from_dict({"training": {"eval_every": 10, "batch_size": 4, "seq_length": 10}}).training,
+    ...                10 ** 6).chars
+    111
+    """
+
+    FORWARD_RATIO = 2.5
 
     def __init__(self, t_cfg, n_val):
         self.t_cfg = t_cfg
         self.cap = max(1, min(n_val - 1, t_cfg.eval_max_chars or n_val))
+        share = t_cfg.eval_share
+        trained = t_cfg.eval_every * t_cfg.batch_size * t_cfg.seq_length
+        allowed = self.cap if share is None else int(share / (1 - share) * self.FORWARD_RATIO * trained)
+        self.chars = max(1, min(self.cap, allowed))
         self.seconds = None  # how long the last validation took
 
-    def decide(self, run, train_seconds, steps, echo, steps_per_epoch=None):
-        """Fix run.prog.eval_chars from this invocation's training so far (`steps` in `train_seconds`).
+    def decide(self, run):
+        """Fix run.prog.eval_chars (a resumed run keeps the number it had)."""
+        if not run.prog.eval_chars:
+            run.prog.eval_chars = self.chars
 
-        The validations this invocation will run (one per eval_every steps, and a final one) may
-        take eval_share of its time: with the steps still to go estimated from max_steps,
-        max_epochs and what is left of max_minutes, each gets share / (1 - share) of the training
-        time divided by their number.
-        """
-        prog, t_cfg = run.prog, self.t_cfg
-        if prog.eval_chars:
-            return
-        share = t_cfg.eval_share
-        probe = min(self.cap, max(10_000, 4 * t_cfg.batch_size * t_cfg.seq_length))
-        if share is None or probe >= self.cap or steps == 0:
-            prog.eval_chars = self.cap
-            return
-        t = time.monotonic()
-        run.validation_loss(max_chars=probe)
-        per_char = (time.monotonic() - t) / probe
-        per_step = train_seconds / steps
-        left = [math.inf]
-        if t_cfg.max_steps is not None:
-            left.append(t_cfg.max_steps - prog.step)
-        if t_cfg.max_epochs is not None and steps_per_epoch:
-            left.append(t_cfg.max_epochs * steps_per_epoch - prog.step)
-        if t_cfg.max_minutes is not None:
-            left.append(max(60 * t_cfg.max_minutes - prog.elapsed_s, 0.0) * (1 - share) / per_step)
-        left = max(min(left), 0.0)
-        if math.isinf(left):  # only patience can end the run: one eval_every of training per validation
-            total, count = t_cfg.eval_every, 1
-        else:
-            total = steps + left
-            count = int((prog.step + left) // t_cfg.eval_every - (prog.step - steps) // t_cfg.eval_every) + 1
-        allowed = share / (1 - share) * total * per_step / max(count, 1)
-        prog.eval_chars = int(min(max(allowed / max(per_char, 1e-12), probe), self.cap))
-        if prog.eval_chars < self.cap and echo is not None:
-            echo(f"validation: {prog.eval_chars:,} of {self.cap:,} characters each time, about "
-                 f"{prog.eval_chars * per_char:.1f} s, to keep it within {share:.0%} of the run "
-                 f"(training.eval_share)")
+    def describe(self, n_val, eval_chars=0):
+        """The opening line on how much each validation scores (`eval_chars`: a resumed run's)."""
+        n = eval_chars or self.chars
+        if n >= n_val - 1:
+            return f"validation: all {n_val - 1:,} predicted characters of the split, each time"
+        return (f"validation: the first {n:,} of the split's {n_val - 1:,} predicted characters, each time "
+                f"(training.eval_max_chars, and eval_share of the time between validations)")
 
     def reserve(self, t_cfg):
         """Seconds to keep for the final validation inside max_minutes."""
@@ -632,13 +621,15 @@ def _setup(cfg, resume, echo, signals, comm, minutes):
     return run, ck
 
 
-def _opening_lines(run, folder, ck, comm, echo):
+def _opening_lines(run, folder, ck, comm, echo, plan):
     cfg, corpus, streams, prog = run.cfg, run.corpus, run.streams, run.prog
     B, T = cfg.training.batch_size, cfg.training.seq_length
     n_val = len(run.val_data)
     echo(f"data: {len(corpus.data):,} characters, vocabulary {len(corpus.vocab)} "
          f"({'cache reused' if corpus.reused else 'encoded'}); train {len(corpus.data) - n_val:,}, "
          f"validation {n_val:,}")
+    if n_val >= 2:
+        echo(plan.describe(n_val, prog.eval_chars))
     echo(f"model: {cfg.model.type} {cfg.model.num_layers}x{cfg.model.hidden_size}, "
          f"{run.model.num_params():,} parameters; {streams.steps_per_epoch:,} steps per epoch of {B} x {T}")
     echo(f"config: {folder.config} (copy it and edit to change more: charrnn train COPY.yaml)")
@@ -666,7 +657,7 @@ def _train(cfg, resume, quiet, echo, folder, signals, minutes, comm):
     on_writer(comm, folder.start, run.prog.step if ck is not None else None)
     on_writer(comm, folder.save_config, cfg)
     if not quiet:
-        _opening_lines(run, folder, ck, comm, echo)
+        _opening_lines(run, folder, ck, comm, echo, schedule.plan)
     try:
         return schedule.loop(resumed=ck is not None)
     finally:
@@ -760,9 +751,7 @@ class Schedule:
         t = time.monotonic()
         try:
             with self.signals.interruptible():
-                plan.decide(run, self.train_s, self.steps, None if self.quiet else self.echo,
-                            run.streams.steps_per_epoch)
-                prog.eval_chars = comm.from_writer(prog.eval_chars)  # timed on the writer: the same everywhere
+                plan.decide(run)
                 loss = run.validation_loss()
         except Stop as e:
             if isinstance(e, ForcedStop):

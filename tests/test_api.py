@@ -67,7 +67,7 @@ def test_items_are_the_commands_items(tmp_path):
     charrnn.train(write_yaml(tmp_path, raw))
     best = tmp_path / "run" / "best.npz"
     model = charrnn.load(best)
-    cli = invoke("sample", best, "--items", 8, "--rng-seed", 3).output.split("\n")[:-1]
+    cli = invoke("sample", best, "--items", 8, "--rng-seed", 3).stdout.split("\n")[:-1]
     assert model.items(8, rng_seed=3) == cli
     assert not set(model.items(10, novel=True, rng_seed=4)) & set(NAMES)
     ev = json.loads(invoke("eval", best, raw["data"]["path"], "--json").output)  # items scored as eval does

@@ -74,7 +74,8 @@ def test_cosine_schedule_and_warmup():
     t = from_dict({"training": {"lr_schedule": "cosine", "max_minutes": 10, "learning_rate": 1.0,
                                 "lr_min_fraction": 0.0}}).training
     assert learning_rate(t, 1, 0.5) == pytest.approx(0.5) and learning_rate(t, 1, 1.0) == pytest.approx(0.0)
-    t = from_dict({"training": {"lr_decay": 0.5, "lr_decay_every": 10, "learning_rate": 1.0}}).training
+    t = from_dict({"training": {"lr_schedule": "step", "lr_decay": 0.5, "lr_decay_every": 10,
+                                "learning_rate": 1.0}}).training
     assert [learning_rate(t, s) for s in (1, 10, 11, 21)] == [1.0, 1.0, 0.5, 0.25]
 
 

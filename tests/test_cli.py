@@ -130,7 +130,7 @@ def test_eval_matches_a_hand_computed_case(tmp_path):
     path, model, vocab = make_checkpoint(tmp_path / "z.npz", text="abc")
     sd = {k: np.zeros_like(v) for k, v in model.state_dict().items()}
     sd["decoder.bias"] = np.array([1.0, 0.0, -1.0], dtype=np.float32)
-    cfg = from_dict({"model": {"type": "lstm", "hidden_size": 8}})
+    cfg = from_dict({"model": {"type": "lstm", "hidden_size": 8, "num_layers": 1}})
     model.load_state_dict(sd)
     ckpt.atomic_save_npz(path, ckpt.build_arrays(model, vocab, cfg))
     f = tmp_path / "t.txt"

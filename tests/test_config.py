@@ -8,7 +8,7 @@ from charrnn_cli.config import ConfigError, apply_overrides, config_for, describ
 
 def test_defaults_and_types():
     cfg = from_dict({"model": {"type": "gru", "hidden_size": 32}, "training": {"learning_rate": 1}})
-    assert cfg.model.type == "gru" and cfg.model.hidden_size == 32 and cfg.model.num_layers == 1
+    assert cfg.model.type == "gru" and cfg.model.hidden_size == 32 and cfg.model.num_layers == 2
     assert isinstance(cfg.training.learning_rate, float) and cfg.training.learning_rate == 1.0
     assert cfg.data.val_fraction == 0.1 and cfg.training.optimizer == "adam"
 
@@ -35,7 +35,7 @@ def test_defaults_and_types():
     ({"training": {"clip_mode": "both"}}, "training.clip_mode: must be one of norm, value"),
     ({"training": {"lr_decay": 1.5}}, "training.lr_decay: must be in (0, 1]"),
     ({"training": {"max_minutes": 0}}, "training.max_minutes: must be > 0"),
-    ({"training": {"lr_schedule": "cosine"}}, "training.lr_decay_steps: the cosine schedule needs"),
+    ({"training": {"lr_schedule": "cosine", "max_minutes": None}}, "training.lr_decay_steps: the cosine schedule needs"),
     ({"training": [1, 2]}, "training: expected a mapping"),
     ([1, 2], "the config must be a mapping"),
 ])

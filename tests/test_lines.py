@@ -75,8 +75,9 @@ def _names_config(tmp_path, **training):
     f = tmp_path / "names.txt"
     f.write_text("\n".join(NAMES * 4) + "\n")
     return {"data": {"path": str(f), "val_fraction": 0.2, "mode": "lines"},
-            "model": {"type": "lstm", "hidden_size": 16, "num_layers": 1},
-            "training": dict({"batch_size": 4, "seq_length": 8, "learning_rate": 0.02, "max_steps": 40,
+            "model": {"type": "lstm", "hidden_size": 16, "num_layers": 1, "dropout": 0.0},
+            "training": dict({"batch_size": 4, "seq_length": 8, "learning_rate": 0.02, "lr_schedule": "step",
+                              "max_steps": 40,
                               "eval_every": 20, "checkpoint_every": 20, "seed": 1}, **training),
             "output": {"dir": str(tmp_path / "run")}}
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from charrnn_cli import checkpoint as ckpt
 from charrnn_cli.cli import main
-from charrnn_cli.config import OWN_TEXT, from_dict, load_config
+from charrnn_cli.config import from_dict, load_config
 from charrnn_cli.runfolder import read_metrics
 from charrnn_cli.training import Run, ValidationPlan, train
 
@@ -50,7 +50,7 @@ def test_train_a_text_file_without_a_config(tmp_path, monkeypatch):
     assert "stopped at max_steps: step 5" in r.output
     cfg = load_config(tmp_path / "runs" / "mytext" / "config.yaml")  # the saved config is a valid config ...
     assert cfg.data.path == "mytext.txt" and cfg.model.hidden_size == 12 and cfg.output.dir == "runs/mytext"
-    assert cfg.training.learning_rate == OWN_TEXT["training"]["learning_rate"]
+    assert cfg.training.learning_rate == from_dict({}).training.learning_rate  # the default model's
     ck = ckpt.load(str(tmp_path / "runs" / "mytext" / "latest.npz"))
     assert ck.config.to_dict() == cfg.to_dict()  # ... and the one the run used
     # the next step the line suggests: copy, edit, train
@@ -133,16 +133,36 @@ def test_resume_goes_on_with_the_runs_own_config(tmp_path, monkeypatch):
         "charrnn train --resume ../runs/mytext/latest.npz\n")
 
 
-def test_the_own_text_defaults_are_the_default_main_job():
+def test_the_defaults_are_the_default_main_job():
+    """One default: what a config leaves out is the default main job's value (configs/shakespeare.yaml
+    states each of them), so a config naming only its text trains the model `charrnn train FILE` does."""
     with open(os.path.join(ROOT, "configs", "shakespeare.yaml")) as fh:
         bundled = yaml.safe_load(fh)
-    for section, values in OWN_TEXT.items():
-        assert values == {k: v for k, v in bundled[section].items() if k != "path"}, section
+    defaults = from_dict({}).to_dict()
+    for section, values in bundled.items():
+        for key, value in values.items():
+            if (section, key) not in (("data", "path"), ("output", "dir")):
+                assert defaults[section][key] == value, (section, key)
+    assert from_dict(bundled).to_dict() == dict(defaults, output={"dir": "runs/shakespeare"})
+
+
+def test_a_config_naming_only_its_text_trains_the_default_model_into_runs_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    make_text(tmp_path / "code.txt")
+    (tmp_path / "c.yaml").write_text("data:\n  path: code.txt\ntraining:\n  max_steps: 2\n")
+    from_file = load_config(tmp_path / "c.yaml")
+    from charrnn_cli.config import own_text_config
+
+    own = own_text_config("code.txt", ["training.max_steps=2"])
+    assert from_file.to_dict() == own.to_dict()
+    assert from_file.output.dir == os.path.join("runs", "code") and from_file.model.num_layers == 2
+    assert from_file.model.hidden_size == 384 and from_file.training.lr_schedule == "cosine"
 
 
 def test_a_config_without_a_stop_condition_is_refused(tmp_path):
     raw = make_config(tmp_path)
     del raw["training"]["max_steps"]
+    raw["training"]["max_minutes"] = None  # the default has one (10 minutes): a config must take it away
     r = invoke("train", write_yaml(tmp_path, raw), "--quiet")
     assert r.exit_code == 1 and one_line(r) and "sets no stop condition" in r.output, r.output
     assert not (tmp_path / "run").exists()
@@ -181,43 +201,53 @@ def test_relative_data_paths_are_found_from_the_config_folder_upwards(tmp_path, 
 # ---- time and budgets -----------------------------------------------------------------------
 
 
-class _SlowValidation:
-    """A stand-in run whose validation takes `per_char` seconds per character."""
-
-    def __init__(self, t_cfg, per_char):
-        from charrnn_cli.training import Progress
-
-        self.prog, self.per_char, self.calls = Progress(), per_char, []
-        self.t_cfg = t_cfg
-
-    def validation_loss(self, max_chars=None):
-        self.calls.append(max_chars)
-        time.sleep(max_chars * self.per_char)
-        return 1.0
-
-
-def test_validation_is_sized_to_its_share_of_the_run():
+def test_validation_is_sized_from_the_config_and_the_data_alone():
     t_cfg = from_dict({"training": {"eval_every": 10, "eval_share": 0.1, "eval_max_chars": 10_000_000,
-                                    "max_steps": 1000}}).training
-    plan = ValidationPlan(t_cfg, 5_000_001)
-    run = _SlowValidation(t_cfg, per_char=1e-6)
-    run.prog.step = 100
-    # 100 steps in 10 s, 900 to go: 100 s of training, 101 validations (every 10 steps and a final one);
-    # 10% of the run: 0.111 x 100 s / 101 = 0.110 s each -> ~110,000 characters
-    plan.decide(run, train_seconds=10.0, steps=100, echo=None)
-    assert 80_000 < run.prog.eval_chars < 125_000, run.prog.eval_chars
-    assert run.calls == [4 * 64 * 100]  # one timed probe: four steps' worth of characters
-    plan.decide(run, train_seconds=1.0, steps=100, echo=None)  # decided once: every validation alike
-    assert len(run.calls) == 1
+                                    "batch_size": 64, "seq_length": 100}}).training
+    # between validations 10 x 64 x 100 = 64,000 characters train; forward-only validation costs
+    # about 1/2.5 as much a character, so 10% of the time is 0.1 / 0.9 x 2.5 x 64,000 = 17,777
+    assert ValidationPlan(t_cfg, 5_000_001).chars == 17_777
+    assert ValidationPlan(t_cfg, 5_001).chars == 5_000  # a small split: all of it
     t_cfg.eval_share = None
-    plan, run = ValidationPlan(t_cfg, 5_000_001), _SlowValidation(t_cfg, 0.0)
-    run.prog.step = 100
-    plan.decide(run, 10.0, 100, None)
-    assert run.prog.eval_chars == 5_000_000 and run.calls == []  # no limit: everything, no probe
+    assert ValidationPlan(t_cfg, 5_000_001).chars == 5_000_000  # no limit: everything (up to eval_max_chars)
+    t_cfg.eval_max_chars = 1000
+    assert ValidationPlan(t_cfg, 5_000_001).chars == 1000
+
+
+def test_one_config_reports_the_same_validation_losses_on_a_busy_machine(tmp_path, monkeypatch):
+    """The characters validation scores follow from the config and the data, never from a clock: a
+    run beside CPU-bound processes, with a clock that makes every timed stretch look slow, reports
+    what the same run alone does."""
+    import subprocess
+    import sys
+
+    text = make_text(tmp_path / "big.txt", n=150_000)
+    raw = {"data": {"path": str(text)}, "model": {"hidden_size": 48, "num_layers": 2},
+           "training": {"max_steps": 30, "eval_every": 10, "unit_split": 1, "max_minutes": None,
+                        "batch_size": 32, "seq_length": 64, "eval_share": 0.1}}
+
+    def losses(folder):
+        raw["output"] = {"dir": str(tmp_path / folder)}
+        res = train(from_dict(raw), quiet=True, echo=lambda m: None)
+        return [r[3] for r in res.progress.history["val"]], res.progress.eval_chars
+
+    alone, chars = losses("alone")
+    assert chars < 15_000 - 1  # eval_share cut the split (15,000 characters): the case a clock once decided
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    ticks, real = iter(range(10 ** 9)), time.monotonic
+    monkeypatch.setattr(time, "monotonic", lambda: real() + 0.05 * next(ticks))  # every reading 50 ms later
+    try:
+        busy, busy_chars = losses("busy")
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    assert busy == alone and busy_chars == chars
 
 
 def test_validation_time_counts_in_max_minutes(tmp_path, monkeypatch):
-    raw = make_config(tmp_path, max_steps=None, max_minutes=0.05, eval_every=1_000_000, eval_max_chars=None)
+    raw = make_config(tmp_path, max_steps=None, max_minutes=0.05, eval_every=1_000_000, eval_max_chars=None,
+                      eval_share=0.1)
     real = Run.validation_loss
 
     def slow(self, max_chars=None):  # validation at 2 ms per character: scoring all 300 would take 0.6 s

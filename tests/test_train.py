@@ -35,8 +35,10 @@ def make_config(tmp_path, **training):
     raw = {
         "data": {"path": str(text), "val_fraction": 0.1},
         "model": {"type": "lstm", "hidden_size": 12, "num_layers": 2, "dropout": 0.2},
-        "training": dict({"batch_size": 4, "seq_length": 16, "learning_rate": 0.01, "max_steps": 8,
-                          "eval_every": 4, "checkpoint_every": 4, "log_every": 2, "seed": 3}, **training),
+        "training": dict({"batch_size": 4, "seq_length": 16, "learning_rate": 0.01, "lr_schedule": "step",
+                          "max_steps": 8, "eval_every": 4, "eval_share": None, "checkpoint_every": 4, "log_every": 2,
+                          "seed": 3},
+                         **training),
         "output": {"dir": str(tmp_path / "run")},
     }
     return raw
