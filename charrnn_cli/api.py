@@ -83,7 +83,7 @@ class Model:
         state carried through), as `charrnn eval`; characters outside the vocabulary are left out."""
         if not isinstance(text, str):
             raise TypeError(f"text must be a string, got {type(text).__name__}")
-        kept = "".join(c for c in text if c in self.vocab)
+        kept = "".join(c for c in text if self.vocab.covers(c))  # as eval: outside characters folded or left out
         if len(kept) < 2:
             raise ValueError("nothing to score: fewer than two characters in the vocabulary")
         nl = self.vocab.index("\n") if self.config.data.mode == "lines" else None

@@ -91,7 +91,7 @@ class Checkpoint:
         self.path = path
         self.arrays = arrays
         try:
-            self.config = config_mod.from_dict(json.loads(str(arrays["config_json"])))
+            self.config = config_mod.from_dict(_as_trained(json.loads(str(arrays["config_json"]))))
         except RecursionError:
             raise CheckpointError(f"{path}: the stored config nests too deeply to be a charrnn config") from None
         except (ValueError, config_mod.ConfigError) as e:
@@ -143,6 +143,13 @@ class Checkpoint:
     def history(self, name):
         rows = self.arrays.get(f"history.{name}")
         return np.zeros((0, 4)) if rows is None else rows
+
+
+def _as_trained(raw):
+    """A stored config as its run trained: one saved before data.min_count kept every character."""
+    if isinstance(raw, dict) and isinstance(raw.get("data"), dict) and "min_count" not in raw["data"]:
+        raw["data"]["min_count"] = 1
+    return raw
 
 
 def _expected_shapes(cfg, V):

@@ -280,7 +280,7 @@ def sample(checkpoint, prime, length, temperature, top_k, top_p, argmax, rng_see
             raise click.ClickException(f"--seed has characters not in the vocabulary: {listed} "
                                        f"(use --skip-unknown to drop them)")
         click.echo(f"warning: dropped characters not in the vocabulary: {listed}", err=True)
-        prime = "".join(c for c in prime if c in vocab) or default_prime(vocab)
+        prime = "".join(c for c in prime if vocab.covers(c)) or default_prime(vocab)
     model = ck.build_model()
     rng = np.random.default_rng(rng_seed)
     out = sys.stdout
@@ -339,7 +339,8 @@ def eval_(checkpoint, file, as_json):
     """Score FILE, or without FILE the run's own validation split: nats and bits per character.
 
     Every character after the first is predicted from all characters before it, starting from a
-    zero state. Characters outside the vocabulary are counted, reported and left out. Without
+    zero state. Characters outside the vocabulary are counted and reported: scored as the unknown
+    symbol when the model has one (data.min_count), else left out. Without
     FILE, the validation split is cut from the training data as training cut it (the last
     data.val_fraction of data.path, from the checkpoint's config).
 
@@ -382,13 +383,14 @@ def eval_(checkpoint, file, as_json):
         click.echo(json.dumps({"file": file if file is not None else ck.config.data.path,
                                "split": "file" if file is not None else "validation",
                                "nats_per_char": nats, "bits_per_char": bits(nats), "chars": count,
-                               "unknown_chars": n_unknown,
+                               "unknown_chars": n_unknown, "unknown_scored": ck.vocab.unk is not None,
                                "unknown": {c: k for c, k in sorted(unknown.items())}}))
         return
     click.echo(f"{label}: {nats:.4f} nats/char, {bits(nats):.4f} bits/char over {count:,} characters")
     if n_unknown:
         listed = ", ".join(f"{c!r} x{k}" for c, k in sorted(unknown.items(), key=lambda kv: -kv[1])[:10])
-        click.echo(f"left out {n_unknown:,} characters not in the vocabulary: {listed}")
+        what = "scored as the unknown symbol" if ck.vocab.unk is not None else "left out"
+        click.echo(f"{what} {n_unknown:,} characters not in the vocabulary: {listed}")
 
 
 # ---- info --------------------------------------------------------------------------------

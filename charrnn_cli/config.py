@@ -145,6 +145,9 @@ class DataConfig:
                              *(lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"))
     cache_dir: Optional[str] = _f(None, "where the encoded text is cached; null: OUTPUT_DIR/data_cache",
                                   *_not_empty)
+    min_count: int = _f(5, "characters seen fewer than this many times in the text are folded into one unknown "
+                        "symbol, U+FFFD, which sampling never draws and eval scores as 'a rare character' (1: keep "
+                        "every character)", *_positive)
     mode: str = _f("stream", "stream: the file is one text, the state carried across lines; lines: each non-empty "
                    "line is an item, read from a zero state with the newline as its start and end marker",
                    *(lambda v: v in ("stream", "lines"), "must be one of stream, lines"))
@@ -413,6 +416,7 @@ def stored_config(path):
         raise ConfigError(f"{bad} ({e})") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict):
         raise ConfigError(f"{bad} (its stored config has no data section)")
+    raw["data"].setdefault("min_count", 1)  # saved before data.min_count: it kept every character
     return raw
 
 

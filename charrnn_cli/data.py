@@ -22,10 +22,10 @@ import numpy as np
 
 from .files import removed_on_failure
 from .locks import FileLock
-from .vocab import Vocab
+from .vocab import UNKNOWN, Vocab
 
 CHUNK_BYTES = 1 << 22  # 4 MiB per read: bounds memory, big enough for NumPy to be fast
-CACHE_VERSION = 2  # 2: the stamp holds the inode change time
+CACHE_VERSION = 3  # 2: the stamp holds the inode change time; 3: and data.min_count
 _MAX_CP = 0x110000
 
 
@@ -113,15 +113,38 @@ def text_chunks(path, mode="stream"):
     return as_lines(codepoint_chunks(path)) if mode == "lines" else codepoint_chunks(path)
 
 
-def scan_vocab(path, mode="stream"):
-    """(Vocab, number of characters) of a UTF-8 file, read in chunks."""
-    seen = np.zeros(_MAX_CP, dtype=bool)
+def scan_vocab(path, mode="stream", min_count=1):
+    """(Vocab, number of characters, Folded) of a UTF-8 file, read in chunks: characters seen
+    fewer than min_count times (never the newline) are folded into the unknown symbol."""
+    counts = np.zeros(_MAX_CP, dtype=np.int64)
     n = 0
     for cps in text_chunks(path, mode):
-        counts = np.bincount(cps)
-        seen[: counts.size] |= counts > 0
+        c = np.bincount(cps)
+        counts[: c.size] += c
         n += cps.size
-    return Vocab(np.flatnonzero(seen)), n
+    rare = (counts > 0) & (counts < min_count)
+    rare[NEWLINE] = False
+    keep = (counts > 0) & ~rare
+    folded = Folded(int(rare.sum()), int(counts[rare].sum()), min_count)
+    if folded.distinct:
+        keep[ord(UNKNOWN)] = True
+    return Vocab(np.flatnonzero(keep)), n, folded
+
+
+@dataclass
+class Folded:
+    """What min_count folded into the unknown symbol: distinct characters and their occurrences."""
+    distinct: int = 0
+    occurrences: int = 0
+    min_count: int = 1
+
+    def describe(self, n):
+        """The opening line's phrase, or '' when nothing was folded."""
+        if not self.distinct:
+            return ""
+        return (f"{self.distinct:,} rare character{'s' * (self.distinct != 1)} (seen fewer than {self.min_count} "
+                f"times: {self.occurrences:,} of the text's {n:,}, {self.occurrences / max(n, 1):.3%}) folded into "
+                f"the unknown symbol {UNKNOWN!r} (data.min_count)")
 
 
 def _cache_paths(path, cache_dir, mode="stream"):
@@ -133,13 +156,13 @@ def _cache_paths(path, cache_dir, mode="stream"):
     return base, base + ".npy", base + ".json"
 
 
-def _source_stamp(path):
+def _source_stamp(path, min_count=1):
     """What identifies the file's content without reading it. The inode change time (ctime) is set
     by the kernel on every write and cannot be set back, unlike the modification time that
     `cp -p`, `rsync -a` and tar restore; so a file edited in place never matches its old stamp."""
     st = os.stat(path)
     return {"source": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-            "ctime_ns": st.st_ctime_ns, "inode": st.st_ino, "version": CACHE_VERSION}
+            "ctime_ns": st.st_ctime_ns, "inode": st.st_ino, "version": CACHE_VERSION, "min_count": min_count}
 
 
 class Tokens:
@@ -213,6 +236,7 @@ class Corpus:
     cache_path: str
     reused: bool  # True when an existing cache was valid
     sha1: str = ""  # of the encoded text, to tell whether a resumed run's data changed
+    folded: "Folded" = None  # what data.min_count folded into the unknown symbol
 
     def split(self, val_fraction, lines=False):
         """Contiguous (train, val): the last val_fraction of the characters is validation.
@@ -243,7 +267,7 @@ def last_newline(data, k, nl):
     return 0
 
 
-def prepare(path, cache_dir, echo=None, mode="stream", expect=None):
+def prepare(path, cache_dir, echo=None, mode="stream", expect=None, min_count=1):
     """Encode `path` into the cache (or reuse a valid one); the Corpus reads it on demand.
 
     A cache is reused only when the file's stamp is unchanged and the cache checks out whole
@@ -257,19 +281,20 @@ def prepare(path, cache_dir, echo=None, mode="stream", expect=None):
     """
     check_text_file(path)
     base, npy, meta_path = _cache_paths(path, cache_dir, mode)
-    corpus, damage = _reuse(npy, meta_path, _source_stamp(path))
+    corpus, damage = _reuse(npy, meta_path, _source_stamp(path, min_count))
     if corpus is not None:
         return corpus
     if expect is not None:
-        expect(scan_vocab(path, mode)[0])
+        expect(scan_vocab(path, mode, min_count)[0])
     os.makedirs(cache_dir, exist_ok=True)
     with FileLock(base + ".lock"):  # another process encoding the same file: wait for it, then look again
-        corpus, damage = _reuse(npy, meta_path, _source_stamp(path)) if damage is None else (None, damage)
+        stamp = _source_stamp(path, min_count)
+        corpus, damage = _reuse(npy, meta_path, stamp) if damage is None else (None, damage)
         if corpus is not None:
             return corpus
         if damage and echo is not None:
             echo(f"warning: the encoded cache {npy} is damaged ({damage}); encoding {path} again")
-        return _encode(path, base, npy, meta_path, mode)
+        return _encode(path, base, npy, meta_path, mode, min_count)
 
 
 def check_text_file(path, what="data file"):
@@ -317,7 +342,8 @@ def _reuse(npy, meta_path, stamp):
         top = int(data.read(i, min(step, n - i)).max())
         if top >= len(vocab):
             return None, f"index {top} out of range for a vocabulary of {len(vocab)}"
-    return Corpus(data, vocab, npy, True, str(meta.get("sha1", ""))), None
+    folded = Folded(*meta.get("folded", (0, 0)), stamp["min_count"])
+    return Corpus(data, vocab, npy, True, str(meta.get("sha1", "")), folded), None
 
 
 def _sweep_temporaries(base):
@@ -332,12 +358,12 @@ def _sweep_temporaries(base):
                 pass
 
 
-def _encode(path, base, npy, meta_path, mode="stream"):
+def _encode(path, base, npy, meta_path, mode="stream", min_count=1):
     _sweep_temporaries(base)
-    stamp = _source_stamp(path)
-    vocab, n = scan_vocab(path, mode)
+    stamp = _source_stamp(path, min_count)
+    vocab, n, folded = scan_vocab(path, mode, min_count)
     dtype = vocab.index_dtype()
-    lut = vocab.lookup_table(dtype)  # code point -> index
+    lut = vocab.encoding_table(dtype)  # code point -> index (folded characters: the unknown symbol's)
     tmp, tmp_meta = npy + f".tmp{os.getpid()}.npy", meta_path + f".tmp{os.getpid()}"
     with removed_on_failure(npy, tmp, tmp_meta):  # Ctrl-C, SIGTERM, a full disk: leave nothing behind
         header = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n,))  # writes the header
@@ -348,18 +374,16 @@ def _encode(path, base, npy, meta_path, mode="stream"):
         with open(tmp, "r+b") as fh:  # plain sequential writes: nothing of the file stays mapped
             fh.seek(offset)
             for cps in text_chunks(path, mode):
-                try:
-                    encoded = lut[cps].tobytes()
-                except IndexError:  # a character the first pass did not see
-                    raise DataError(f"data file changed while it was being read: {path}") from None
+                encoded = lut[cps].tobytes()
                 fh.write(encoded)
                 digest.update(encoded)
                 pos += cps.size
             fh.flush()
             os.fsync(fh.fileno())
-        if pos != n or _source_stamp(path) != stamp:
+        if pos != n or _source_stamp(path, min_count) != stamp:
             raise DataError(f"data file changed while it was being read: {path}")
-        meta = dict(stamp, length=n, sha1=digest.hexdigest(), vocab=vocab.codepoints.tolist())
+        meta = dict(stamp, length=n, sha1=digest.hexdigest(), vocab=vocab.codepoints.tolist(),
+                    folded=[folded.distinct, folded.occurrences])
         with open(tmp_meta, "w", encoding="utf-8") as fh:
             json.dump(meta, fh)
         private = os.stat(path).st_mode & 0o666  # the text's readers, and no others, may read its cache
@@ -369,19 +393,19 @@ def _encode(path, base, npy, meta_path, mode="stream"):
             os.unlink(meta_path)
         os.replace(tmp, npy)
         os.replace(tmp_meta, meta_path)
-    return Corpus(Tokens.open_npy(npy), vocab, npy, False, meta["sha1"])
+    return Corpus(Tokens.open_npy(npy), vocab, npy, False, meta["sha1"], folded)
 
 
-def find_cache(path, cache_dir, mode="stream"):
+def find_cache(path, cache_dir, mode="stream", min_count=1):
     """The valid cache of `path` in cache_dir as a Corpus, or None; reads only, writes nothing."""
     try:
         _, npy, meta_path = _cache_paths(path, cache_dir, mode)
-        return _reuse(npy, meta_path, _source_stamp(path))[0]
+        return _reuse(npy, meta_path, _source_stamp(path, min_count))[0]
     except OSError:
         return None
 
 
-def read_validation_split(path, vocab, val_fraction, mode="stream"):
+def read_validation_split(path, vocab, val_fraction, mode="stream", min_count=1):
     """(indices, sha1 of the whole encoded text) of the validation split of `path` as training
     cuts it (Corpus.split), encoded with `vocab` in memory: nothing is written. Reads the file
     twice, the second time keeping only the split; DataError when its characters are not `vocab`'s.
@@ -390,10 +414,10 @@ def read_validation_split(path, vocab, val_fraction, mode="stream"):
     [1, 2, 0]
     """
     check_text_file(path)
-    found, n = scan_vocab(path, mode)
+    found, n, _ = scan_vocab(path, mode, min_count)
     if found != vocab:
         raise DataError(f"{path} has other characters than the model was trained on: it changed since")
-    lut = vocab.lookup_table(vocab.index_dtype())
+    lut = vocab.encoding_table(vocab.index_dtype())
     n_val = int(n * val_fraction)
     cut = n - n_val  # the split starts here; in lines mode at the last newline at or before it
     lines = mode == "lines" and n_val > 0

@@ -65,13 +65,15 @@ def bits(nats):
 def score_file(model, vocab, path, seq_length=256, lines=False):
     """Score a UTF-8 file from a zero state with the state carried (one stream), chunk by chunk.
 
-    Characters outside the vocabulary are dropped before scoring: they are neither predicted nor
-    used as context. Returns (nats_per_char, chars_scored, {unknown char: count}).
+    Characters outside the vocabulary are scored as the unknown symbol when the vocabulary has one
+    (the model then predicts "a rare character" for them), else dropped before scoring: neither
+    predicted nor used as context. Returns (nats_per_char, chars_scored, {outside char: count}).
     Memory is bounded by the read size, whatever the file's length.
     """
     from .data import text_chunks
 
     lut = vocab.lookup_table(np.int64, fill=-1)  # -1: not in the vocabulary
+    unk = vocab.unk
     unknown = {}
     state = model.zero_state(1)
     total, count = 0.0, 0
@@ -87,7 +89,10 @@ def score_file(model, vocab, path, seq_length=256, lines=False):
             vals, counts = np.unique(cps[bad], return_counts=True)
             for v, c in zip(vals.tolist(), counts.tolist()):
                 unknown[chr(v)] = unknown.get(chr(v), 0) + c
-            idx = idx[~bad]
+            if unk is None:
+                idx = idx[~bad]
+            else:
+                idx[bad] = unk
         seq = np.concatenate([carry, idx])
         for start in range(0, len(seq) - 1, seq_length):
             piece = seq[start : start + seq_length + 1]
@@ -123,12 +128,13 @@ def score_validation_split(ck, model, warn=None):
                         f"run from the folder training ran in, or pass a FILE to score")
     check_text_file(d.path, "training data")
     lines = d.mode == "lines"
-    corpus = find_cache(d.path, os.path.join(os.path.dirname(os.path.abspath(ck.path)), "data_cache"), d.mode)
+    corpus = find_cache(d.path, os.path.join(os.path.dirname(os.path.abspath(ck.path)), "data_cache"), d.mode,
+                        d.min_count)
     if corpus is not None and corpus.vocab == ck.vocab:
         _, val = corpus.split(d.val_fraction, lines=lines)
         sha1 = corpus.sha1
     else:
-        val, sha1 = read_validation_split(d.path, ck.vocab, d.val_fraction, d.mode)
+        val, sha1 = read_validation_split(d.path, ck.vocab, d.val_fraction, d.mode, d.min_count)
     stored = ck.get("data.sha1")
     if warn is not None and stored is not None and str(stored) and sha1 != str(stored):
         warn(f"warning: {d.path} changed since {ck.path} was trained: its validation split is other text now")

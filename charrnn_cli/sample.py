@@ -148,6 +148,13 @@ def _choose_one(z, temperature, top_k, argmax, g, top_p=None):
     return int(g.argmax())
 
 
+def _ban(logits, unk):
+    """Never draw the unknown symbol (it names no one character): its logit to -inf, in place."""
+    if unk is not None:
+        logits[..., unk] = -np.inf
+    return logits
+
+
 def generate(model, vocab, prime, length, temperature=1.0, top_k=None, argmax=False, rng=None,
              num_samples=1, top_p=None):
     """Yield (sample_index, text) pieces: first the priming text, then one character per step.
@@ -162,7 +169,8 @@ def generate(model, vocab, prime, length, temperature=1.0, top_k=None, argmax=Fa
     idx = vocab.encode(prime)
     x = np.repeat(idx[:, None], N, axis=1)  # (P, N)
     _, state, cache = model.forward(x, None, state)
-    logits = cache["logits"][-N:]  # (N, V): the prediction after the last priming character
+    unk = vocab.unk
+    logits = _ban(cache["logits"][-N:], unk)  # (N, V): the prediction after the last priming character
     chars = vocab.chars
     ctx = model.prepare_step(N)
     if N == 1:  # the common case, kept lean: Python ints, a row of noise per character, drawn in blocks
@@ -173,6 +181,7 @@ def generate(model, vocab, prime, length, temperature=1.0, top_k=None, argmax=Fa
             yield 0, chars[j]
             if t + 1 < length:
                 logits, state = model.step(j, state, ctx)
+                _ban(logits, unk)
         return
     out = np.empty((length, N), dtype=np.int64)
     for t in range(length):
@@ -181,6 +190,7 @@ def generate(model, vocab, prime, length, temperature=1.0, top_k=None, argmax=Fa
         out[t] = nxt
         if t + 1 < length:
             logits, state = model.step(nxt, state, ctx)
+            _ban(logits, unk)
     for n in range(N):
         yield n, prime + vocab.decode(out[:, n])
 
@@ -196,6 +206,7 @@ def generate_items(model, vocab, temperature=1.0, top_k=None, argmax=False, rng=
     V = len(vocab)
     while True:
         logits, state = model.step(nl, model.zero_state(1), ctx)
+        _ban(logits, vocab.unk)
         out = []
         noise = _gumbel_rows(rng, V, max_length + 1, logits.dtype)
         for _ in range(max_length + 1):
@@ -204,6 +215,7 @@ def generate_items(model, vocab, temperature=1.0, top_k=None, argmax=False, rng=
                 break
             out.append(vocab.chars[j])
             logits, state = model.step(j, state, ctx)
+            _ban(logits, vocab.unk)
         yield "".join(out)
 
 

@@ -501,7 +501,8 @@ def _prepare(cfg, echo, signals, comm, expect=None):
 
     def prep():
         with signals.interruptible():
-            return prepare(cfg.data.path, cache_dir, echo, mode=cfg.data.mode, expect=expect)
+            return prepare(cfg.data.path, cache_dir, echo, mode=cfg.data.mode, expect=expect,
+                           min_count=cfg.data.min_count)
 
     if comm.size == 1:
         return prep()
@@ -628,6 +629,8 @@ def _opening_lines(run, folder, ck, comm, echo, plan):
     echo(f"data: {len(corpus.data):,} characters, vocabulary {len(corpus.vocab)} "
          f"({'cache reused' if corpus.reused else 'encoded'}); train {len(corpus.data) - n_val:,}, "
          f"validation {n_val:,}")
+    if corpus.folded is not None and corpus.folded.distinct:
+        echo("data: " + corpus.folded.describe(len(corpus.data)))
     if n_val >= 2:
         echo(plan.describe(n_val, prog.eval_chars))
     echo(f"model: {cfg.model.type} {cfg.model.num_layers}x{cfg.model.hidden_size}, "

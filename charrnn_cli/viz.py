@@ -39,7 +39,7 @@ def analyze(model, vocab, text, lines=False):
         top_p    (N, TOP) float, their probabilities; p (N,) the probability of chars[t]
         acts     {(layer, name): (N, H) float32}, name "h" or "c"
     """
-    kept = "".join(c for c in text if c in vocab)
+    kept = "".join(c for c in text if vocab.covers(c))
     if lines:
         kept = as_items_text(kept)
     nl = vocab.index("\n") if lines else None
@@ -70,7 +70,7 @@ def analyze(model, vocab, text, lines=False):
                 acts.setdefault((layer, name), []).append(a[:, :, 0].T.copy())
     acts = {key: np.concatenate(v) for key, v in acts.items()}  # (N - 1, H): after chars[0 .. N-2]
     return {"chars": kept, "nats": nats, "top": top, "top_p": top_p, "p": p_true, "acts": acts,
-            "dropped": sum(c not in vocab for c in text)}
+            "dropped": sum(not vocab.covers(c) for c in text)}
 
 
 def features(text):

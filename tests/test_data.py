@@ -37,7 +37,7 @@ def test_chunked_reading_matches_whole_file(tmp_path, monkeypatch):
     p.write_text(text, encoding="utf-8")
     corpus = prepare(str(p), str(tmp_path / "c"))
     assert corpus.vocab.decode(corpus.data) == text
-    vocab, n = scan_vocab(str(p))
+    vocab, n, _ = scan_vocab(str(p))
     assert n == len(text) and vocab == Vocab.from_text(text)
 
 

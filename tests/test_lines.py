@@ -74,7 +74,7 @@ def test_items_are_read_with_markers():
 def _names_config(tmp_path, **training):
     f = tmp_path / "names.txt"
     f.write_text("\n".join(NAMES * 4) + "\n")
-    return {"data": {"path": str(f), "val_fraction": 0.2, "mode": "lines"},
+    return {"data": {"path": str(f), "val_fraction": 0.2, "mode": "lines", "min_count": 1},
             "model": {"type": "lstm", "hidden_size": 16, "num_layers": 1, "dropout": 0.0},
             "training": dict({"batch_size": 4, "seq_length": 8, "learning_rate": 0.02, "lr_schedule": "step",
                               "max_steps": 40,

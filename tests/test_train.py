@@ -33,7 +33,7 @@ def make_text(path, n=3000, seed=0):
 def make_config(tmp_path, **training):
     text = make_text(tmp_path / "text.txt")
     raw = {
-        "data": {"path": str(text), "val_fraction": 0.1},
+        "data": {"path": str(text), "val_fraction": 0.1, "min_count": 1},
         "model": {"type": "lstm", "hidden_size": 12, "num_layers": 2, "dropout": 0.2},
         "training": dict({"batch_size": 4, "seq_length": 16, "learning_rate": 0.01, "lr_schedule": "step",
                           "max_steps": 8, "eval_every": 4, "eval_share": None, "checkpoint_every": 4, "log_every": 2,
