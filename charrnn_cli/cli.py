@@ -9,7 +9,8 @@ import sys
 import click
 
 from . import __version__
-from .config import ConfigError, config_for, is_config_path, load_config, overridden, resume_path
+from .config import (ConfigError, bundled_configs, bundled_folder, bundled_summary, config_for, find_target,
+                     is_config_path, load_config, overridden, resume_path)
 from .cores import oversubscribed, plan_threads, set_threads
 
 # NumPy is imported inside the commands, not here: `train --threads N` must set the BLAS thread
@@ -67,7 +68,8 @@ def _load_checkpoint(path, allow_nonfinite=False):
                    "processes that share each step, training.unit_split).")
 @click.option("--lines", is_flag=True, help="Each line is an item (data.mode: lines): names, titles, words.")
 @click.option("--quiet", is_flag=True, help="No progress bar or start-up lines; only the final summary.")
-def train(target, overrides, minutes, resume, overwrite, threads, lines, quiet):
+@click.option("--list", "list_configs", is_flag=True, help="List the bundled configs (charrnn train NAME) and exit.")
+def train(target, overrides, minutes, resume, overwrite, threads, lines, quiet, list_configs):
     """Train a model as CONFIG.yaml describes, or the default model on TEXT_FILE, or go on with a run.
 
     Writes OUTPUT_DIR/latest.npz (every checkpoint_every steps and at the end), best.npz (whenever
@@ -81,15 +83,26 @@ def train(target, overrides, minutes, resume, overwrite, threads, lines, quiet):
     --resume alone goes on with the run as it was configured (the config stored in the checkpoint,
     with any --set applied on top); with a TEXT_FILE, on that text; with a CONFIG.yaml, as it says.
 
+    A bundled config can be named: charrnn train tiny (charrnn train --list shows them); a file of
+    that name in the current folder wins.
+
     \b
     Example:
         charrnn train mytext.txt --minutes 5
-        charrnn train configs/tiny.yaml
+        charrnn train tiny
         charrnn train configs/shakespeare.yaml --set training.max_minutes=2
         charrnn train --resume runs/shakespeare/latest.npz --minutes 5
     """
+    if list_configs:
+        for name, path in bundled_configs().items():
+            click.echo(f"{name:<20} {bundled_summary(path)}")
+        click.echo(f"(in {bundled_folder('configs')}; charrnn train NAME trains one, a copy of its file can be edited)")
+        return
     overrides = overrides + (("data.mode=lines",) if lines else ())
     resume = resume_path(resume)
+    target, note = find_target(target)
+    if note and not quiet:
+        click.echo(note, err=True)
     if target is not None and resume is None and target.endswith(".npz"):
         raise click.ClickException(f"{target} is a checkpoint, not text: to go on with its run, "
                                    f"charrnn train --resume {target}")

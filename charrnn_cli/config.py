@@ -344,6 +344,53 @@ def own_text_config(text_path, overrides=()):
     return from_dict(apply_overrides({"data": {"path": text_path}}, overrides))
 
 
+def bundled_folder(kind):
+    """The folder of the bundled `configs` or `data`: inside the installed package, or beside it
+    in a clone of the repository (where an editable install finds them)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for folder in (os.path.join(here, kind), os.path.join(os.path.dirname(here), kind)):
+        if os.path.isdir(folder):
+            return folder
+    return None
+
+
+def bundled_configs():
+    """{name: path} of the configs that ship with charrnn (`charrnn train NAME`)."""
+    folder = bundled_folder("configs")
+    if folder is None:
+        return {}
+    return {f[:-5]: os.path.join(folder, f) for f in sorted(os.listdir(folder)) if f.endswith(".yaml")}
+
+
+def bundled_summary(path):
+    """A bundled config's first comment line, its one-line description."""
+    with open(path, encoding="utf-8") as fh:
+        first = fh.readline().strip()
+    return first.lstrip("# ") if first.startswith("#") else ""
+
+
+def find_target(target):
+    """(the path `charrnn train TARGET` means, a note or None). A file that exists wins; else a
+    bundled config's name (NAME, NAME.yaml or configs/NAME.yaml) means the bundled config.
+
+    >>> find_target("tiny")[0].endswith(os.path.join("configs", "tiny.yaml"))
+    True
+    """
+    if target is None:
+        return None, None
+    bundled = bundled_configs()
+    name = os.path.basename(target)
+    name = name[:-5] if name.endswith(".yaml") else name
+    if os.path.exists(target):
+        if name in bundled and not is_config_path(target) and os.path.isfile(target):
+            return target, (f"note: training on the file {target} found here; the bundled config of that name is "
+                            f"charrnn train {bundled[name]}")
+        return target, None
+    if name in bundled and (target == name or os.path.normpath(os.path.dirname(target)) in ("configs", ".", "")):
+        return bundled[name], f"using the bundled config {name} ({bundled[name]})"
+    return target, None
+
+
 def config_for(target, overrides=(), resume=None):
     """The config `charrnn train TARGET` trains with: a YAML file's, or the own-text default on a
     text file; overrides applied, data.path found (resolve_data_path).
@@ -420,25 +467,33 @@ def stored_config(path):
     return raw
 
 
-def resolve_data_path(cfg, config_path=None):
-    """Find data.path: as given (relative to the current folder), else relative to the config
-    file's folder or one of the folders above it. Sets the found path; ConfigError if none."""
-    path = cfg.data.path
-    if os.path.isabs(path) or os.path.exists(path) or config_path is None:
-        if not os.path.exists(path):
-            raise ConfigError(f"data.path: file not found: {os.path.abspath(path)}")
-        return cfg
-    folder = os.path.dirname(os.path.abspath(config_path))
-    start = folder
+def locate(path, anchor=None):
+    """Where a relative `path` named in a config or checkpoint is: as given (from the current
+    folder), else from the folder of the file `anchor` (the config or checkpoint naming it) or one
+    of the folders above it; None if nowhere. Every command finds a run's text this way."""
+    if os.path.isabs(path) or os.path.exists(path) or anchor is None:
+        return path if os.path.exists(path) else None
+    folder = os.path.dirname(os.path.abspath(anchor))
     while True:
         candidate = os.path.join(folder, path)
         if os.path.exists(candidate):
-            cfg.data.path = candidate
-            return cfg
+            return candidate
         parent = os.path.dirname(folder)
         if parent == folder:
-            break
+            return None
         folder = parent
+
+
+def resolve_data_path(cfg, config_path=None):
+    """Find data.path (locate): sets the found path; ConfigError if none."""
+    found = locate(cfg.data.path, config_path)
+    if found is not None:
+        cfg.data.path = found
+        return cfg
+    path = cfg.data.path
+    if os.path.isabs(path) or config_path is None:
+        raise ConfigError(f"data.path: file not found: {os.path.abspath(path)}")
+    start = os.path.dirname(os.path.abspath(config_path))
     raise ConfigError(f"data.path: file not found: {path} (looked for {os.path.abspath(path)}, then in "
                       f"{start} and the folders above it: relative paths are tried from the current folder, "
                       f"then from the config file's folder upwards)")

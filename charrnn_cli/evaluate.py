@@ -118,25 +118,27 @@ def score_validation_split(ck, model, warn=None):
     chars_scored, data_path); raises DataError when the file is gone, is not a regular file, its
     characters differ, or there is no validation split.
     """
+    from .config import locate
     from .data import DataError, check_text_file, find_cache, read_validation_split
 
     d = ck.config.data
     if d.val_fraction == 0:
         raise DataError(f"{ck.path} was trained with data.val_fraction 0: no validation split; pass a FILE to score")
-    if not os.path.exists(d.path):
-        raise DataError(f"the training data {os.path.abspath(d.path)} (data.path in {ck.path}) is not there; "
-                        f"run from the folder training ran in, or pass a FILE to score")
-    check_text_file(d.path, "training data")
+    path = locate(d.path, ck.path)  # from here, else from the checkpoint's folder upwards, as train --resume
+    if path is None:
+        raise DataError(f"the training data {d.path} (data.path in {ck.path}) is not found from here or above "
+                        f"the checkpoint's folder; pass a FILE to score")
+    check_text_file(path, "training data")
     lines = d.mode == "lines"
-    corpus = find_cache(d.path, os.path.join(os.path.dirname(os.path.abspath(ck.path)), "data_cache"), d.mode,
+    corpus = find_cache(path, os.path.join(os.path.dirname(os.path.abspath(ck.path)), "data_cache"), d.mode,
                         d.min_count)
     if corpus is not None and corpus.vocab == ck.vocab:
         _, val = corpus.split(d.val_fraction, lines=lines)
         sha1 = corpus.sha1
     else:
-        val, sha1 = read_validation_split(d.path, ck.vocab, d.val_fraction, d.mode, d.min_count)
+        val, sha1 = read_validation_split(path, ck.vocab, d.val_fraction, d.mode, d.min_count)
     stored = ck.get("data.sha1")
     if warn is not None and stored is not None and str(stored) and sha1 != str(stored):
-        warn(f"warning: {d.path} changed since {ck.path} was trained: its validation split is other text now")
+        warn(f"warning: {path} changed since {ck.path} was trained: its validation split is other text now")
     nats, count = score(model, val, streams=1, seq_length=256, nl=ck.vocab.index("\n") if lines else None)
-    return nats, count, d.path
+    return nats, count, path

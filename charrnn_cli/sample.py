@@ -242,8 +242,10 @@ def new_items(model, vocab, n, known=frozenset(), temperature=1.0, top_k=None, a
 def training_items(path, checkpoint_path):
     """The items (non-empty lines, carriage returns dropped) of a checkpoint's training file, as a
     set; DataError naming the file when it cannot be read."""
+    from .config import locate
     from .data import DataError, items_of
 
+    path = locate(path, checkpoint_path) or path  # from here, else from the checkpoint's folder upwards
     if os.path.exists(path) and not os.path.isfile(path):
         raise DataError(f"novel items are told by reading the training file {os.path.abspath(path)} "
                         f"(data.path in {checkpoint_path}), which is not a regular file")
