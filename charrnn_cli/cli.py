@@ -211,8 +211,22 @@ def _summary(result, cfg):
     yield (f"{reason}: step {p.step:,}, epoch {p.epoch + 0:,}, {p.chars_seen:,} characters in "
            f"{p.elapsed_s:.1f} s; {val_text}; checkpoints in {result.out_dir}")
     yield result.advice
+    rising = _rising(p)
+    if rising:
+        yield rising
     if result.warning:
         yield result.warning
+
+
+def _rising(p):
+    """A line when validation ended well above its best: the model has been memorising its text."""
+    val = p.history["val"]
+    best = p.best_step()
+    if best is None or not val or val[-1][0] <= best or not val[-1][3] > p.best_val * 1.01:
+        return ""
+    return (f"note: validation has been rising since step {best:,} ({p.best_val:.4f} -> {val[-1][3]:.4f}): the "
+            f"model is memorising its training text; best.npz holds step {best:,} (training.patience stops "
+            f"such a run early; a smaller model or more dropout memorises later)")
 
 
 def _end(comm, code, shared):

@@ -94,3 +94,84 @@ def test_the_newline_is_never_folded(tmp_path):
     f.write_text("abcabcabcabcabc\n", encoding="utf-8")  # one newline: rarer than min_count
     vocab, _, folded = scan_vocab(str(f), min_count=5)
     assert "\n" in vocab and folded.distinct == 0
+
+
+# ---- lists sized to the list ----------------------------------------------------------------
+
+
+def words(path, n=3000, seed=0):
+    rng = np.random.default_rng(seed)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    out = {"".join(rng.choice(list(letters), size=int(rng.integers(3, 9)))) for _ in range(n)}
+    path.write_text("\n".join(sorted(out)) + "\n", encoding="utf-8")
+    return path
+
+
+def test_a_lines_run_on_a_list_gets_a_model_and_stop_rule_sized_to_it(tmp_path, monkeypatch):
+    from charrnn_cli.config import own_text_config, sized_for_list
+
+    monkeypatch.chdir(tmp_path)
+    words(tmp_path / "words.txt")
+    cfg = own_text_config("words.txt", ["data.mode=lines"])
+    assert (cfg.model.num_layers, cfg.model.hidden_size) == (1, 128) and cfg.training.patience == 8
+    assert cfg.training.eval_every < 50  # validated a few times an epoch: the best point is caught
+    cfg = own_text_config("words.txt", ["data.mode=lines", "model.hidden_size=64"])
+    assert cfg.model.hidden_size == 64  # a --set still wins
+    assert sized_for_list(5_000_000)["model"] == {} and own_text_config("words.txt").model.num_layers == 2
+    r = invoke("train", "words.txt", "--lines", "--set", "training.max_minutes=0.5")
+    assert r.exit_code == 0 and "stopped early" in r.output, r.output[-600:]
+    assert "model: lstm 1x128" in r.output
+
+
+def test_the_last_line_says_when_validation_has_been_rising(tmp_path):
+    from test_train import write_yaml
+
+    raw = {"data": {"path": str(words(tmp_path / "w.txt", n=200)), "mode": "lines", "val_fraction": 0.3},
+           "model": {"hidden_size": 128, "num_layers": 1, "dropout": 0.0},
+           "training": {"max_steps": 600, "eval_every": 25, "learning_rate": 0.01, "batch_size": 8,
+                        "seq_length": 16, "lr_schedule": "step", "unit_split": 1, "max_minutes": None},
+           "output": {"dir": str(tmp_path / "run")}}  # random words: nothing to learn but the list itself
+    r = invoke("train", write_yaml(tmp_path, raw), "--quiet")
+    assert r.exit_code == 0, r.output
+    assert "note: validation has been rising since step" in r.output and "memorising" in r.output, r.output
+
+
+# ---- the run's text, found the same way by every command -------------------------------------
+
+
+def test_eval_and_sample_novel_find_the_runs_text_from_another_folder(tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    words(work / "words.txt", n=600)
+    r = invoke("train", "words.txt", "--lines", "--set", "training.max_steps=30", "--set", "model.hidden_size=16")
+    assert r.exit_code == 0, r.output
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    monkeypatch.chdir(other)
+    r = invoke("sample", "../work/runs/words/best.npz", "--items", 5, "--novel")
+    assert r.exit_code == 0 and len(r.stdout.splitlines()) == 5, r.output
+    r = invoke("eval", "../work/runs/words/best.npz")
+    assert r.exit_code == 0 and "nats/char" in r.output, r.output
+    import charrnn_cli as charrnn
+
+    assert len(charrnn.load("../work/runs/words/best.npz").items(3, novel=True)) == 3
+
+
+# ---- bundled configs ------------------------------------------------------------------------
+
+
+def test_a_bundled_config_is_named_and_listed_and_a_real_file_wins(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = invoke("train", "--list")
+    assert r.exit_code == 0 and "tiny " in r.output and "shakespeare " in r.output and "names " in r.output
+    r = invoke("train", "tiny", "--set", "training.max_steps=2")
+    assert r.exit_code == 0 and "using the bundled config tiny" in r.output, r.output
+    assert (tmp_path / "runs" / "tiny" / "best.npz").exists()
+    r = invoke("train", "configs/tiny.yaml", "--set", "training.max_steps=2", "--set", "output.dir=again")
+    assert r.exit_code == 0 and "using the bundled config tiny" in r.output, r.output  # no configs/ here
+    make_text(tmp_path / "tiny")  # a text file named like a bundled config: the file wins
+    r = invoke("train", "tiny", "--set", "training.max_steps=2", "--set", "model.hidden_size=8",
+               "--set", "output.dir=mine")
+    assert r.exit_code == 0 and "training on the file tiny found here" in r.output, r.output
+    assert ckpt.load(str(tmp_path / "mine" / "latest.npz")).config.data.path == "tiny"
