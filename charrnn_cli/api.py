@@ -22,7 +22,7 @@ import numpy as np
 import yaml
 
 from . import checkpoint as ckpt
-from .config import ConfigError, config_for, resume_path
+from .config import ConfigError, config_for, find_target, resume_path
 from .data import as_items_text
 from .evaluate import score as _score
 from .sample import check_options, default_prime, generate, new_items, training_items
@@ -137,7 +137,8 @@ def train(config=None, overrides=None, resume=None, overwrite=False, minutes=Non
     if config is None and resume is None:
         raise ValueError("give a config (a YAML path, a text file or a Config), or resume=CHECKPOINT")
     if config is None or isinstance(config, (str, os.PathLike)):
-        cfg = config_for(None if config is None else os.fspath(config), sets, resume)
+        target = None if config is None else find_target(os.fspath(config))[0]  # a bundled config's name too
+        cfg = config_for(target, sets, resume)
     else:
         if sets:
             raise ConfigError("overrides go with a config path; change a Config object's fields directly")

@@ -361,7 +361,7 @@ def sized_for_list(n):
     best point is caught, and patience ends the run once validation stops improving.
 
     >>> sized_for_list(40_000)["model"], sized_for_list(40_000)["training"]["eval_every"]
-    ({'hidden_size': 128, 'num_layers': 1, 'dropout': 0.1}, 25)
+    ({'hidden_size': 128, 'num_layers': 1, 'dropout': 0.1}, 26)
     """
     if n < 200_000:
         model, B, T, lr = {"hidden_size": 128, "num_layers": 1, "dropout": 0.1}, 16, 32, 0.005

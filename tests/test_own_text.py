@@ -433,7 +433,7 @@ def test_eval_without_a_file_scores_the_runs_validation_split(tmp_path, monkeypa
     assert own["nats_per_char"] == pytest.approx(by_hand["nats_per_char"], rel=1e-6)
     os.rename(tmp_path / "text.txt", tmp_path / "moved.txt")
     r = invoke("eval", best)
-    assert r.exit_code == 1 and one_line(r) and "is not there" in r.output and "pass a FILE" in r.output
+    assert r.exit_code == 1 and one_line(r) and "is not found" in r.output and "pass a FILE" in r.output
 
 
 def _probs_chosen(logits, n=40000, **kw):
