@@ -1,0 +1,80 @@
+"""The fast path against the plain statement of the math (charrnn_cli/reference.py), in float64 to
+1e-12: every cell, two layers, dropout, state resets inside the chunk, a carried state, the loss,
+every gradient, the initial state's gradient, and one update of every optimizer."""
+
+import numpy as np
+import pytest
+
+from charrnn_cli import reference as ref
+from charrnn_cli.model import CharRNN
+from charrnn_cli.optim import clip_gradients, make_optimizer
+from charrnn_cli.config import from_dict
+
+TOL = 1e-12
+
+
+def close(a, b):
+    scale = max(np.abs(b).max(), 1e-30)
+    return np.abs(np.asarray(a) - np.asarray(b)).max() / scale
+
+
+def chunk(cell, seed=0, T=7, B=3, V=6, H=5, L=2, dropout=0.3, resets=True):
+    rng = np.random.default_rng(seed)
+    model = CharRNN(cell, V, H, L, dropout, seed=seed, dtype=np.float64)
+    idx, targets = rng.integers(0, V, (T, B)), rng.integers(0, V, (T, B))
+    state = tuple(rng.normal(0, 0.5, (L, B, H)) for _ in model.cell.state_names)
+    masks = model.dropout_masks(T, B, rng)  # (H, T, B) per layer
+    reset = rng.random((T, B)) < 0.25 if resets else None
+    return model, idx, targets, state, masks, reset
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("resets", [False, True])
+def test_the_fast_model_computes_what_the_reference_states(cell, resets):
+    model, idx, targets, state, masks, reset = chunk(cell, resets=resets)
+    loss, new_state, cache = model.forward(idx, targets, state, masks, reset)
+    grads, dstate0 = model.backward(cache)
+
+    params = model.state_dict()  # PyTorch's names and gate order
+    rmasks = [m.transpose(1, 2, 0) for m in masks]  # (T, B, H)
+    r_loss, r_state, r_cache = ref.model_forward(params, cell, idx, targets, state, rmasks, reset)
+    r_grads, r_dstate0 = ref.model_backward(params, cell, r_cache)
+
+    assert abs(loss - r_loss) / r_loss < TOL
+    for a, b in zip(new_state, r_state):
+        assert close(a, b) < TOL
+    as_internal = CharRNN(cell, model.vocab_size, model.hidden_size, model.num_layers, dtype=np.float64)
+    as_internal.load_state_dict(r_grads)  # the reference's gradients in the model's internal layout
+    for name, g in grads.items():
+        assert close(g, as_internal.params[name]) < TOL, name
+    for a, b in zip(dstate0, r_dstate0):
+        assert close(a, b) < TOL
+
+
+@pytest.mark.parametrize("name", ["adam", "rmsprop", "adagrad", "sgd"])
+def test_every_optimizer_takes_the_step_the_reference_states(name):
+    rng = np.random.default_rng(1)
+    params = {"w": rng.normal(size=(4, 3)), "b": rng.normal(size=(3,))}
+    t_cfg = from_dict({"training": {"optimizer": name, "beta2": 0.99, "momentum": 0.8}}).training
+    opt = make_optimizer(name, {k: v.copy() for k, v in params.items()}, t_cfg)
+    fast = {k: v.copy() for k, v in params.items()}
+    mine = {k: v.copy() for k, v in params.items()}
+    slots = {k: [np.zeros_like(v), np.zeros_like(v)] for k, v in params.items()}
+    for t in range(1, 4):  # three updates: the bias corrections and the slots' decay both show
+        grads = {k: rng.normal(size=v.shape) * 10 for k, v in params.items()}
+        clipped, _ = ref.clip_by_global_norm(grads, 5.0)
+        clip_gradients(grads, "norm", 5.0)
+        opt.step(fast, grads, 0.01)
+        for k in params:
+            g, (s1, s2) = clipped[k], slots[k]
+            if name == "adam":
+                mine[k], s1, s2 = ref.adam(mine[k], g, s1, s2, t, 0.01, 0.9, 0.99, 1e-8)
+            elif name == "rmsprop":
+                mine[k], s1 = ref.rmsprop(mine[k], g, s1, 0.01, 0.99, 1e-8)
+            elif name == "adagrad":
+                mine[k], s1 = ref.adagrad(mine[k], g, s1, 0.01, 1e-8)
+            else:
+                mine[k], s1 = ref.sgd(mine[k], g, s1, 0.01, 0.8)
+            slots[k] = [s1, s2]
+    for k in params:
+        assert close(fast[k], mine[k]) < TOL, k
