@@ -3,18 +3,11 @@
 import json
 
 import pytest
-from click.testing import CliRunner
 
 import charrnn_cli as charrnn
 from charrnn_cli.checkpoint import CheckpointError
-from charrnn_cli.cli import main
 
-from test_lines import NAMES, _names_config
-from test_train import make_config, write_yaml
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
+from conftest import make_config, write_yaml, NAMES, names_config, invoke
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +56,7 @@ def test_score_is_evals_figure(run):
 
 
 def test_items_are_the_commands_items(tmp_path):
-    raw = _names_config(tmp_path, max_steps=60)
+    raw = names_config(tmp_path, max_steps=60)
     charrnn.train(write_yaml(tmp_path, raw))
     best = tmp_path / "run" / "best.npz"
     model = charrnn.load(best)

@@ -13,6 +13,7 @@ from charrnn_cli.config import load_config
 from charrnn_cli.model import CharRNN
 from charrnn_cli.optim import clip_gradients, learning_rate
 
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSIC = ["min-char-rnn", "numpy-lstm", "keras-vanilla-lstm", "rnn", "gru", "shakespeare"]
 

@@ -15,6 +15,7 @@ from charrnn_cli.model import CharRNN
 from charrnn_cli.sample import _choose
 from charrnn_cli.vocab import Vocab
 
+
 TEXT = "hello world\nthe quick brown fox\n"
 
 

@@ -5,6 +5,8 @@ import yaml
 
 from charrnn_cli.config import ConfigError, apply_overrides, config_for, describe, from_dict, load_config
 
+from conftest import make_config
+
 
 def test_defaults_and_types():
     cfg = from_dict({"model": {"type": "gru", "hidden_size": 32}, "training": {"learning_rate": 1}})
@@ -135,7 +137,6 @@ def test_a_checkpoints_config_is_read_without_numpy(tmp_path):
 
     from charrnn_cli.config import stored_config
     from charrnn_cli.training import train
-    from test_train import make_config
 
     train(from_dict(make_config(tmp_path, max_steps=1)), quiet=True)
     path = str(tmp_path / "run" / "latest.npz")

@@ -2,24 +2,16 @@
 list, the run's text found the same way by every command, bundled configs after pip install."""
 
 import json
-import os
 
 import numpy as np
-import pytest
-from click.testing import CliRunner
 
 from charrnn_cli import checkpoint as ckpt
-from charrnn_cli.cli import main
 from charrnn_cli.config import from_dict
 from charrnn_cli.data import prepare, scan_vocab
 from charrnn_cli.training import train
 from charrnn_cli.vocab import UNKNOWN
 
-from test_train import make_text
-
-
-def invoke(*args, **kw):
-    return CliRunner().invoke(main, [str(a) for a in args], **kw)
+from conftest import make_text, write_yaml, invoke
 
 
 def code_like(path, n=40_000, seed=0):
@@ -124,7 +116,6 @@ def test_a_lines_run_on_a_list_gets_a_model_and_stop_rule_sized_to_it(tmp_path, 
 
 
 def test_the_last_line_says_when_validation_has_been_rising(tmp_path):
-    from test_train import write_yaml
 
     raw = {"data": {"path": str(words(tmp_path / "w.txt", n=200)), "mode": "lines", "val_fraction": 0.3},
            "model": {"hidden_size": 128, "num_layers": 1, "dropout": 0.0},

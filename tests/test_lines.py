@@ -16,15 +16,10 @@ from charrnn_cli.gradcheck import check_model
 from charrnn_cli.model import CharRNN
 from charrnn_cli.training import train
 
-from test_train import params_of, write_yaml
+from conftest import make_config, write_yaml, params_of, NAMES, names_config, invoke
+
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NAMES = ["anna", "bob", "cleo", "dan", "eve", "fay", "gus", "hal", "ida", "jo", "kay", "lee", "max", "ned",
-         "ole", "pam", "quin", "rex", "sue", "tom", "uma", "val", "wes", "xia", "yul", "zed"]
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 @pytest.mark.parametrize("mt", ["rnn", "lstm", "gru"])
@@ -71,19 +66,8 @@ def test_items_are_read_with_markers():
     assert "".join(chr(c) for c in np.concatenate(list(as_lines(chunks)))) == "\nab\ncd\ne\n"
 
 
-def _names_config(tmp_path, **training):
-    f = tmp_path / "names.txt"
-    f.write_text("\n".join(NAMES * 4) + "\n")
-    return {"data": {"path": str(f), "val_fraction": 0.2, "mode": "lines", "min_count": 1},
-            "model": {"type": "lstm", "hidden_size": 16, "num_layers": 1, "dropout": 0.0},
-            "training": dict({"batch_size": 4, "seq_length": 8, "learning_rate": 0.02, "lr_schedule": "step",
-                              "max_steps": 40,
-                              "eval_every": 20, "checkpoint_every": 20, "seed": 1}, **training),
-            "output": {"dir": str(tmp_path / "run")}}
-
-
 def test_validation_holds_whole_items_and_reports_nats_per_item(tmp_path):
-    raw = _names_config(tmp_path)
+    raw = names_config(tmp_path)
     corpus = prepare(raw["data"]["path"], str(tmp_path / "cache"), mode="lines")
     tr, val = corpus.split(0.2, lines=True)
     nl = corpus.vocab.index("\n")
@@ -96,7 +80,7 @@ def test_validation_holds_whole_items_and_reports_nats_per_item(tmp_path):
 
 
 def test_exact_resume_in_lines_mode(tmp_path):
-    raw = _names_config(tmp_path, max_steps=30, checkpoint_every=100)
+    raw = names_config(tmp_path, max_steps=30, checkpoint_every=100)
     train(from_dict(raw), quiet=True)
     a = params_of(str(tmp_path / "run" / "latest.npz"))
     raw["output"]["dir"] = str(tmp_path / "split")
@@ -110,7 +94,7 @@ def test_exact_resume_in_lines_mode(tmp_path):
 
 
 def test_sample_items_stop_at_the_end_marker_and_novel_drops_copies(tmp_path):
-    raw = _names_config(tmp_path, max_steps=150, learning_rate=0.03)
+    raw = names_config(tmp_path, max_steps=150, learning_rate=0.03)
     assert invoke("train", write_yaml(tmp_path, raw), "--quiet").exit_code == 0
     best = tmp_path / "run" / "best.npz"
     r = invoke("sample", best, "--items", 30, "--rng-seed", 1, "--length", 12)
@@ -126,7 +110,6 @@ def test_sample_items_stop_at_the_end_marker_and_novel_drops_copies(tmp_path):
 
 
 def test_items_need_a_lines_model(tmp_path):
-    from test_train import make_config
 
     raw = make_config(tmp_path, max_steps=2)
     train(from_dict(raw), quiet=True)
@@ -143,13 +126,12 @@ def test_stream_mode_has_no_resets(tmp_path, monkeypatch):
         return real(self, idx, targets, state, masks, resets, **({} if team is None else {"team": team}))
 
     monkeypatch.setattr(CharRNN, "forward", forward)
-    from test_train import make_config
 
     train(from_dict(make_config(tmp_path, max_steps=3)), quiet=True)
     assert seen and all(r is None for r in seen)  # the stream path is the one it always was
 
 
-def test_the_bundled_names_config_trains(tmp_path, monkeypatch):
+def test_the_bundlednames_config_trains(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     r = invoke("train", "configs/names.yaml", "--quiet", "--set", "training.max_steps=20",
                "--set", "training.max_minutes=null", "--set", f"output.dir={tmp_path / 'names'}")

@@ -18,8 +18,8 @@ from charrnn_cli import checkpoint as ckpt
 from charrnn_cli.dist import Single, launcher_size, split
 from charrnn_cli.runfolder import read_metrics
 
-from test_safety import _wait_for_lines
-from test_train import make_config, write_yaml
+from conftest import make_config, write_yaml, wait_for_lines
+
 
 # the mpich wheel's mpiexec sits beside this Python: found without activating the venv
 _BESIDE = os.path.join(os.path.dirname(sys.executable), "mpiexec")
@@ -173,7 +173,7 @@ def _start(tmp_path):
     proc = subprocess.Popen([MPIEXEC, "-n", "2", sys.executable, "-m", "charrnn_cli", "train", str(cfg), "--quiet"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(),
                             start_new_session=True)
-    _wait_for_lines(tmp_path / "run" / "metrics.jsonl", 12, proc, timeout=90)
+    wait_for_lines(tmp_path / "run" / "metrics.jsonl", 12, proc, timeout=90)
     return proc
 
 

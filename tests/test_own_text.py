@@ -11,31 +11,17 @@ import time
 import numpy as np
 import pytest
 import yaml
-from click.testing import CliRunner
 
 from charrnn_cli import checkpoint as ckpt
-from charrnn_cli.cli import main
 from charrnn_cli.config import from_dict, load_config
-from charrnn_cli.runfolder import read_metrics
 from charrnn_cli.training import Run, ValidationPlan, train
 
-from test_train import make_config, make_text, params_of, write_yaml
+from conftest import invoke, make_config, make_text, metrics_of, one_line, params_of, write_yaml
+
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ["--set", "model.hidden_size=12", "--set", "model.num_layers=1", "--set", "training.batch_size=4",
          "--set", "training.seq_length=16", "--set", "training.eval_every=4"]
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def one_line(r):
-    return "Traceback" not in r.output and r.output.strip().count("\n") == 0
-
-
-def metrics_of(run_dir):
-    return read_metrics(os.path.join(run_dir, "metrics.jsonl"))
 
 
 # ---- getting started on a file --------------------------------------------------------------
@@ -294,7 +280,6 @@ def test_extending_a_cosine_midway_continues_from_where_it_was(tmp_path):
 
 
 def test_an_unchanged_cosine_resumes_bit_for_bit(tmp_path):
-    from test_train import params_of
 
     raw = make_config(tmp_path, max_steps=12, lr_schedule="cosine", lr_decay_steps=12, checkpoint_every=100)
     raw["output"]["dir"] = str(tmp_path / "straight")

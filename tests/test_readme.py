@@ -9,8 +9,6 @@ import shlex
 import subprocess
 import sys
 
-import pytest
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHORT = ["--set", "training.max_steps=20", "--set", "training.eval_every=10"]  # minutes of training cut to steps
 

@@ -11,28 +11,14 @@ import time
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from charrnn_cli import checkpoint as ckpt
 from charrnn_cli import data as data_mod
-from charrnn_cli.cli import main
 from charrnn_cli.config import ConfigError, from_dict, load_config
 from charrnn_cli.runfolder import read_metrics
 from charrnn_cli.training import Run, train
 
-from test_train import make_config, make_text, write_yaml
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def one_line(r):
-    return "Traceback" not in r.output and r.output.strip().count("\n") == 0
-
-
-def steps_logged(run_dir):
-    return [r["step"] for r in read_metrics(os.path.join(run_dir, "metrics.jsonl")) if r["train_loss"] is not None]
+from conftest import invoke, make_config, make_text, one_line, params_of, steps_logged, wait_for_lines, write_yaml
 
 
 # ---- the run folder -------------------------------------------------------------------------
@@ -81,20 +67,10 @@ def _start_long_run(tmp_path, **training):
     return cfg, proc
 
 
-def _wait_for_lines(path, n, proc, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if path.exists() and path.read_text().count("\n") >= n:
-            return
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.05)
-    raise AssertionError(f"{path} did not reach {n} lines")
-
-
 def test_a_locked_folder_refuses_a_second_run_and_sigkill_releases_it_then_resume_trims_the_log(tmp_path):
     cfg, proc = _start_long_run(tmp_path)
     try:
-        _wait_for_lines(tmp_path / "run" / "metrics.jsonl", 8, proc)
+        wait_for_lines(tmp_path / "run" / "metrics.jsonl", 8, proc)
         r = invoke("train", cfg, "--quiet", "--overwrite")
         assert r.exit_code == 1 and one_line(r), r.output
         assert f"another run (pid {proc.pid} on " in r.output and str(tmp_path / "run") in r.output
@@ -590,7 +566,6 @@ def test_two_quick_signals_in_a_step_drop_it_and_save_the_run_as_the_step_before
     """An impatient double Ctrl-C lands in a step's compute: that step is dropped, its dropout draws
     put back, and the run saved, so nothing is lost and the resume is bit for bit."""
     from charrnn_cli.model import CharRNN
-    from test_train import params_of
 
     raw = make_config(tmp_path, max_steps=8, checkpoint_every=1000, eval_every=1000)  # nothing saved before
     straight = dict(raw, output={"dir": str(tmp_path / "straight")})

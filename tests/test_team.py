@@ -21,7 +21,7 @@ from charrnn_cli.model import CharRNN
 from charrnn_cli.optim import clip_and_step, global_norm, make_optimizer
 from charrnn_cli.team import SOLO, make_team
 
-from test_train import make_config, write_yaml
+from conftest import make_config, write_yaml, params_of
 
 
 def proc_stat(pid):
@@ -358,8 +358,6 @@ def test_charrnn_train_takes_the_team_by_itself_on_two_cores(tmp_path):
 def test_exact_resume_with_a_team_is_bitwise(tmp_path):
     """50 steps straight (crossing an epoch wrap, the last chunk short) against 23 + 27 resumed."""
     from charrnn_cli.training import train
-
-    from test_train import params_of
 
     raw = make_config(tmp_path, max_steps=50, eval_every=10, checkpoint_every=100, unit_split=2)
     straight = train(from_dict(raw), quiet=True)

@@ -9,7 +9,6 @@ import time
 
 import numpy as np
 import pytest
-import yaml
 from click.testing import CliRunner
 
 from charrnn_cli import checkpoint as ckpt
@@ -17,42 +16,7 @@ from charrnn_cli.cli import main
 from charrnn_cli.config import from_dict
 from charrnn_cli.training import train
 
-
-def make_text(path, n=3000, seed=0):
-    rng = np.random.default_rng(seed)
-    words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "é", "ß"]
-    out, size = [], 0
-    while size < n:
-        w = words[rng.integers(len(words))] + (" " if rng.random() < 0.85 else "\n")
-        out.append(w)
-        size += len(w)
-    path.write_text("".join(out)[:n], encoding="utf-8")
-    return path
-
-
-def make_config(tmp_path, **training):
-    text = make_text(tmp_path / "text.txt")
-    raw = {
-        "data": {"path": str(text), "val_fraction": 0.1, "min_count": 1},
-        "model": {"type": "lstm", "hidden_size": 12, "num_layers": 2, "dropout": 0.2},
-        "training": dict({"batch_size": 4, "seq_length": 16, "learning_rate": 0.01, "lr_schedule": "step",
-                          "max_steps": 8, "eval_every": 4, "eval_share": None, "checkpoint_every": 4, "log_every": 2,
-                          "seed": 3},
-                         **training),
-        "output": {"dir": str(tmp_path / "run")},
-    }
-    return raw
-
-
-def write_yaml(tmp_path, raw, name="cfg.yaml"):
-    p = tmp_path / name
-    p.write_text(yaml.safe_dump(raw))
-    return p
-
-
-def params_of(path):
-    ck = ckpt.load(path)
-    return {k: v for k, v in ck.arrays.items() if k.startswith(("rnn.", "decoder.", "optim.", "state."))}
+from conftest import make_config, write_yaml, params_of
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "rmsprop", "adagrad", "sgd"])

@@ -5,31 +5,21 @@ clear line (or the clean stop) that replaced it."""
 
 import json
 import os
+import signal
 import stat
+import subprocess
+import sys
 import time
 import zipfile
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from charrnn_cli import checkpoint as ckpt
-from charrnn_cli.cli import main
-from charrnn_cli.config import ConfigError, apply_overrides, from_dict, load_config, parse_yaml
-from charrnn_cli.data import Corpus, prepare, read_validation_split
+from charrnn_cli.config import ConfigError, from_dict
+from charrnn_cli.data import prepare, read_validation_split
 from charrnn_cli.training import train
-
-from test_train import make_config, make_text, write_yaml
-
-
-def invoke(*args, **kw):
-    return CliRunner().invoke(main, [str(a) for a in args], **kw)
-
-
-def one_line(r):
-    """A refusal as one clear line: a non-zero exit, no traceback, no exception escaping the command."""
-    return (r.exit_code not in (0, None) and (r.exception is None or isinstance(r.exception, SystemExit))
-            and "Traceback" not in r.output and r.output.strip() != "" and r.output.strip().count("\n") == 0)
+from conftest import make_text, make_config, write_yaml, invoke, refused
 
 
 def trained(tmp_path, **training):
@@ -83,7 +73,7 @@ def test_eval_of_a_crafted_checkpoint_writes_nothing_and_refuses(tmp_path, secre
     evil = craft(src, tmp_path / "evil.npz", _point_at(secret, tmp_path / "loot"))
     before = files_under(tmp_path)
     r = invoke("eval", evil)
-    assert one_line(r) and "other characters" in r.output, r.output
+    assert refused(r) and "other characters" in r.output, r.output
     assert not (tmp_path / "loot").exists()
     assert files_under(tmp_path) == before
 
@@ -142,22 +132,22 @@ def test_sample_novel_on_a_pipe_refuses_instead_of_blocking(tmp_path):
     os.mkfifo(fifo)
     evil = craft(src, tmp_path / "evil.npz", lambda c: c["data"].update(path=str(fifo), mode="lines"))
     r = invoke("sample", evil, "--items", "2", "--novel")
-    assert one_line(r) and "not a regular file" in r.output, r.output
+    assert refused(r) and "not a regular file" in r.output, r.output
     r = invoke("eval", evil)
-    assert one_line(r) and "not a regular file" in r.output, r.output
+    assert refused(r) and "not a regular file" in r.output, r.output
 
 
 # ---- a checkpoint's contents: bounded, checked, one line ------------------------------------
 
 
-def test_deeply_nested_json_in_a_checkpoint_is_one_line(tmp_path):
+def test_deeply_nested_json_in_a_checkpoint_is_refused(tmp_path):
     src, _ = trained(tmp_path, max_steps=2)
     deep = "[" * 100_000 + "]" * 100_000
     for name in ("config_json", "rng_state"):
         bad = craft(src, tmp_path / f"{name}.npz", **{name: np.array(deep)})
         for cmd in (("info",), ("sample", "--length", "5")):
             r = invoke(cmd[0], bad, *cmd[1:])
-            assert one_line(r) and "RecursionError" not in r.output, (name, cmd, r.output)
+            assert refused(r) and "RecursionError" not in r.output, (name, cmd, r.output)
 
 
 def test_a_vocabulary_with_a_lone_surrogate_is_refused_at_load(tmp_path):
@@ -166,7 +156,7 @@ def test_a_vocabulary_with_a_lone_surrogate_is_refused_at_load(tmp_path):
     v[-1] = 0xDFFF  # the largest stays the largest: still sorted
     bad = craft(src, tmp_path / "s.npz", vocab=v)
     r = invoke("sample", bad, "--length", "5")
-    assert one_line(r) and "surrogate" in r.output, r.output
+    assert refused(r) and "surrogate" in r.output, r.output
 
 
 def _zip_bomb(src, dst, name, shape):
@@ -193,7 +183,7 @@ def test_a_member_that_inflates_past_what_the_config_implies_is_refused_unread(t
     assert os.path.getsize(bomb) < 4 << 20
     t = time.monotonic()
     r = invoke("info", bomb)
-    assert one_line(r) and "decoder.bias" in r.output and "claims" in r.output, r.output
+    assert refused(r) and "decoder.bias" in r.output and "claims" in r.output, r.output
     assert time.monotonic() - t < 5
 
 
@@ -205,7 +195,7 @@ def test_a_member_holding_less_than_its_header_says_is_called_truncated(tmp_path
             data = zin.read(info.filename)
             zout.writestr(info.filename, data[:-8] if info.filename == "decoder.weight.npy" else data)
     r = invoke("info", dst)
-    assert one_line(r) and "decoder.weight" in r.output and "fewer bytes" in r.output, r.output
+    assert refused(r) and "decoder.weight" in r.output and "fewer bytes" in r.output, r.output
     assert "object arrays" not in r.output
 
 
@@ -220,7 +210,7 @@ def test_lying_scalars_are_refused_by_name(tmp_path, name, value, words):
     src, _ = trained(tmp_path, max_steps=2)
     bad = craft(src, tmp_path / "bad.npz", **{name.replace(".", "__"): value})
     r = invoke("info", bad)
-    assert one_line(r) and words in r.output, r.output
+    assert refused(r) and words in r.output, r.output
 
 
 def test_saved_step_reads_no_more_than_a_scalar(tmp_path):
@@ -249,7 +239,7 @@ def test_a_yaml_alias_bomb_is_refused_quickly(tmp_path):
     p.write_text(text)
     t = time.monotonic()
     r = invoke("train", p)
-    assert one_line(r) and "10,000 values" in r.output, r.output
+    assert refused(r) and "10,000 values" in r.output, r.output
     assert time.monotonic() - t < 2
 
 
@@ -263,7 +253,7 @@ def test_config_files_that_once_gave_tracebacks(tmp_path, text, words):
     p = tmp_path / "c.yaml"
     p.write_text(text)
     r = invoke("train", p)
-    assert one_line(r) and words in r.output, r.output
+    assert refused(r) and words in r.output, r.output
 
 
 @pytest.mark.parametrize("setting, words", [
@@ -274,7 +264,7 @@ def test_config_files_that_once_gave_tracebacks(tmp_path, text, words):
 def test_overrides_that_once_gave_tracebacks(tmp_path, setting, words):
     text = make_text(tmp_path / "t.txt")
     r = invoke("train", text, "--set", setting)
-    assert one_line(r) and words in r.output, r.output
+    assert refused(r) and words in r.output, r.output
 
 
 def test_a_value_in_a_message_is_cut_short():
@@ -294,7 +284,7 @@ def test_a_model_too_big_for_memory_is_refused_before_allocating(tmp_path):
     text = make_text(tmp_path / "t.txt")
     r = invoke("train", text, "--set", "model.num_layers=1000", "--set", "model.hidden_size=2048",
                "--set", f"output.dir={tmp_path / 'big'}")
-    assert one_line(r) and "needs about" in r.output, r.output
+    assert refused(r) and "needs about" in r.output, r.output
 
 
 # ---- data files -----------------------------------------------------------------------------
@@ -304,14 +294,10 @@ def test_a_data_path_that_is_a_pipe_is_not_called_empty(tmp_path):
     fifo = tmp_path / "words.txt"
     os.mkfifo(fifo)
     r = invoke("train", fifo, "--set", f"output.dir={tmp_path / 'r'}")
-    assert one_line(r) and "not a regular file" in r.output, r.output
+    assert refused(r) and "not a regular file" in r.output, r.output
 
 
 # ---- signals and processes ------------------------------------------------------------------
-
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
 
 
 def _long_run(tmp_path, prelude="", **training):
@@ -381,6 +367,7 @@ def test_sighup_saves_like_sigterm(tmp_path):
 SLOW_SAVE = """
 import time
 import charrnn_cli.checkpoint as c
+
 _save = c.atomic_save_npz
 def slow(path, arrays):
     time.sleep(0.4)
@@ -414,7 +401,7 @@ def test_killed_before_the_first_checkpoint_the_refusal_names_no_missing_file(tm
     proc.wait()
     assert not (tmp_path / "run" / "latest.npz").exists()
     r = invoke("train", tmp_path / "cfg.yaml", "--quiet")
-    assert one_line(r) and "saved no checkpoint" in r.output and "latest.npz" not in r.output, r.output
+    assert refused(r) and "saved no checkpoint" in r.output and "latest.npz" not in r.output, r.output
 
 
 def test_more_processes_times_threads_than_cores_is_warned(tmp_path):
@@ -515,7 +502,7 @@ def test_a_list_of_one_item_says_so(tmp_path):
     f = tmp_path / "one.txt"
     f.write_text("a single item of forty-two characters, ok\n")
     r = invoke("train", f, "--lines", "--set", f"output.dir={tmp_path / 'r'}")
-    assert one_line(r) and "the list has 1 item" in r.output and "data.val_fraction=0" in r.output, r.output
+    assert refused(r) and "the list has 1 item" in r.output and "data.val_fraction=0" in r.output, r.output
 
 
 def test_items_never_print_an_empty_line_and_say_what_was_dropped(tmp_path):

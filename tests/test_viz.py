@@ -9,22 +9,17 @@ import subprocess
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from charrnn_cli import checkpoint as ckpt
-from charrnn_cli.cli import main
 from charrnn_cli.config import from_dict
 from charrnn_cli.training import train
 from charrnn_cli.viz import analyze, features, find_units
 
-from test_train import make_config
+from conftest import make_config, write_yaml, names_config, invoke
+
 
 BROWSER = next((b for b in ("chromium-headless-shell", "chromium", "chromium-browser", "google-chrome")
                 if shutil.which(b)), None)
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")
@@ -190,10 +185,8 @@ def test_the_page_decodes_its_activation_codes(trained, tmp_path, monkeypatch, b
 
 
 def test_a_lines_model_is_read_as_items_as_eval_reads_it(tmp_path):
-    from test_lines import _names_config
-    from test_train import write_yaml
 
-    raw = _names_config(tmp_path, max_steps=30)
+    raw = names_config(tmp_path, max_steps=30)
     assert invoke("train", write_yaml(tmp_path, raw), "--quiet").exit_code == 0
     best, names = tmp_path / "run" / "best.npz", raw["data"]["path"]
     recs = [json.loads(line) for line in invoke("viz", best, names, "--json", "--max-chars", 10 ** 6).output.splitlines()]
