@@ -69,7 +69,7 @@ def steady_rate(step, chars_per_step, steps, repeats):
 
 
 def train_config(mt, L, H, split=None):
-    from charrnn_cli.config import from_dict
+    from charrnn_cli.io.config import from_dict
 
     return from_dict({"model": {"type": mt, "num_layers": L, "hidden_size": H}, "training": {"unit_split": split}})
 
@@ -77,7 +77,7 @@ def train_config(mt, L, H, split=None):
 def train_env(mt, L, H, split=None):
     """The environment `charrnn train` gives itself for this model: its BLAS threads (cores.py)."""
     try:
-        from charrnn_cli.cores import THREAD_VARIABLES, plan_threads
+        from charrnn_cli.parallel.cores import THREAD_VARIABLES, plan_threads
     except ImportError:  # a checkout from before the team (benchmarks/ab.py)
         return dict(os.environ)
     cfg = train_config(mt, L, H, split)
@@ -91,17 +91,17 @@ def charrnn_step(mt, L, H, B, T, split=None):
     run_worker does."""
     import numpy as np
 
-    from charrnn_cli.config import TrainingConfig
-    from charrnn_cli.model import CharRNN
-    from charrnn_cli.optim import clip_gradients, global_norm, make_optimizer
+    from charrnn_cli.io.config import TrainingConfig
+    from charrnn_cli.nn.model import CharRNN
+    from charrnn_cli.nn.optim import clip_gradients, global_norm, make_optimizer
 
     try:
-        from charrnn_cli.cores import team_size
-        from charrnn_cli.team import make_team
+        from charrnn_cli.parallel.cores import team_size
+        from charrnn_cli.parallel.team import make_team
     except ImportError:  # a checkout from before the team (benchmarks/ab.py)
         team_size, make_team = None, None
     try:
-        from charrnn_cli.optim import clip_and_step
+        from charrnn_cli.nn.optim import clip_and_step
     except ImportError:  # a checkout from before the update was shared out: process 0 alone takes it
         clip_and_step = None
     model = CharRNN(mt, VOCAB, H, L)
@@ -161,7 +161,7 @@ def charrnn_breakdown(mt, L, H, B, T, steps, split=None):
 
     import numpy as np
 
-    from charrnn_cli import team as team_module
+    from charrnn_cli.parallel import team as team_module
 
     spent = {"products": 0.0}
     waits = np.frombuffer(mmap.mmap(-1, 4096), np.float64, count=64)  # seconds waited, by rank: shared by the fork
@@ -209,10 +209,10 @@ def dp_train(mt, L, H, B, T, steps, repeats):
     Rank 0 reports the global characters per second and the time the reduction took."""
     import numpy as np
 
-    from charrnn_cli.config import TrainingConfig
-    from charrnn_cli.dist import world
-    from charrnn_cli.model import CharRNN
-    from charrnn_cli.optim import clip_gradients, global_norm, make_optimizer
+    from charrnn_cli.io.config import TrainingConfig
+    from charrnn_cli.parallel.dist import world
+    from charrnn_cli.nn.model import CharRNN
+    from charrnn_cli.nn.optim import clip_gradients, global_norm, make_optimizer
 
     comm = world()
     b = B // comm.size
@@ -249,7 +249,7 @@ def dp_train(mt, L, H, B, T, steps, repeats):
 
 def gates(mt):
     """G, the gate blocks of a cell type, from the cell itself: gates("lstm") == 4"""
-    from charrnn_cli.cells import make_cell
+    from charrnn_cli.nn.cells import make_cell
 
     return make_cell(mt).gates
 
@@ -283,9 +283,9 @@ def sgemm(G, H, B, n, repeats):
 def charrnn_sample(mt, L, H, n_chars, repeats):
     import numpy as np
 
-    from charrnn_cli.model import CharRNN
-    from charrnn_cli.sample import generate
-    from charrnn_cli.vocab import Vocab
+    from charrnn_cli.nn.model import CharRNN
+    from charrnn_cli.tools.sample import generate
+    from charrnn_cli.io.vocab import Vocab
 
     vocab = Vocab(range(40, 40 + VOCAB))  # includes "a"
     model = CharRNN(mt, VOCAB, H, L)
@@ -358,9 +358,9 @@ def large_file(path, gib, steps):
     """Prepare a generated UTF-8 file of `gib` GiB, then train a few steps on it."""
     import numpy as np
 
-    from charrnn_cli.config import from_dict
-    from charrnn_cli.data import prepare
-    from charrnn_cli.training import train
+    from charrnn_cli.io.config import from_dict
+    from charrnn_cli.io.data import prepare
+    from charrnn_cli.training.loop import train
 
     cache = tempfile.mkdtemp(prefix="charrnn-bench-cache-")
     t0 = time.perf_counter()

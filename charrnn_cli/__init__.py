@@ -1,7 +1,7 @@
 """charrnn: character-level RNN, LSTM and GRU language models in plain NumPy.
 
 The Python API (api.py): charrnn_cli.load(checkpoint) -> Model (.sample, .stream, .score, .items)
-and charrnn_cli.training(config, overrides=...). They are imported on first use, so that importing
+and charrnn_cli.training.loop(config, overrides=...). They are imported on first use, so that importing
 the package (as the `charrnn` command does) does not load NumPy before `--threads` is applied.
 """
 

@@ -21,11 +21,11 @@ import os
 import numpy as np
 import yaml
 
-from . import checkpoint as ckpt
-from .config import ConfigError, config_for, find_target, resume_path
-from .data import as_items_text
-from .evaluate import score as _score
-from .sample import check_options, default_prime, generate, new_items, training_items
+from .io import checkpoint as ckpt
+from .io.config import ConfigError, config_for, find_target, resume_path
+from .io.data import as_items_text
+from .training.evaluate import score as _score
+from .tools.sample import check_options, default_prime, generate, new_items, training_items
 
 
 def load(path):
@@ -119,8 +119,8 @@ def train(config=None, overrides=None, resume=None, overwrite=False, minutes=Non
     as --set. resume: a checkpoint path, or a run folder for its latest.npz (the run goes on in its
     folder unless overrides name output.dir).
     """
-    from .config import Config
-    from .training import train as run_training
+    from .io.config import Config
+    from .training.loop import train as run_training
 
     if config is not None and not isinstance(config, (str, os.PathLike, Config)):
         raise TypeError(f"config must be a YAML path, a text file's path or a Config, got {type(config).__name__}")

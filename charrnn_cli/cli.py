@@ -9,9 +9,9 @@ import sys
 import click
 
 from . import __version__
-from .config import (ConfigError, bundled_configs, bundled_folder, bundled_summary, config_for, find_target,
+from .io.config import (ConfigError, bundled_configs, bundled_folder, bundled_summary, config_for, find_target,
                      is_config_path, load_config, overridden, resume_path)
-from .cores import oversubscribed, plan_threads, set_threads
+from .parallel.cores import oversubscribed, plan_threads, set_threads
 
 # NumPy is imported inside the commands, not here: `train --threads N` must set the BLAS thread
 # count before NumPy loads its BLAS library and starts the thread pool.
@@ -34,14 +34,14 @@ def main():
 def run():
     """The `charrnn` program: the command group, in a process that exits when it ends. Once a signal
     has stopped a run, later signals stay charrnn's until the exit (signals.HOLD_AFTER_STOP)."""
-    from . import signals
+    from .training import signals
 
     signals.HOLD_AFTER_STOP = True
     main()
 
 
 def _load_checkpoint(path, allow_nonfinite=False):
-    from .checkpoint import CheckpointError, load
+    from .io.checkpoint import CheckpointError, load
 
     try:
         return load(path, allow_nonfinite=allow_nonfinite)
@@ -120,8 +120,8 @@ def train(target, overrides, minutes, resume, overwrite, threads, lines, quiet, 
     crowded = oversubscribed(cfg.training, cfg.model, planned)
     if crowded:
         click.echo(crowded, err=True)
-    from .dist import DistError, world
-    from .training import train as run_training
+    from .parallel.dist import DistError, world
+    from .training.loop import train as run_training
 
     try:
         comm = world()  # one process, or this one's place in an MPI job
@@ -148,12 +148,12 @@ def train(target, overrides, minutes, resume, overwrite, threads, lines, quiet, 
 def _run_ends(comm, folder):
     """Every way a run can end but finishing, as the line and exit code the user gets: a user
     error, a signal, no memory, a file that cannot be written; a bug's traceback in an MPI job."""
-    from .checkpoint import CheckpointError
-    from .data import DataError
-    from .dist import DistError
-    from .runfolder import RunFolderError
-    from .signals import ForcedStop, exit_code, signal_name
-    from .training import Interrupted, TrainingError
+    from .io.checkpoint import CheckpointError
+    from .io.data import DataError
+    from .parallel.dist import DistError
+    from .training.runfolder import RunFolderError
+    from .training.signals import ForcedStop, exit_code, signal_name
+    from .training.loop import Interrupted, TrainingError
 
     try:
         yield
@@ -232,7 +232,7 @@ def _rising(p):
 def _end(comm, code, shared):
     """Exit with `code`. A problem only this process of a data-parallel job met would leave the
     others waiting for it: end the whole job (MPI_Abort) unless every process met it too."""
-    from .signals import SignalGuard
+    from .training.signals import SignalGuard
 
     SignalGuard.ignore_from_now()
     if comm.size > 1 and not shared:
@@ -285,7 +285,7 @@ def sample(checkpoint, prime, length, temperature, top_k, top_p, argmax, rng_see
     """
     import numpy as np
 
-    from .sample import OptionError, check_options, default_prime, generate
+    from .tools.sample import OptionError, check_options, default_prime, generate
 
     try:  # the API's checks, in its words; the option named as the command spells it
         check_options(length, temperature, top_k, top_p, num_samples, prime, items)
@@ -329,8 +329,8 @@ def sample(checkpoint, prime, length, temperature, top_k, top_p, argmax, rng_see
 def _sample_items(ck, n, novel, length, temperature, top_k, top_p, argmax, rng_seed):
     import numpy as np
 
-    from .data import DataError
-    from .sample import new_items, training_items
+    from .io.data import DataError
+    from .tools.sample import new_items, training_items
 
     if ck.config.data.mode != "lines" or "\n" not in ck.vocab:
         raise click.ClickException(f"{ck.path} was trained with data.mode {ck.config.data.mode}: --items needs a "
@@ -376,8 +376,8 @@ def eval_(checkpoint, file, as_json):
         charrnn eval runs/shakespeare/best.npz
         charrnn eval runs/shakespeare/best.npz data/tinyshakespeare.txt --json
     """
-    from .data import DataError
-    from .evaluate import bits, score_file, score_validation_split
+    from .io.data import DataError
+    from .training.evaluate import bits, score_file, score_validation_split
 
     ck = _load_checkpoint(checkpoint)
     unknown = {}
@@ -435,9 +435,9 @@ def info(checkpoint, as_json):
     """
     import numpy as np
 
-    from .checkpoint import FORMAT_VERSION
-    from .evaluate import bits
-    from .training import divergence, final_loss
+    from .io.checkpoint import FORMAT_VERSION
+    from .training.evaluate import bits
+    from .training.loop import divergence, final_loss
 
     ck = _load_checkpoint(checkpoint, allow_nonfinite=True)
     m = ck.config.model
@@ -538,7 +538,7 @@ def plot(run_dirs, output, title):
         charrnn plot runs/shakespeare -o curves.png
         charrnn plot runs/rnn runs/gru runs/shakespeare -o compare.png
     """
-    from .plot import PlotError, plot_runs
+    from .tools.plot import PlotError, plot_runs
 
     _check_output_folder(output)
 
@@ -594,8 +594,8 @@ def viz(checkpoint, file, output, max_chars, as_json):
         charrnn viz runs/shakespeare/best.npz data/tinyshakespeare.txt -o viz.html
         charrnn viz runs/shakespeare/best.npz notes.txt --max-chars 500 --json > chars.jsonl
     """
-    from .files import atomic_write
-    from .viz import analyze, find_units, mean_nats, page, page_data, records
+    from .io.files import atomic_write
+    from .tools.viz import analyze, find_units, mean_nats, page, page_data, records
 
     if not as_json:
         if max_chars > VIZ_MAX_CHARS:
@@ -670,7 +670,7 @@ def gradcheck(model_type, layers, hidden_size, seq_length, batch_size, vocab_siz
         charrnn gradcheck --model lstm --layers 3 --hidden-size 10
         charrnn gradcheck --config configs/shakespeare.yaml
     """
-    from .gradcheck import FLOOR, check_model
+    from .nn.gradcheck import FLOOR, check_model
 
     kw = {}
     if config_path is not None:

@@ -8,9 +8,9 @@ import numpy as np
 import yaml
 from click.testing import CliRunner
 
-from charrnn_cli import checkpoint as ckpt
+from charrnn_cli.io import checkpoint as ckpt
 from charrnn_cli.cli import main
-from charrnn_cli.runfolder import read_metrics
+from charrnn_cli.training.runfolder import read_metrics
 
 
 def make_text(path, n=3000, seed=0):

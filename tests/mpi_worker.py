@@ -5,9 +5,9 @@ import sys
 
 import numpy as np
 
-from charrnn_cli.config import load_config
-from charrnn_cli.dist import world
-from charrnn_cli.training import train
+from charrnn_cli.io.config import load_config
+from charrnn_cli.parallel.dist import world
+from charrnn_cli.training.loop import train
 
 
 def main(config_path, out):

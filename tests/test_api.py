@@ -5,7 +5,7 @@ import json
 import pytest
 
 import charrnn_cli as charrnn
-from charrnn_cli.checkpoint import CheckpointError
+from charrnn_cli.io.checkpoint import CheckpointError
 
 from conftest import make_config, write_yaml, NAMES, names_config, invoke
 

@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from charrnn_cli.cli import main
-from charrnn_cli.config import load_config
-from charrnn_cli.model import CharRNN
-from charrnn_cli.optim import clip_gradients, learning_rate
+from charrnn_cli.io.config import load_config
+from charrnn_cli.nn.model import CharRNN
+from charrnn_cli.nn.optim import clip_gradients, learning_rate
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,7 +64,7 @@ def test_pytorch_init_statistics():
 
 
 def test_cosine_schedule_and_warmup():
-    from charrnn_cli.config import from_dict
+    from charrnn_cli.io.config import from_dict
 
     t = from_dict({"training": {"lr_schedule": "cosine", "max_steps": 100, "learning_rate": 1.0,
                                 "lr_min_fraction": 0.1, "warmup_steps": 10}}).training

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from charrnn_cli import checkpoint as ckpt
+from charrnn_cli.io import checkpoint as ckpt
 from charrnn_cli.cli import main, sparkline
-from charrnn_cli.config import from_dict
-from charrnn_cli.model import CharRNN
-from charrnn_cli.sample import _choose
-from charrnn_cli.vocab import Vocab
+from charrnn_cli.io.config import from_dict
+from charrnn_cli.nn.model import CharRNN
+from charrnn_cli.tools.sample import _choose
+from charrnn_cli.io.vocab import Vocab
 
 
 TEXT = "hello world\nthe quick brown fox\n"
@@ -65,7 +65,7 @@ def test_argmax_ignores_the_rng_and_equals_top_k_1(ck):
 
 
 def test_gumbel_rows_in_blocks_are_the_single_draws():
-    from charrnn_cli.sample import _gumbel, _gumbel_rows
+    from charrnn_cli.tools.sample import _gumbel, _gumbel_rows
 
     rows = list(_gumbel_rows(np.random.default_rng(3), 5, 10, rows=4))  # blocks of 4, 4, 2
     np.testing.assert_array_equal(np.array(rows), _gumbel(np.random.default_rng(3), (10, 5)))
@@ -75,7 +75,7 @@ def test_gumbel_rows_in_blocks_are_the_single_draws():
 
 
 def test_choose_one_matches_choose():
-    from charrnn_cli.sample import _choose_one, _gumbel
+    from charrnn_cli.tools.sample import _choose_one, _gumbel
 
     rng = np.random.default_rng(1)
     for _ in range(200):
@@ -88,7 +88,7 @@ def test_choose_one_matches_choose():
 
 
 def test_choose_temperature_top_k_and_argmax():
-    from charrnn_cli.sample import _gumbel
+    from charrnn_cli.tools.sample import _gumbel
 
     rng = np.random.default_rng(0)
     logits = np.tile(np.log(np.array([0.5, 0.3, 0.15, 0.05])), (20000, 1))
@@ -149,8 +149,8 @@ def test_eval_matches_a_hand_computed_case(tmp_path):
 
 
 def test_eval_carries_state_across_chunks(tmp_path, monkeypatch):
-    from charrnn_cli import data as data_mod
-    from charrnn_cli.evaluate import score_file
+    from charrnn_cli.io import data as data_mod
+    from charrnn_cli.training.evaluate import score_file
 
     path, model, vocab = make_checkpoint(tmp_path / "m.npz", mt="gru", layers=2)
     text = (TEXT * 7)[:150]

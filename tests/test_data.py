@@ -5,9 +5,9 @@ import os
 import numpy as np
 import pytest
 
-from charrnn_cli import data as data_mod
-from charrnn_cli.data import DataError, Streams, prepare, scan_vocab
-from charrnn_cli.vocab import Vocab
+from charrnn_cli.io import data as data_mod
+from charrnn_cli.io.data import DataError, Streams, prepare, scan_vocab
+from charrnn_cli.io.vocab import Vocab
 
 
 def test_vocab_is_sorted_code_points_and_encodes_unicode(tmp_path):

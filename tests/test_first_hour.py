@@ -5,11 +5,11 @@ import json
 
 import numpy as np
 
-from charrnn_cli import checkpoint as ckpt
-from charrnn_cli.config import from_dict
-from charrnn_cli.data import prepare, scan_vocab
-from charrnn_cli.training import train
-from charrnn_cli.vocab import UNKNOWN
+from charrnn_cli.io import checkpoint as ckpt
+from charrnn_cli.io.config import from_dict
+from charrnn_cli.io.data import prepare, scan_vocab
+from charrnn_cli.training.loop import train
+from charrnn_cli.io.vocab import UNKNOWN
 
 from conftest import make_text, write_yaml, invoke
 
@@ -100,7 +100,7 @@ def words(path, n=3000, seed=0):
 
 
 def test_a_lines_run_on_a_list_gets_a_model_and_stop_rule_sized_to_it(tmp_path, monkeypatch):
-    from charrnn_cli.config import own_text_config, sized_for_list
+    from charrnn_cli.io.config import own_text_config, sized_for_list
 
     monkeypatch.chdir(tmp_path)
     words(tmp_path / "words.txt")

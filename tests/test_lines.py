@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from charrnn_cli import checkpoint as ckpt
+from charrnn_cli.io import checkpoint as ckpt
 from charrnn_cli.cli import main
-from charrnn_cli.config import from_dict
-from charrnn_cli.data import as_lines, prepare
-from charrnn_cli.gradcheck import check_model
-from charrnn_cli.model import CharRNN
-from charrnn_cli.training import train
+from charrnn_cli.io.config import from_dict
+from charrnn_cli.io.data import as_lines, prepare
+from charrnn_cli.nn.gradcheck import check_model
+from charrnn_cli.nn.model import CharRNN
+from charrnn_cli.training.loop import train
 
 from conftest import make_config, write_yaml, params_of, NAMES, names_config, invoke
 

@@ -5,10 +5,10 @@ import math
 import numpy as np
 import pytest
 
-from charrnn_cli.cells import Workspace, aligned_zeros
-from charrnn_cli.gradcheck import check_model
-from charrnn_cli import model as model_mod
-from charrnn_cli.model import CharRNN, lookup_columns, scatter_columns, softmax_cross_entropy
+from charrnn_cli.nn.cells import Workspace, aligned_zeros
+from charrnn_cli.nn.gradcheck import check_model
+from charrnn_cli.nn import model as model_mod
+from charrnn_cli.nn.model import CharRNN, lookup_columns, scatter_columns, softmax_cross_entropy
 
 TYPES = ["rnn", "lstm", "gru"]
 
@@ -27,7 +27,7 @@ def test_gradients_match_finite_differences(mt, layers, dropout):
 
 def test_gradcheck_detects_a_wrong_gradient(monkeypatch):
     # a deliberately broken backward must be caught: the check can fail
-    from charrnn_cli import cells
+    from charrnn_cli.nn import cells
 
     orig = cells.LSTMCell.backward
 
@@ -267,7 +267,7 @@ def test_matches_pytorch(mt):
 
 @pytest.mark.parametrize("mt", TYPES)
 def test_input_and_recurrent_bias_split_b_hh(mt):
-    from charrnn_cli.cells import make_cell
+    from charrnn_cli.nn.cells import make_cell
 
     cell, rng = make_cell(mt), np.random.default_rng(0)
     bx, bh = rng.normal(size=12), rng.normal(size=12)  # 12 rows: H = 12, 3 or 4 for 1, 4 or 3 gates

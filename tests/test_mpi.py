@@ -14,9 +14,9 @@ import time
 import numpy as np
 import pytest
 
-from charrnn_cli import checkpoint as ckpt
-from charrnn_cli.dist import Single, launcher_size, split
-from charrnn_cli.runfolder import read_metrics
+from charrnn_cli.io import checkpoint as ckpt
+from charrnn_cli.parallel.dist import Single, launcher_size, split
+from charrnn_cli.training.runfolder import read_metrics
 
 from conftest import make_config, write_yaml, wait_for_lines
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import yaml
 
-from charrnn_cli import checkpoint as ckpt
-from charrnn_cli.config import from_dict, load_config
-from charrnn_cli.training import Run, ValidationPlan, train
+from charrnn_cli.io import checkpoint as ckpt
+from charrnn_cli.io.config import from_dict, load_config
+from charrnn_cli.training.loop import Run, ValidationPlan, train
 
 from conftest import invoke, make_config, make_text, metrics_of, one_line, params_of, write_yaml
 
@@ -137,7 +137,7 @@ def test_a_config_naming_only_its_text_trains_the_default_model_into_runs_name(t
     make_text(tmp_path / "code.txt")
     (tmp_path / "c.yaml").write_text("data:\n  path: code.txt\ntraining:\n  max_steps: 2\n")
     from_file = load_config(tmp_path / "c.yaml")
-    from charrnn_cli.config import own_text_config
+    from charrnn_cli.io.config import own_text_config
 
     own = own_text_config("code.txt", ["training.max_steps=2"])
     assert from_file.to_dict() == own.to_dict()
@@ -360,7 +360,7 @@ def test_a_log_file_gets_plain_progress_lines_not_a_redrawn_bar(tmp_path):
 def test_plain_lines_come_at_most_every_30_seconds_validations_aside(monkeypatch):
     import io
 
-    from charrnn_cli import progress
+    from charrnn_cli.training import progress
 
     clock = [100.0]
     monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
@@ -422,7 +422,7 @@ def test_eval_without_a_file_scores_the_runs_validation_split(tmp_path, monkeypa
 
 
 def _probs_chosen(logits, n=40000, **kw):
-    from charrnn_cli.sample import _choose, _gumbel
+    from charrnn_cli.tools.sample import _choose, _gumbel
 
     rng = np.random.default_rng(0)
     z = np.repeat(np.asarray(logits, dtype=np.float64)[None], n, axis=0)

@@ -1,14 +1,14 @@
-"""The fast path against the plain statement of the math (charrnn_cli/reference.py), in float64 to
+"""The fast path against the plain statement of the math (charrnn_cli/nn/reference.py), in float64 to
 1e-12: every cell, two layers, dropout, state resets inside the chunk, a carried state, the loss,
 every gradient, the initial state's gradient, and one update of every optimizer."""
 
 import numpy as np
 import pytest
 
-from charrnn_cli import reference as ref
-from charrnn_cli.model import CharRNN
-from charrnn_cli.optim import clip_gradients, make_optimizer
-from charrnn_cli.config import from_dict
+from charrnn_cli.nn import reference as ref
+from charrnn_cli.nn.model import CharRNN
+from charrnn_cli.nn.optim import clip_gradients, make_optimizer
+from charrnn_cli.io.config import from_dict
 
 TOL = 1e-12
 

@@ -12,11 +12,11 @@ import time
 import numpy as np
 import pytest
 
-from charrnn_cli import checkpoint as ckpt
-from charrnn_cli import data as data_mod
-from charrnn_cli.config import ConfigError, from_dict, load_config
-from charrnn_cli.runfolder import read_metrics
-from charrnn_cli.training import Run, train
+from charrnn_cli.io import checkpoint as ckpt
+from charrnn_cli.io import data as data_mod
+from charrnn_cli.io.config import ConfigError, from_dict, load_config
+from charrnn_cli.training.runfolder import read_metrics
+from charrnn_cli.training.loop import Run, train
 
 from conftest import invoke, make_config, make_text, one_line, params_of, steps_logged, wait_for_lines, write_yaml
 
@@ -136,7 +136,7 @@ def test_metrics_lines_are_whole_and_a_torn_last_line_is_skipped(tmp_path, monke
     assert steps_logged(tmp_path / "run") == [2, 4, 6]
 
     # a short write (the disk filled mid-line) is cut back off, and the error names the file
-    from charrnn_cli import runfolder
+    from charrnn_cli.training import runfolder
 
     real_write = os.write
     folder = runfolder.RunFolder(str(tmp_path / "run"))
@@ -565,7 +565,7 @@ def test_sigterm_during_the_final_validation_is_answered(tmp_path, monkeypatch):
 def test_two_quick_signals_in_a_step_drop_it_and_save_the_run_as_the_step_before_left_it(tmp_path, monkeypatch):
     """An impatient double Ctrl-C lands in a step's compute: that step is dropped, its dropout draws
     put back, and the run saved, so nothing is lost and the resume is bit for bit."""
-    from charrnn_cli.model import CharRNN
+    from charrnn_cli.nn.model import CharRNN
 
     raw = make_config(tmp_path, max_steps=8, checkpoint_every=1000, eval_every=1000)  # nothing saved before
     straight = dict(raw, output={"dir": str(tmp_path / "straight")})

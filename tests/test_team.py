@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from charrnn_cli import checkpoint as ckpt
+from charrnn_cli.io import checkpoint as ckpt
 from charrnn_cli.cli import main
-from charrnn_cli.config import ConfigError, TrainingConfig, from_dict
-from charrnn_cli import cores
-from charrnn_cli.cores import auto_team, blas_pin_note, cpu_vector_level, plan_threads, team_size
-from charrnn_cli.model import CharRNN
-from charrnn_cli.optim import clip_and_step, global_norm, make_optimizer
-from charrnn_cli.team import SOLO, make_team
+from charrnn_cli.io.config import ConfigError, TrainingConfig, from_dict
+from charrnn_cli.parallel import cores
+from charrnn_cli.parallel.cores import auto_team, blas_pin_note, cpu_vector_level, plan_threads, team_size
+from charrnn_cli.nn.model import CharRNN
+from charrnn_cli.nn.optim import clip_and_step, global_norm, make_optimizer
+from charrnn_cli.parallel.team import SOLO, make_team
 
 from conftest import make_config, write_yaml, params_of
 
@@ -269,7 +269,7 @@ def test_a_failed_helper_stops_the_run_with_one_line(tmp_path, monkeypatch, how)
 
 def test_a_helper_failing_in_the_update_stops_the_run_unsaved(tmp_path, monkeypatch):
     """The parameters are then part updated: nothing is saved after the last checkpoint."""
-    from charrnn_cli import training
+    from charrnn_cli.training import loop as training
 
     real, calls = training.clip_and_step, {"n": 0}
 
@@ -357,7 +357,7 @@ def test_charrnn_train_takes_the_team_by_itself_on_two_cores(tmp_path):
 
 def test_exact_resume_with_a_team_is_bitwise(tmp_path):
     """50 steps straight (crossing an epoch wrap, the last chunk short) against 23 + 27 resumed."""
-    from charrnn_cli.training import train
+    from charrnn_cli.training.loop import train
 
     raw = make_config(tmp_path, max_steps=50, eval_every=10, checkpoint_every=100, unit_split=2)
     straight = train(from_dict(raw), quiet=True)

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from charrnn_cli import checkpoint as ckpt
+from charrnn_cli.io import checkpoint as ckpt
 from charrnn_cli.cli import main
-from charrnn_cli.config import from_dict
-from charrnn_cli.training import train
+from charrnn_cli.io.config import from_dict
+from charrnn_cli.training.loop import train
 
 from conftest import make_config, write_yaml, params_of
 
@@ -74,7 +74,7 @@ def test_checkpoint_round_trip_and_contents(tmp_path):
         assert required in names, required
     assert ck.scalar("train.step") == 8 and ck.config.model.hidden_size == 12
     model = ck.build_model()
-    from charrnn_cli.model import CharRNN
+    from charrnn_cli.nn.model import CharRNN
 
     assert isinstance(model, CharRNN)
     sd = model.state_dict()
@@ -134,7 +134,7 @@ def test_atomic_write_survives_a_crash_mid_write(tmp_path, monkeypatch):
 
 
 def test_nan_loss_stops_with_the_last_good_checkpoint(tmp_path, monkeypatch):
-    from charrnn_cli.model import CharRNN
+    from charrnn_cli.nn.model import CharRNN
 
     raw = make_config(tmp_path, max_steps=20, checkpoint_every=4)
     real_forward = CharRNN.forward
@@ -236,7 +236,7 @@ def test_cli_tiny_config_runs(monkeypatch, tmp_path):
 
 
 def test_state_is_carried_between_steps_and_reset_at_the_epoch_wrap(tmp_path, monkeypatch):
-    from charrnn_cli.model import CharRNN
+    from charrnn_cli.nn.model import CharRNN
 
     raw = make_config(tmp_path, max_steps=50, eval_every=1000, checkpoint_every=1000)
     raw["model"]["dropout"] = 0.0

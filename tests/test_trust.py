@@ -15,10 +15,10 @@ import zipfile
 import numpy as np
 import pytest
 
-from charrnn_cli import checkpoint as ckpt
-from charrnn_cli.config import ConfigError, from_dict
-from charrnn_cli.data import prepare, read_validation_split
-from charrnn_cli.training import train
+from charrnn_cli.io import checkpoint as ckpt
+from charrnn_cli.io.config import ConfigError, from_dict
+from charrnn_cli.io.data import prepare, read_validation_split
+from charrnn_cli.training.loop import train
 from conftest import make_text, make_config, write_yaml, invoke, refused
 
 
@@ -274,7 +274,7 @@ def test_a_value_in_a_message_is_cut_short():
 
 
 def test_a_model_too_big_for_memory_is_refused_before_allocating(tmp_path):
-    from charrnn_cli.training import _check_memory, training_bytes
+    from charrnn_cli.training.loop import _check_memory, training_bytes
 
     cfg = from_dict({"model": {"num_layers": 1000, "hidden_size": 1024}})
     assert training_bytes(cfg, 100) > 24 << 30
@@ -366,7 +366,7 @@ def test_sighup_saves_like_sigterm(tmp_path):
 
 SLOW_SAVE = """
 import time
-import charrnn_cli.checkpoint as c
+import charrnn_cli.io.checkpoint as c
 
 _save = c.atomic_save_npz
 def slow(path, arrays):
@@ -405,7 +405,7 @@ def test_killed_before_the_first_checkpoint_the_refusal_names_no_missing_file(tm
 
 
 def test_more_processes_times_threads_than_cores_is_warned(tmp_path):
-    from charrnn_cli.cores import oversubscribed
+    from charrnn_cli.parallel.cores import oversubscribed
 
     def cfg(**t):
         return from_dict({"model": {"hidden_size": 256}, "training": t})
@@ -506,8 +506,8 @@ def test_a_list_of_one_item_says_so(tmp_path):
 
 
 def test_items_never_print_an_empty_line_and_say_what_was_dropped(tmp_path):
-    from charrnn_cli.sample import new_items
-    from charrnn_cli.vocab import Vocab
+    from charrnn_cli.tools.sample import new_items
+    from charrnn_cli.io.vocab import Vocab
 
     class EndsAtOnce:  # a model that gives the end marker first, then 'a' forever
         def prepare_step(self, n):

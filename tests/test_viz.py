@@ -10,10 +10,10 @@ import subprocess
 import numpy as np
 import pytest
 
-from charrnn_cli import checkpoint as ckpt
-from charrnn_cli.config import from_dict
-from charrnn_cli.training import train
-from charrnn_cli.viz import analyze, features, find_units
+from charrnn_cli.io import checkpoint as ckpt
+from charrnn_cli.io.config import from_dict
+from charrnn_cli.training.loop import train
+from charrnn_cli.tools.viz import analyze, features, find_units
 
 from conftest import make_config, write_yaml, names_config, invoke
 
@@ -158,7 +158,7 @@ def test_the_page_renders_in_a_headless_browser(trained, tmp_path):
 def test_the_page_decodes_its_activation_codes(trained, tmp_path, monkeypatch, budget, bits):
     """Activations packed 8, 4 or 2 bits to a value come back, in the browser, as the colours of
     their quantized values: a unit ramping from -1 to +1 over the text."""
-    from charrnn_cli import viz
+    from charrnn_cli.tools import viz
 
     monkeypatch.setattr(viz, "BUDGET_BYTES", budget)
     ck = ckpt.load(str(trained[0]))

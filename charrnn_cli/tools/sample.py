@@ -43,7 +43,7 @@ def check_options(length=500, temperature=1.0, top_k=None, top_p=None, num_sampl
     >>> check_options(temperature=float("inf"))
     Traceback (most recent call last):
     ...
-    charrnn_cli.sample.OptionError: temperature must be a finite number > 0
+    charrnn_cli.tools.sample.OptionError: temperature must be a finite number > 0
     """
     def integer(name, v, least):
         if isinstance(v, bool) or not isinstance(v, numbers.Integral):
@@ -242,8 +242,8 @@ def new_items(model, vocab, n, known=frozenset(), temperature=1.0, top_k=None, a
 def training_items(path, checkpoint_path):
     """The items (non-empty lines, carriage returns dropped) of a checkpoint's training file, as a
     set; DataError naming the file when it cannot be read."""
-    from .config import locate
-    from .data import DataError, items_of
+    from ..io.config import locate
+    from ..io.data import DataError, items_of
 
     path = locate(path, checkpoint_path) or path  # from here, else from the checkpoint's folder upwards
     if os.path.exists(path) and not os.path.isfile(path):

@@ -6,8 +6,8 @@ Reads OUTPUT_DIR/metrics.jsonl of each run; matplotlib is an optional extra (cha
 import math
 import os
 
-from . import runfolder
-from .files import atomic_write
+from ..training import runfolder
+from ..io.files import atomic_write
 
 
 class PlotError(ValueError):

@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from .data import as_items_text
+from ..io.data import as_items_text
 
 TOP = 5  # predictions kept per character
 CHUNK = 256  # characters per forward pass (as score_file)

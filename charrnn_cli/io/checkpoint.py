@@ -41,10 +41,10 @@ import zlib
 import numpy as np
 
 from . import config as config_mod
-from .cells import make_cell
+from ..nn.cells import make_cell
 from .files import atomic_write
-from .model import CharRNN, state_dict_names
-from .optim import OPTIMIZERS
+from ..nn.model import CharRNN, state_dict_names
+from ..nn.optim import OPTIMIZERS
 from .vocab import Vocab
 
 FORMAT_VERSION = 2

@@ -22,18 +22,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import checkpoint as ckpt
-from .data import DataError, Streams, prepare
-from .dist import Single, world
+from ..io import checkpoint as ckpt
+from ..io.data import DataError, Streams, prepare
+from ..parallel.dist import Single, world
 from .evaluate import score_sums
-from .model import CharRNN
-from .config import ConfigError
-from .cores import blas_pin_note, team_size
+from ..nn.model import CharRNN
+from ..io.config import ConfigError
+from ..parallel.cores import blas_pin_note, team_size
 from .progress import ProgressView
-from .optim import clip_and_step, cosine_fraction, global_norm, learning_rate, make_optimizer
+from ..nn.optim import clip_and_step, cosine_fraction, global_norm, learning_rate, make_optimizer
 from .runfolder import OtherProcessFolder, RunFolder
 from .signals import ForcedStop, SignalGuard, Stop, signal_name
-from .team import SOLO, TeamError, TeamStalled, make_team
+from ..parallel.team import SOLO, TeamError, TeamStalled, make_team
 
 
 class TrainingError(RuntimeError):
@@ -131,7 +131,7 @@ def _check_resume(ck, cfg, vocab):
 def _vocab_change(old, new, limit=8):
     """The characters a text gained and lost against a run's vocabulary, as a phrase.
 
-    >>> from charrnn_cli.vocab import Vocab
+    >>> from charrnn_cli.io.vocab import Vocab
     >>> _vocab_change(Vocab.from_text("abc"), Vocab.from_text("abd~"))
     "the text has 2 characters the run never saw ('d', '~') and lacks 1 it had ('c')"
     """
@@ -456,7 +456,7 @@ class ValidationPlan:
     character (2.4-2.7 for LSTM, GRU and RNN, measured on 2 cores). So between two validations
     eval_every steps train eval_every x batch_size x seq_length characters, and validation keeps
     within eval_share by scoring at most share / (1 - share) x FORWARD_RATIO times that.
-    >>> from charrnn_cli.config import from_dict
+    >>> from charrnn_cli.io.config import from_dict
     >>> ValidationPlan(from_dict({"training": {"eval_every": 10, "batch_size": 4, "seq_length": 10}}).training,
     ...                10 ** 6).chars
     111
@@ -540,7 +540,7 @@ def training_bytes(cfg, V):
 
 def _check_memory(cfg, V, available=None):
     """Refuse, before allocating anything, a model whose training does not fit in memory."""
-    from .cores import available_memory
+    from ..parallel.cores import available_memory
 
     need = training_bytes(cfg, V)
     have = available_memory() if available is None else available

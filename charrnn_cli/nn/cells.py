@@ -62,7 +62,7 @@ import math
 
 import numpy as np
 
-from .team import SOLO
+from ..parallel.team import SOLO
 
 
 class Workspace:

@@ -23,7 +23,7 @@ the same layout as PyTorch's h_0 / (h_0, c_0). The model holds only math: no fil
 import numpy as np
 
 from .cells import Workspace, aligned_zeros, as_matrix, make_cell, rowsum
-from .team import SOLO
+from ..parallel.team import SOLO
 
 
 def init_params(cell, vocab_size, hidden_size, num_layers, rng, dtype, init="pytorch", init_scale=None, forget_bias=0.0):

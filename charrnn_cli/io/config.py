@@ -379,7 +379,7 @@ def sized_for_list(n):
 def bundled_folder(kind):
     """The folder of the bundled `configs` or `data`: inside the installed package, or beside it
     in a clone of the repository (where an editable install finds them)."""
-    here = os.path.dirname(os.path.abspath(__file__))
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the package: charrnn_cli/
     for folder in (os.path.join(here, kind), os.path.join(os.path.dirname(here), kind)):
         if os.path.isdir(folder):
             return folder

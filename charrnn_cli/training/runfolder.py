@@ -20,8 +20,8 @@ import math
 import os
 import tempfile
 
-from .files import atomic_write
-from .locks import FileLock, LockTaken
+from ..io.files import atomic_write
+from ..io.locks import FileLock, LockTaken
 
 RUN_FILES = ("latest.npz", "best.npz", "metrics.jsonl")
 
@@ -88,7 +88,7 @@ class RunFolder:
         """A resume from an older checkpoint of this folder (best.npz from before the last save, a
         copy) would go on over the run's later steps: its next saves replace latest.npz and best.npz.
         Refuse unless --overwrite; a latest.npz that cannot be read (the reason to go back) is no bar."""
-        from .checkpoint import saved_step  # NumPy: loaded by now, not when this module is imported
+        from ..io.checkpoint import saved_step  # NumPy: loaded by now, not when this module is imported
 
         if not os.path.exists(self.latest) or _same_path(resume, self.latest):
             return

@@ -11,8 +11,8 @@ import os
 
 import numpy as np
 
-from .data import Streams
-from .team import SOLO
+from ..io.data import Streams
+from ..parallel.team import SOLO
 
 LN2 = math.log(2.0)
 
@@ -29,8 +29,8 @@ def score_sums(model, data, streams=1, seq_length=256, max_chars=None, rank=0, s
     process's. nl: lines mode, the newline's index: the state resets where an item starts, and
     the targets that are newlines (items ended) are counted. team: the training's team
     (team.py), which then shares each forward pass."""
-    from .data import last_newline
-    from .dist import split
+    from ..io.data import last_newline
+    from ..parallel.dist import split
 
     if max_chars is not None:
         data = data[: max_chars + 1]
@@ -70,7 +70,7 @@ def score_file(model, vocab, path, seq_length=256, lines=False):
     predicted nor used as context. Returns (nats_per_char, chars_scored, {outside char: count}).
     Memory is bounded by the read size, whatever the file's length.
     """
-    from .data import text_chunks
+    from ..io.data import text_chunks
 
     lut = vocab.lookup_table(np.int64, fill=-1)  # -1: not in the vocabulary
     unk = vocab.unk
@@ -118,8 +118,8 @@ def score_validation_split(ck, model, warn=None):
     chars_scored, data_path); raises DataError when the file is gone, is not a regular file, its
     characters differ, or there is no validation split.
     """
-    from .config import locate
-    from .data import DataError, check_text_file, find_cache, read_validation_split
+    from ..io.config import locate
+    from ..io.data import DataError, check_text_file, find_cache, read_validation_split
 
     d = ck.config.data
     if d.val_fraction == 0:
