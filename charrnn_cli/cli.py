@@ -153,7 +153,7 @@ def _run_ends(comm, folder):
     from .parallel.dist import DistError
     from .training.runfolder import RunFolderError
     from .training.signals import ForcedStop, exit_code, signal_name
-    from .training.loop import Interrupted, TrainingError
+    from .training.state import Interrupted, TrainingError
 
     try:
         yield
@@ -437,7 +437,7 @@ def info(checkpoint, as_json):
 
     from .io.checkpoint import FORMAT_VERSION
     from .training.evaluate import bits
-    from .training.loop import divergence, final_loss
+    from .training.state import divergence, final_loss
 
     ck = _load_checkpoint(checkpoint, allow_nonfinite=True)
     m = ck.config.model

@@ -14,7 +14,9 @@ import yaml
 
 from charrnn_cli.io import checkpoint as ckpt
 from charrnn_cli.io.config import from_dict, load_config
-from charrnn_cli.training.loop import Run, ValidationPlan, train
+from charrnn_cli.training.loop import train
+from charrnn_cli.training.trainer import Trainer
+from charrnn_cli.training.validation import ValidationPlan
 
 from conftest import invoke, make_config, make_text, metrics_of, one_line, params_of, write_yaml
 
@@ -234,13 +236,13 @@ def test_one_config_reports_the_same_validation_losses_on_a_busy_machine(tmp_pat
 def test_validation_time_counts_in_max_minutes(tmp_path, monkeypatch):
     raw = make_config(tmp_path, max_steps=None, max_minutes=0.05, eval_every=1_000_000, eval_max_chars=None,
                       eval_share=0.1)
-    real = Run.validation_loss
+    real = Trainer.validation_loss
 
     def slow(self, max_chars=None):  # validation at 2 ms per character: scoring all 300 would take 0.6 s
         time.sleep(2e-3 * (max_chars or 300))
         return real(self, max_chars)
 
-    monkeypatch.setattr(Run, "validation_loss", slow)
+    monkeypatch.setattr(Trainer, "validation_loss", slow)
     res = train(from_dict(raw), quiet=True)
     assert res.stop_reason == "max_minutes"
     assert res.progress.elapsed_s <= 3.0 + 0.5, res.progress.elapsed_s  # the final validation fits the budget
@@ -317,7 +319,7 @@ def test_patience_stops_when_validation_stops_improving(tmp_path, monkeypatch):
     raw = make_config(tmp_path, max_steps=100, eval_every=2, patience=2)
     losses = iter([3.0, 2.0, 2.5, 2.1, 1.0, 1.0])
 
-    monkeypatch.setattr(Run, "validation_loss", lambda self, max_chars=None: next(losses))
+    monkeypatch.setattr(Trainer, "validation_loss", lambda self, max_chars=None: next(losses))
     r = invoke("train", write_yaml(tmp_path, raw), "--quiet")
     assert r.exit_code == 0, r.output
     assert "stopped early (validation has not improved for 2 evaluations, training.patience): step 8" in r.output
@@ -360,12 +362,12 @@ def test_a_log_file_gets_plain_progress_lines_not_a_redrawn_bar(tmp_path):
 def test_plain_lines_come_at_most_every_30_seconds_validations_aside(monkeypatch):
     import io
 
-    from charrnn_cli.training import progress
+    from charrnn_cli.training import bar as progress
 
     clock = [100.0]
     monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
     said = []
-    view = progress.ProgressView(None, 0, False, said.append, stream=io.StringIO())
+    view = progress.ProgressBar(None, 0, False, said.append, stream=io.StringIO())
     for t, step, evaluated in ((100, 20, False), (110, 40, False), (131, 60, False), (132, 80, True), (150, 100, False)):
         clock[0] = t
         view.report(step, f"loss at {step}", evaluated)

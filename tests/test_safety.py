@@ -16,7 +16,8 @@ from charrnn_cli.io import checkpoint as ckpt
 from charrnn_cli.io import data as data_mod
 from charrnn_cli.io.config import ConfigError, from_dict, load_config
 from charrnn_cli.training.runfolder import read_metrics
-from charrnn_cli.training.loop import Run, train
+from charrnn_cli.training.loop import train
+from charrnn_cli.training.trainer import Trainer
 
 from conftest import invoke, make_config, make_text, one_line, params_of, steps_logged, wait_for_lines, write_yaml
 
@@ -456,13 +457,13 @@ def _strict_json(text):
 def test_an_infinite_validation_loss_keeps_info_working_and_json_strict(tmp_path, monkeypatch):
     raw = make_config(tmp_path, max_steps=4, eval_every=2)
     calls = {"n": 0}
-    real = Run.validation_loss
+    real = Trainer.validation_loss
 
     def validation_loss(self):
         calls["n"] += 1
         return float("inf") if calls["n"] == 2 else real(self)
 
-    monkeypatch.setattr(Run, "validation_loss", validation_loss)
+    monkeypatch.setattr(Trainer, "validation_loss", validation_loss)
     train(from_dict(raw), quiet=True)
     latest = tmp_path / "run" / "latest.npz"
     r = invoke("info", latest)
@@ -540,7 +541,7 @@ def test_sigint_during_a_long_validation_acts_at_once_and_saves(tmp_path, monkey
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(30)  # a validation pass of minutes
 
-    monkeypatch.setattr(Run, "validation_loss", validation_loss)
+    monkeypatch.setattr(Trainer, "validation_loss", validation_loss)
     t = time.monotonic()
     r = invoke("train", write_yaml(tmp_path, raw), "--quiet")
     assert time.monotonic() - t < 5
@@ -555,7 +556,7 @@ def test_sigterm_during_the_final_validation_is_answered(tmp_path, monkeypatch):
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(30)
 
-    monkeypatch.setattr(Run, "validation_loss", validation_loss)
+    monkeypatch.setattr(Trainer, "validation_loss", validation_loss)
     t = time.monotonic()
     r = invoke("train", write_yaml(tmp_path, raw), "--quiet")
     assert time.monotonic() - t < 5 and r.exit_code == 143, r.output
@@ -598,7 +599,7 @@ def test_two_quick_signals_in_a_step_drop_it_and_save_the_run_as_the_step_before
 @pytest.mark.parametrize("more", [1, 2])
 def test_the_save_a_signal_asked_for_finishes_despite_a_second_and_a_third_ends_it(tmp_path, monkeypatch, more):
     raw = make_config(tmp_path, max_steps=100, checkpoint_every=1000, eval_every=1000)
-    real_step, real_save = Run.step, ckpt.atomic_save_npz
+    real_step, real_save = Trainer.step, ckpt.atomic_save_npz
 
     def step(self, lr_of):
         out = real_step(self, lr_of)
@@ -611,7 +612,7 @@ def test_the_save_a_signal_asked_for_finishes_despite_a_second_and_a_third_ends_
             os.kill(os.getpid(), signal.SIGINT)
         real_save(path, arrays)
 
-    monkeypatch.setattr(Run, "step", step)
+    monkeypatch.setattr(Trainer, "step", step)
     monkeypatch.setattr(ckpt, "atomic_save_npz", save)
     r = invoke("train", write_yaml(tmp_path, raw), "--quiet")
     assert r.exit_code == 130, r.output
@@ -647,7 +648,7 @@ def test_a_second_signal_after_the_stops_save_says_the_save_was_made(tmp_path, m
     """The first Ctrl-C's save is done and the run is winding up (its helper being stopped) when
     the second comes: the line says which checkpoint holds the run, not just that files are intact."""
     raw = make_config(tmp_path, max_steps=100, checkpoint_every=1000, eval_every=1000)
-    real_step = Run.step
+    real_step = Trainer.step
 
     def step(self, lr_of):
         out = real_step(self, lr_of)
@@ -658,8 +659,8 @@ def test_a_second_signal_after_the_stops_save_says_the_save_was_made(tmp_path, m
     def close(self):
         os.kill(os.getpid(), signal.SIGINT)  # the second, while the run winds up
 
-    monkeypatch.setattr(Run, "step", step)
-    monkeypatch.setattr(Run, "close", close)
+    monkeypatch.setattr(Trainer, "step", step)
+    monkeypatch.setattr(Trainer, "close", close)
     r = invoke("train", write_yaml(tmp_path, raw), "--quiet")
     latest = tmp_path / "run" / "latest.npz"
     assert r.exit_code == 130 and (f"stopped at once by a second SIGINT: saved {latest} at step 5; resume with: "
@@ -669,7 +670,7 @@ def test_a_second_signal_after_the_stops_save_says_the_save_was_made(tmp_path, m
 
 def test_a_second_signal_exits_at_once_without_damaging_files(tmp_path, monkeypatch):
     raw = make_config(tmp_path, max_steps=100, checkpoint_every=2, eval_every=1000)
-    real = Run.step
+    real = Trainer.step
 
     def step(self, lr_of):
         out = real(self, lr_of)
@@ -679,7 +680,7 @@ def test_a_second_signal_exits_at_once_without_damaging_files(tmp_path, monkeypa
             time.sleep(30)
         return out
 
-    monkeypatch.setattr(Run, "step", step)
+    monkeypatch.setattr(Trainer, "step", step)
     t = time.monotonic()
     r = invoke("train", write_yaml(tmp_path, raw), "--quiet")
     assert time.monotonic() - t < 5 and r.exit_code == 130, r.output

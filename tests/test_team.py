@@ -269,7 +269,7 @@ def test_a_failed_helper_stops_the_run_with_one_line(tmp_path, monkeypatch, how)
 
 def test_a_helper_failing_in_the_update_stops_the_run_unsaved(tmp_path, monkeypatch):
     """The parameters are then part updated: nothing is saved after the last checkpoint."""
-    from charrnn_cli.training import loop as training
+    from charrnn_cli.training import trainer as training
 
     real, calls = training.clip_and_step, {"n": 0}
 

@@ -274,7 +274,7 @@ def test_a_value_in_a_message_is_cut_short():
 
 
 def test_a_model_too_big_for_memory_is_refused_before_allocating(tmp_path):
-    from charrnn_cli.training.loop import _check_memory, training_bytes
+    from charrnn_cli.training.setup import _check_memory, training_bytes
 
     cfg = from_dict({"model": {"num_layers": 1000, "hidden_size": 1024}})
     assert training_bytes(cfg, 100) > 24 << 30

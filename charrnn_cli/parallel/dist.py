@@ -169,3 +169,24 @@ class MPIWorld:
 
     def abort(self, code):
         self.comm.Abort(code)
+
+
+def on_writer(comm, fn, *args):
+    """fn(*args) run by the writer alone; its result, or the exception it raised, on every
+    process, so a problem only the writer sees (its folder, its disk) stops all of them alike."""
+    if comm.size == 1:
+        return fn(*args)
+    outcome = None
+    if comm.is_writer:
+        try:
+            outcome = ("ok", fn(*args))
+        except BaseException as e:  # noqa: B036 - a signal or an error: every process must see it
+            outcome = ("error", e)
+    outcome = comm.from_writer(outcome)
+    if outcome[0] == "error":
+        try:
+            outcome[1].shared = True  # every process raises it: the job can end cleanly
+        except AttributeError:
+            pass
+        raise outcome[1]
+    return outcome[1]

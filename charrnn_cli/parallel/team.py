@@ -33,7 +33,8 @@ Rows "laid out process by process" (P order): a (G, ...) buffer every process wr
     team.buffer(ws, name, shape, dtype)   an array every process of the team sees
     team.put_rows(name, own, gates)       a gradient's full array, its rows from every process
     team.from_first(name, a, shape, dtype)   process 0's array a, seen by every process
-    team.update(apply, grads, *args)      process 0: every process runs apply(grads, args, share) on its block
+    team.begin_update(*args)              process 0: the helpers update their blocks; returns its own, share
+    team.end_update()                     return when every block is updated
     team.sync()                 return when every process has reached the same sync
     team.arrive(); team.wait()  the same sync in two halves, with this process's own work between
 
@@ -94,8 +95,16 @@ class Solo:
     def from_first(self, name, a, shape, dtype):
         return np.ascontiguousarray(a)
 
+    def begin_update(self, *args):
+        """The update's share of this process: all of it (None)."""
+        return None
+
+    def end_update(self):
+        pass
+
     def update(self, apply, grads, *args):
-        apply(grads, args, None)
+        apply(grads, args, self.begin_update(*args))
+        self.end_update()
 
     def sync(self):
         pass
@@ -222,15 +231,22 @@ class ForkTeam:
             np.copyto(shared, a)
         return shared
 
-    def update(self, apply, grads, *args):
-        """Process 0: the step's update, shared out. Every process calls apply(grads, args, share)
-        (apply: the function make_team was given) on its block, share(n), of every parameter's
-        entries; this returns when all are done, so the next step reads the updated parameters."""
+    def begin_update(self, *args):
+        """Process 0: start the step's update (lr, norm, t = args) in the helpers, each on its block of
+        every parameter's entries (the function make_team was given); returns this process's block,
+        share(n). end_update() returns when all are done, so the next step reads the new parameters."""
         vals = self.arena.get("update/args", (len(args),), np.float64)
         vals[:] = args
         self._post(UPDATE, len(args))
-        apply(grads, args, self.own)
+        return self.own
+
+    def end_update(self):
         self.sync()
+
+    def update(self, apply, grads, *args):
+        """begin_update, apply(grads, args, share) on this process's block, end_update."""
+        apply(grads, args, self.begin_update(*args))
+        self.end_update()
 
     def finish(self):
         """The step's last sync; process 0 then checks that every process laid out its memory alike."""

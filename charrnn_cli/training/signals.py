@@ -7,7 +7,7 @@ protect (preparing the data, a validation pass) is *interruptible*: there the ha
 Stop at once. A second signal, in either mode, raises ForcedStop at once: files on disk stay
 intact (checkpoints are written atomically, metrics lines whole) and the process exits; when it
 lands in a step before the update, the step is dropped and the run saved as the one before left
-it (training.Schedule.forced). A save under way (`finishing`) is let finish despite a second
+it (training.TrainingLoop.forced). A save under way (`finishing`) is let finish despite a second
 signal; a third ends it at once.
 """
 
@@ -37,7 +37,7 @@ class Stop(BaseException):
 class ForcedStop(Stop):
     """A second signal: stop now. `path` and `step` name the checkpoint the stop saved, if it got
     to save one (the first signal's save, done before the second came, or the save of a step
-    dropped before its update: `dropped`, training.Schedule.forced), else None."""
+    dropped before its update: `dropped`, training.TrainingLoop.forced), else None."""
 
     path = step = None
     dropped = False

@@ -6,7 +6,7 @@ redraws a minute on one ever-growing line (about 18 KB for a 20-second run), so 
 prints a plain line instead: at the first report, at each validation, and otherwise at most once
 every PLAIN_EVERY_S seconds.
 
-    view = ProgressView(total, initial, quiet, echo)
+    view = ProgressBar(total, initial, quiet, echo)
     view.step()                               # one more step
     view.report(step, "ep 0.15 loss ...", evaluated)
     view.close()
@@ -26,7 +26,7 @@ def is_terminal(stream):
         return False
 
 
-class ProgressView:
+class ProgressBar:
     """tqdm's bar on a terminal, plain lines through `echo` elsewhere; nothing when quiet."""
 
     def __init__(self, total, initial, quiet, echo, stream=None, every_s=PLAIN_EVERY_S):
