@@ -37,6 +37,41 @@ ROWS = [  # (type, layers, hidden, batch, seq)
 ]
 VOCAB = 65  # tiny shakespeare's
 
+# Where each module of an older checkout, whose modules sat in charrnn_cli/ itself, lives now:
+# benchmarks/ab.py runs this file against such a checkout too.
+LAYOUT = {"nn": {"cells": "cells", "model": "model", "optim": "optim"},
+          "io": {"config": "config", "data": "data", "vocab": "vocab"},
+          "parallel": {"cores": "cores", "team": "team", "dist": "dist"},
+          "training": {"loop": "training"}, "tools": {"sample": "sample"}}
+
+
+def _alias_flat_layout():
+    """Give an older checkout's modules this layout's names (charrnn_cli.nn.model for charrnn_cli.model)."""
+    import importlib
+    import types
+
+    import charrnn_cli
+
+    if os.path.isdir(os.path.join(os.path.dirname(charrnn_cli.__file__), "nn")):
+        return  # this layout
+    found = {}
+    for pkg, modules in LAYOUT.items():  # the older modules first: charrnn_cli.training was one of them
+        for new, old in modules.items():
+            try:
+                found[pkg, new] = importlib.import_module(f"charrnn_cli.{old}")
+            except ModuleNotFoundError:  # a module the older checkout did not have yet
+                pass
+    for (pkg, new), module in found.items():
+        parent = sys.modules.setdefault(f"charrnn_cli.{pkg}", types.ModuleType(f"charrnn_cli.{pkg}"))
+        sys.modules[f"charrnn_cli.{pkg}.{new}"] = module
+        setattr(parent, new, module)
+
+
+try:
+    _alias_flat_layout()
+except ImportError:  # no charrnn_cli on the path yet
+    pass
+
 
 def peak_mb():
     """This process's peak resident memory in MB. Linux keeps ru_maxrss across exec, so a worker
