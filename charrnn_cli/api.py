@@ -22,7 +22,8 @@ import numpy as np
 import yaml
 
 from .io import checkpoint as ckpt
-from .io.config import ConfigError, config_for, find_target, resume_path
+from .io.config import ConfigError
+from .io.targets import config_for, find_target, resume_path
 from .io.data import as_items_text
 from .training.evaluate import score as _score
 from .tools.sample import check_options, default_prime, generate, new_items, training_items

@@ -3,7 +3,9 @@
 import pytest
 import yaml
 
-from charrnn_cli.io.config import ConfigError, apply_overrides, config_for, describe, from_dict, load_config
+from charrnn_cli.io.config import ConfigError, apply_overrides, describe, from_dict, load_config
+
+from charrnn_cli.io.targets import config_for
 
 from conftest import make_config
 
@@ -135,14 +137,14 @@ def test_a_checkpoints_config_is_read_without_numpy(tmp_path):
 
     import numpy as np
 
-    from charrnn_cli.io.config import stored_config
+    from charrnn_cli.io.targets import stored_config
     from charrnn_cli.training.loop import train
 
     train(from_dict(make_config(tmp_path, max_steps=1)), quiet=True)
     path = str(tmp_path / "run" / "latest.npz")
     with np.load(path) as z:
         assert stored_config(path) == json.loads(str(z["config_json"]))
-    code = ("import sys, json; from charrnn_cli.io.config import stored_config\n"
+    code = ("import sys, json; from charrnn_cli.io.targets import stored_config\n"
             "print(json.dumps(stored_config(sys.argv[1])), 'numpy' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, check=True).stdout
     assert out.split()[-1] == "False"

@@ -100,7 +100,7 @@ def words(path, n=3000, seed=0):
 
 
 def test_a_lines_run_on_a_list_gets_a_model_and_stop_rule_sized_to_it(tmp_path, monkeypatch):
-    from charrnn_cli.io.config import own_text_config, sized_for_list
+    from charrnn_cli.io.targets import own_text_config, sized_for_list
 
     monkeypatch.chdir(tmp_path)
     words(tmp_path / "words.txt")

@@ -139,7 +139,7 @@ def test_a_config_naming_only_its_text_trains_the_default_model_into_runs_name(t
     make_text(tmp_path / "code.txt")
     (tmp_path / "c.yaml").write_text("data:\n  path: code.txt\ntraining:\n  max_steps: 2\n")
     from_file = load_config(tmp_path / "c.yaml")
-    from charrnn_cli.io.config import own_text_config
+    from charrnn_cli.io.targets import own_text_config
 
     own = own_text_config("code.txt", ["training.max_steps=2"])
     assert from_file.to_dict() == own.to_dict()

@@ -242,7 +242,7 @@ def new_items(model, vocab, n, known=frozenset(), temperature=1.0, top_k=None, a
 def training_items(path, checkpoint_path):
     """The items (non-empty lines, carriage returns dropped) of a checkpoint's training file, as a
     set; DataError naming the file when it cannot be read."""
-    from ..io.config import locate
+    from ..io.targets import locate
     from ..io.data import DataError, items_of
 
     path = locate(path, checkpoint_path) or path  # from here, else from the checkpoint's folder upwards

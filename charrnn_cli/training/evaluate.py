@@ -118,7 +118,7 @@ def score_validation_split(ck, model, warn=None):
     chars_scored, data_path); raises DataError when the file is gone, is not a regular file, its
     characters differ, or there is no validation split.
     """
-    from ..io.config import locate
+    from ..io.targets import locate
     from ..io.data import DataError, check_text_file, find_cache, read_validation_split
 
     d = ck.config.data
