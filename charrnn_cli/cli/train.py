@@ -8,7 +8,6 @@ import sys
 import click
 
 from ..io.config import ConfigError, overridden
-
 from ..io.targets import (bundled_configs, bundled_folder, bundled_summary, config_for, find_target, is_config_path,
                           resume_path)
 from ..parallel.cores import oversubscribed, plan_threads, set_threads
