@@ -40,7 +40,7 @@ VOCAB = 65  # tiny shakespeare's
 # Where each module of an older checkout, whose modules sat in charrnn_cli/ itself, lives now:
 # benchmarks/ab.py runs this file against such a checkout too.
 LAYOUT = {"nn": {"cells": "cells", "model": "model", "optim": "optim"},
-          "io": {"config": "config", "data": "data", "vocab": "vocab"},
+          "io": {"config": "config", "data": "data", "cache": "data", "vocab": "vocab"},
           "parallel": {"cores": "cores", "team": "team", "dist": "dist"},
           "training": {"loop": "training"}, "tools": {"sample": "sample"}}
 
@@ -394,7 +394,7 @@ def large_file(path, gib, steps):
     import numpy as np
 
     from charrnn_cli.io.config import from_dict
-    from charrnn_cli.io.data import prepare
+    from charrnn_cli.io.cache import prepare
     from charrnn_cli.training.loop import train
 
     cache = tempfile.mkdtemp(prefix="charrnn-bench-cache-")

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from charrnn_cli.io import data as data_mod
-from charrnn_cli.io.data import DataError, Streams, prepare, scan_vocab
+from charrnn_cli.io.cache import prepare
+from charrnn_cli.io.data import DataError, Streams, scan_vocab
 from charrnn_cli.io.vocab import Vocab
 
 

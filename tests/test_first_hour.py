@@ -7,7 +7,8 @@ import numpy as np
 
 from charrnn_cli.io import checkpoint as ckpt
 from charrnn_cli.io.config import from_dict
-from charrnn_cli.io.data import prepare, scan_vocab
+from charrnn_cli.io.cache import prepare
+from charrnn_cli.io.data import scan_vocab
 from charrnn_cli.training.loop import train
 from charrnn_cli.io.vocab import UNKNOWN
 

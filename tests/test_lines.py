@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from charrnn_cli.io import checkpoint as ckpt
 from charrnn_cli.cli import main
 from charrnn_cli.io.config import from_dict
-from charrnn_cli.io.data import as_lines, prepare
+from charrnn_cli.io.cache import prepare
+from charrnn_cli.io.data import as_lines
 from charrnn_cli.nn.gradcheck import check_model
 from charrnn_cli.nn.model import CharRNN
 from charrnn_cli.training.loop import train

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from charrnn_cli.io import checkpoint as ckpt
+from charrnn_cli.io import cache as cache_mod
 from charrnn_cli.io import data as data_mod
 from charrnn_cli.io.config import ConfigError, from_dict, load_config
 from charrnn_cli.training.runfolder import read_metrics
@@ -206,14 +207,14 @@ def test_a_file_edited_in_place_with_its_timestamp_restored_is_encoded_again(tmp
     f = tmp_path / "t.txt"
     f.write_text("abcabcabc" * 100)
     st = os.stat(f)
-    first = data_mod.prepare(str(f), str(tmp_path / "cache"))
+    first = cache_mod.prepare(str(f), str(tmp_path / "cache"))
     assert len(first.vocab) == 3
     f.write_text("xyzxyzxyz" * 100)  # same size, other characters
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))  # as cp -p, rsync -a and tar do
     assert os.stat(f).st_size == st.st_size and os.stat(f).st_mtime_ns == st.st_mtime_ns
-    again = data_mod.prepare(str(f), str(tmp_path / "cache"))
+    again = cache_mod.prepare(str(f), str(tmp_path / "cache"))
     assert not again.reused and again.vocab.chars == "xyz"
-    assert data_mod.prepare(str(f), str(tmp_path / "cache")).reused  # unchanged: reused
+    assert cache_mod.prepare(str(f), str(tmp_path / "cache")).reused  # unchanged: reused
 
 
 def _damage(kind, npy, meta):
@@ -244,22 +245,22 @@ def _damage(kind, npy, meta):
                                   "bad header", "missing npy"])
 def test_a_broken_cache_is_encoded_again_with_one_line(tmp_path, kind):
     f = make_text(tmp_path / "t.txt")
-    good = data_mod.prepare(str(f), str(tmp_path / "cache"))
+    good = cache_mod.prepare(str(f), str(tmp_path / "cache"))
     expected = np.asarray(good.data).copy()
-    _, npy, meta = data_mod._cache_paths(str(f), str(tmp_path / "cache"))
+    _, npy, meta = cache_mod._cache_paths(str(f), str(tmp_path / "cache"))
     _damage(kind, npy, meta)
     said = []
-    again = data_mod.prepare(str(f), str(tmp_path / "cache"), echo=said.append)
+    again = cache_mod.prepare(str(f), str(tmp_path / "cache"), echo=said.append)
     assert not again.reused and len(said) == 1 and "is damaged" in said[0] and "encoding" in said[0]
     np.testing.assert_array_equal(np.asarray(again.data), expected)
-    assert data_mod.prepare(str(f), str(tmp_path / "cache"), echo=said.append).reused and len(said) == 1
+    assert cache_mod.prepare(str(f), str(tmp_path / "cache"), echo=said.append).reused and len(said) == 1
 
 
 @pytest.mark.parametrize("fault", ["interrupt", "disk full"])
 def test_encoding_leaves_no_temporary_file_on_any_way_out(tmp_path, monkeypatch, fault):
     f = make_text(tmp_path / "t.txt")
     (tmp_path / "cache").mkdir()
-    base, npy, _ = data_mod._cache_paths(str(f), str(tmp_path / "cache"))
+    base, npy, _ = cache_mod._cache_paths(str(f), str(tmp_path / "cache"))
     stale = base + ".npy.tmp99999.npy"  # left by a process killed with SIGKILL
     open(stale, "wb").write(b"x" * 1000)
     real = data_mod.codepoint_chunks
@@ -277,7 +278,7 @@ def test_encoding_leaves_no_temporary_file_on_any_way_out(tmp_path, monkeypatch,
 
     monkeypatch.setattr(data_mod, "codepoint_chunks", chunks)
     with pytest.raises(KeyboardInterrupt if fault == "interrupt" else OSError) as e:
-        data_mod.prepare(str(f), str(tmp_path / "cache"))
+        cache_mod.prepare(str(f), str(tmp_path / "cache"))
     if fault == "disk full":
         assert e.value.filename == npy
     assert sorted(os.listdir(tmp_path / "cache")) == [os.path.basename(base) + ".lock"]  # the stale one too
@@ -286,10 +287,10 @@ def test_encoding_leaves_no_temporary_file_on_any_way_out(tmp_path, monkeypatch,
 def test_a_sweep_leaves_the_other_modes_encoding_alone(tmp_path):
     f = make_text(tmp_path / "t.txt")
     (tmp_path / "cache").mkdir()
-    _, npy_lines, _ = data_mod._cache_paths(str(f), str(tmp_path / "cache"), "lines")
+    _, npy_lines, _ = cache_mod._cache_paths(str(f), str(tmp_path / "cache"), "lines")
     busy = npy_lines + ".tmp4242.npy"  # lines mode encoding the same file right now, under its own lock
     open(busy, "wb").write(b"x")
-    data_mod.prepare(str(f), str(tmp_path / "cache"))  # stream mode sweeps only its own leftovers
+    cache_mod.prepare(str(f), str(tmp_path / "cache"))  # stream mode sweeps only its own leftovers
     assert os.path.exists(busy)
 
 

@@ -17,7 +17,8 @@ import pytest
 
 from charrnn_cli.io import checkpoint as ckpt
 from charrnn_cli.io.config import ConfigError, from_dict
-from charrnn_cli.io.data import prepare, read_validation_split
+from charrnn_cli.io.cache import prepare
+from charrnn_cli.io.data import read_validation_split
 from charrnn_cli.training.loop import train
 from conftest import make_text, make_config, write_yaml, invoke, refused
 

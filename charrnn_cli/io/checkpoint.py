@@ -34,15 +34,13 @@ that use the model refuse.
 import json
 import math
 import os
-import reprlib
-import zipfile
-import zlib
 
 import numpy as np
 
 from . import config as config_mod
 from ..nn.cells import make_cell
 from .files import atomic_write
+from .npz import MAX_VOCAB_BYTES, SMALL, Members, NpzError, short
 from ..nn.model import CharRNN, state_dict_names
 from ..nn.optim import OPTIMIZERS
 from .vocab import Vocab
@@ -188,9 +186,9 @@ def check_arrays(path, arrays, cfg, vocab):
         if a.shape != ():
             bad(name, f"should be a single {kind}, has shape {a.shape}")
         if kind == "integer" and a.dtype.kind not in "iu":
-            bad(name, f"should be an integer, is a {_kind(a)} ({_short(a.item())})")
+            bad(name, f"should be an integer, is a {_kind(a)} ({short(a.item())})")
         if kind == "number" and a.dtype.kind not in "iuf":
-            bad(name, f"should be a number, is a {_kind(a)} ({_short(a.item())})")
+            bad(name, f"should be a number, is a {_kind(a)} ({short(a.item())})")
         if kind == "string" and a.dtype.kind != "U":
             bad(name, f"should be a string, is a {_kind(a)}")
         if kind == "integer" and a.item() < 0:
@@ -212,7 +210,7 @@ def check_arrays(path, arrays, cfg, vocab):
     if "train.layout" in arrays:
         a = arrays["train.layout"]
         if a.shape != (2,) or a.dtype.kind not in "iu" or (a < 1).any():
-            bad("train.layout", f"should be 2 positive integers (processes, unit_split), is {_short(a.tolist())}")
+            bad("train.layout", f"should be 2 positive integers (processes, unit_split), is {short(a.tolist())}")
     if "train.lr_anchor" in arrays and (arrays["train.lr_anchor"].shape != (2,) or
                                         arrays["train.lr_anchor"].dtype.kind != "f"):
         bad("train.lr_anchor", f"should be 2 floats, is {arrays['train.lr_anchor'].shape} "
@@ -281,85 +279,15 @@ def saved_step(path):
     """The step a checkpoint was saved at, read alone rather than the whole file; None if it
     cannot be read (load says why, where that matters)."""
     try:
-        with _Members(path) as members:
+        with Members(path) as members:
             a = members.read("train.step", 64)
         return int(a) if a is not None and a.shape == () and a.dtype.kind in "iu" else None
-    except (CheckpointError, OSError):
+    except (CheckpointError, NpzError, OSError):
         return None
 
 
 # Bounds on what a load reads, before the config says more: a checkpoint from someone else may
 # claim any size in an array's header, or hold a member that inflates to gigabytes.
-MAX_MEMBERS = 4096
-SMALL = 1 << 20  # bytes: config_json, rng_state, data.sha1, optim.name, every scalar
-MAX_VOCAB_BYTES = 0x110000 * 8  # every Unicode code point as an int64
-
-
-class _Members:
-    """The .npy members of an .npz, each read only after its header's size is checked against a
-    bound (numpy.lib.format: the magic, a header dict with dtype, order and shape, then the data)."""
-
-    def __init__(self, path):
-        self.path = path
-        try:
-            self.zip = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, EOFError, ValueError):
-            raise CheckpointError(f"{path} is not a charrnn checkpoint (not a complete .npz file)") from None
-        infos = self.zip.infolist()
-        if len(infos) > MAX_MEMBERS:
-            self.zip.close()
-            raise CheckpointError(f"{path} is not a charrnn checkpoint ({len(infos):,} members)")
-        self.names = [i.filename[:-4] for i in infos if i.filename.endswith(".npy")]
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.zip.close()
-
-    def header(self, name):
-        """(shape, dtype, bytes the data should hold) from the member's header."""
-        with self.zip.open(name + ".npy") as fh:
-            version = np.lib.format.read_magic(fh)
-            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, _, dtype = read(fh)
-        count = 1
-        for n in shape:
-            count *= int(n)
-        return shape, dtype, count * dtype.itemsize
-
-    def read(self, name, limit):
-        """The array `name`, or None when there is none; CheckpointError when its header claims more
-        than `limit` bytes, it holds Python objects, or it holds less than its header says."""
-        if name not in self.names:
-            return None
-        where = f"{self.path}: array {name}"
-        try:
-            shape, dtype, nbytes = self.header(name)
-            if dtype.hasobject:
-                raise CheckpointError(f"{where} holds Python objects (a pickle), which charrnn never loads")
-            if nbytes > limit:
-                raise CheckpointError(f"{where} claims shape {_short(shape)} ({nbytes:,} bytes), more than this "
-                                      f"checkpoint's config allows ({limit:,} bytes)")
-            with self.zip.open(name + ".npy") as fh:
-                return np.lib.format.read_array(fh, allow_pickle=False)
-        except CheckpointError:
-            raise
-        except ValueError as e:
-            if "EOF" in str(e) or "cannot reshape" in str(e):
-                raise CheckpointError(f"{where} holds fewer bytes than its header says (truncated or damaged)") \
-                    from None
-            raise CheckpointError(f"{where} is not a valid .npy array ({_short(str(e))})") from None
-        except (zipfile.BadZipFile, EOFError, zlib.error) as e:
-            raise CheckpointError(f"{self.path} is corrupt ({_short(str(e))})") from None
-
-
-def _short(value, limit=80):
-    """A value for a message, cut short. _short("x" * 100, 10) == "'xxxxxxx..."""
-    text = reprlib.repr(value) if not isinstance(value, str) else repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _limits(cfg, V, step):
     """{array name: most bytes it may hold} for a checkpoint of `cfg` with V characters at `step`
     (8 bytes an element: float64 or int64 at most)."""
@@ -390,7 +318,7 @@ def _count(shape):
 def _read_all(path):
     """The arrays of a checkpoint, each bounded: the small ones first, then the rest by the sizes the
     stored config implies. Members charrnn does not know are not read."""
-    with _Members(path) as members:
+    with Members(path) as members:
         arrays = {}
         for name, limit in (("format_version", SMALL), ("config_json", SMALL), ("vocab", MAX_VOCAB_BYTES),
                             ("train.step", SMALL)):
@@ -415,7 +343,7 @@ def _check_head(path, arrays):
         raise CheckpointError(f"{path} is not a charrnn checkpoint (no format_version array)")
     v = arrays["format_version"]
     if v.shape != () or v.dtype.kind not in "iu":
-        raise CheckpointError(f"{path}: format_version should be a single integer, is {_short(v.tolist())}")
+        raise CheckpointError(f"{path}: format_version should be a single integer, is {short(v.tolist())}")
     version = int(v)
     if version not in READABLE_VERSIONS:
         raise CheckpointError(f"{path} has checkpoint format version {version}; "
@@ -451,6 +379,8 @@ def load(path, allow_nonfinite=False):
         raise CheckpointError(f"{path} is not a charrnn checkpoint (not an .npz file)")
     try:
         ck = _read_all(path)
+    except NpzError as e:
+        raise CheckpointError(str(e)) from None
     except OSError as e:
         raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
     arrays = ck.arrays

@@ -119,7 +119,8 @@ def score_validation_split(ck, model, warn=None):
     characters differ, or there is no validation split.
     """
     from ..io.targets import locate
-    from ..io.data import DataError, check_text_file, find_cache, read_validation_split
+    from ..io.cache import find_cache
+    from ..io.data import DataError, check_text_file, read_validation_split
 
     d = ck.config.data
     if d.val_fraction == 0:

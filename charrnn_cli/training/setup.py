@@ -8,7 +8,8 @@ import numpy as np
 
 from ..io import checkpoint as ckpt
 from ..io.config import ConfigError
-from ..io.data import DataError, Streams, prepare
+from ..io.cache import prepare
+from ..io.data import DataError, Streams
 from ..parallel.cores import blas_pin_note
 from ..parallel.dist import on_writer
 from .resume import _anchor_on_resume, _check_resume, _data_changes, _note_layout
