@@ -5,10 +5,11 @@ import math
 import numpy as np
 import pytest
 
-from charrnn_cli.nn.cells import Workspace, aligned_zeros
+from charrnn_cli.nn.buffers import Workspace, aligned_zeros
 from charrnn_cli.nn.gradcheck import check_model
-from charrnn_cli.nn import model as model_mod
-from charrnn_cli.nn.model import CharRNN, lookup_columns, scatter_columns, softmax_cross_entropy
+from charrnn_cli.nn import params as model_mod
+from charrnn_cli.nn.model import CharRNN, softmax_cross_entropy
+from charrnn_cli.nn.params import lookup_columns, scatter_columns
 
 TYPES = ["rnn", "lstm", "gru"]
 

@@ -19,7 +19,8 @@ from charrnn_cli.parallel import cores
 from charrnn_cli.parallel.cores import auto_team, blas_pin_note, cpu_vector_level, plan_threads, team_size
 from charrnn_cli.nn.model import CharRNN
 from charrnn_cli.nn.optim import clip_and_step, global_norm, make_optimizer
-from charrnn_cli.parallel.team import SOLO, make_team
+from charrnn_cli.parallel.solo import SOLO
+from charrnn_cli.parallel.team import make_team
 
 from conftest import make_config, write_yaml, params_of
 

@@ -41,7 +41,8 @@ from . import config as config_mod
 from ..nn.cells import make_cell
 from .files import atomic_write
 from .npz import MAX_VOCAB_BYTES, SMALL, Members, NpzError, short
-from ..nn.model import CharRNN, state_dict_names
+from ..nn.model import CharRNN
+from ..nn.params import state_dict_names
 from ..nn.optim import OPTIMIZERS
 from .vocab import Vocab
 

@@ -58,54 +58,12 @@ The LSTM keeps its gate blocks as (i, f, o, g) so the three sigmoids are one pas
 maps them back to PyTorch's (i, f, g, o).
 """
 
-import math
-
 import numpy as np
 
-from ..parallel.team import SOLO
+from ..parallel.solo import SOLO
+from .buffers import as_matrix, hidden_buffer, recurrent_weight_grad, reset, rowsum
 
 
-class Workspace:
-    """Scratch buffers reused across calls, so the time loops allocate nothing per step.
-
-    >>> ws = Workspace(); a = ws.get("A", (2, 3), np.float32); np.shares_memory(a, ws.get("A", (3, 2), np.float32))
-    True
-    """
-
-    def __init__(self, tag=""):
-        self.tag = tag  # names this workspace's arrays in a team's shared memory (team.py)
-        self._bufs = {}
-
-    def get(self, name, shape, dtype):
-        n = math.prod(shape)  # not np.prod: ~20x slower on a tuple
-        buf = self._bufs.get(name)
-        if buf is None or buf.dtype != dtype or buf.size < n:
-            buf = aligned_zeros((max(n, 1),), dtype)
-            self._bufs[name] = buf
-        return buf[:n].reshape(shape)
-
-
-def aligned_zeros(shape, dtype, align=64):
-    """np.zeros whose data starts on an `align`-byte boundary (a cache line).
-
-    NumPy's large arrays start 16 bytes into a page, so their rows straddle cache lines. Aligned, a
-    batch-1 GRU step's 1601 x 528 float32 product takes 18.5 us instead of 19.6, and the time
-    loops' workspace makes a GRU 1x512 training step (64 x 100) 3% faster.
-    """
-    dtype = np.dtype(dtype)
-    nbytes = math.prod(shape) * dtype.itemsize
-    buf = np.zeros(nbytes + align, np.uint8)
-    start = -buf.ctypes.data % align
-    return buf[start : start + nbytes].view(dtype).reshape(shape)
-
-
-def rowsum(x):
-    """Sum over the columns of a 2-D array as one BLAS product. rowsum(np.ones((2, 3))).tolist() == [3.0, 3.0]"""
-    return np.matmul(x, np.ones(x.shape[1], dtype=x.dtype))
-
-
-# 0.5 as a 0-d array per dtype: NumPy takes it faster than a Python float, whose type it must work
-# out on every call (0.34 vs 0.60 us for a 1024-element multiply), and a batch-1 step is such calls.
 _HALF = {np.dtype(t): np.array(0.5, dtype=t) for t in (np.float32, np.float64)}
 _ONE = {np.dtype(t): np.array(1.0, dtype=t) for t in (np.float32, np.float64)}
 
@@ -115,24 +73,6 @@ _ONE = {np.dtype(t): np.array(1.0, dtype=t) for t in (np.float32, np.float64)}
 # that come halved (see Cell.stepper), one tanh pass for every gate, the fewest calls at batch 1.
 # They call the ufuncs through names bound when the closure is made: a helper function and
 # np.<name> lookups cost 0.6 us of a 4 us GRU step.
-
-
-def as_matrix(a):
-    """(F, T, B) -> (F, T*B) without a copy (the rows may be strided)."""
-    return a.reshape(a.shape[0], -1)
-
-
-def _recurrent_weight_grad(dA, HS, out=None):
-    """dWh = sum_t dA_t h_{t-1}^T: one (G, T*B) @ (T*B, H) product over the whole chunk.
-
-    HS holds h_{t-1} at [:, t]: the hidden buffer, or HP (the states as read) when there are resets."""
-    T = dA.shape[1]
-    return np.matmul(as_matrix(dA), as_matrix(HS[:, :T]).T, out=out)
-
-
-def _reset(prev, keep_t, out):
-    """prev * keep_t into out: the state a step reads, zero for the streams reset before it."""
-    return np.multiply(prev, keep_t, out=out)
 
 
 class Cell:
@@ -173,15 +113,6 @@ class Cell:
         raise NotImplementedError
 
 
-def _hidden_buffer(h0, H, T, ws, team):
-    """HS (H, T+1, B) with h_0 in column block 0, seen by the whole team (h0: this process's units)."""
-    B = h0.shape[1]
-    HS = team.buffer(ws, "HS", (H, T + 1, B), h0.dtype)
-    HS[team.units, 0] = h0
-    team.sync()
-    return HS
-
-
 class RNNCell(Cell):
     name = "rnn"
     gates = 1
@@ -190,12 +121,12 @@ class RNNCell(Cell):
 
     def forward(self, xw, state0, Wh, bh, ws, keep=None, team=SOLO):
         T, u = xw.shape[0], team.units
-        HS = _hidden_buffer(state0[0], Wh.shape[1], T, ws, team)
+        HS = hidden_buffer(state0[0], Wh.shape[1], T, ws, team)
         HP = None if keep is None else ws.get("HP", HS[:, 1:].shape, HS.dtype)  # h_{t-1} as read, after resets
         W = team.rows(Wh, self.gates)  # this process's rows (all of them in one process)
         for t in range(T):
             h_out = HS[u, t + 1]
-            h_prev = HS[:, t] if keep is None else _reset(HS[:, t], keep[t], HP[:, t])
+            h_prev = HS[:, t] if keep is None else reset(HS[:, t], keep[t], HP[:, t])
             np.matmul(W, h_prev, out=h_out)
             self._gates(h_out, h_out)(xw[t])
             team.sync()  # h_t complete: every process's units
@@ -225,7 +156,7 @@ class RNNCell(Cell):
             if keep is not None:
                 dh *= keep[t]  # nothing flows back through a reset
         dA_own = dA[own]
-        dWh = _recurrent_weight_grad(dA_own, HS if keep is None else HP)
+        dWh = recurrent_weight_grad(dA_own, HS if keep is None else HP)
         return dA, (dh.copy(),), dWh, rowsum(as_matrix(dA_own))
 
     def stepper(self, hw, state):
@@ -256,7 +187,7 @@ class LSTMCell(Cell):
         H, u = G // 4, team.units
         h0, c0 = state0
         dt = xw.dtype
-        HS = _hidden_buffer(h0, Wh.shape[1], T, ws, team)
+        HS = hidden_buffer(h0, Wh.shape[1], T, ws, team)
         # The activated gates i f o g go into xw itself: each step reads its input term once, then
         # writes its gates in its place. So a step touches one block of the chunk's memory, not two
         # (its input term, and a second buffer's block for the gates), and the chunk needs no second
@@ -273,7 +204,7 @@ class LSTMCell(Cell):
         with np.errstate(over="ignore"):  # exp(-x) overflows to inf for x < -88: sigma(x) = 0, as it should
             for t in range(T):  # keep every intermediate for backward
                 h_prev, c_prev = (HS[:, t], C[t]) if keep is None else \
-                    (_reset(HS[:, t], keep[t], HP[:, t]), _reset(C[t], keep[t], CP[t]))
+                    (reset(HS[:, t], keep[t], HP[:, t]), reset(C[t], keep[t], CP[t]))
                 np.matmul(W, h_prev, out=hw)  # (4H, B)
                 self._gates(hw, c_prev, A[t], C[t + 1], TC[t], HS[u, t + 1])(xw[t])
                 team.sync()  # h_t complete: every process's units
@@ -325,7 +256,7 @@ class LSTMCell(Cell):
                 dh *= keep[t]  # nothing flows back through a reset
                 dc *= keep[t]
         dA_own = dA[own]
-        dWh = _recurrent_weight_grad(dA_own, HS if keep is None else HP)
+        dWh = recurrent_weight_grad(dA_own, HS if keep is None else HP)
         return dA, (dh.copy(), dc.copy()), dWh, rowsum(as_matrix(dA_own))
 
     def activations(self, cache):
@@ -395,7 +326,7 @@ class GRUCell(Cell):
         T, G, B = xw.shape  # G: this process's gate rows (all 3H of them in one process)
         H, u = G // 3, team.units
         dt = xw.dtype
-        HS = _hidden_buffer(state0[0], Wh.shape[1], T, ws, team)
+        HS = hidden_buffer(state0[0], Wh.shape[1], T, ws, team)
         A = xw  # the activated r, z, n take the input term's place, as in the LSTM
         HN = ws.get("HN", (T, H, B), dt)  # W_hn h_{t-1} + b_hn
         hw = ws.get("hw", (G, B), dt)
@@ -405,7 +336,7 @@ class GRUCell(Cell):
         W = team.rows(Wh, self.gates)
         with np.errstate(over="ignore"):  # exp(-x) overflows to inf for x < -88: sigma(x) = 0, as it should
             for t in range(T):  # keep every intermediate for backward
-                h_prev = HS[:, t] if keep is None else _reset(HS[:, t], keep[t], HP[:, t])
+                h_prev = HS[:, t] if keep is None else reset(HS[:, t], keep[t], HP[:, t])
                 np.matmul(W, h_prev, out=hw)  # (3H, B)
                 self._gates(hw, h_prev[u], bhn, A[t], HN[t], HS[u, t + 1], rhn)(xw[t])
                 team.sync()  # h_t complete: every process's units
@@ -455,8 +386,8 @@ class GRUCell(Cell):
             if keep is not None:
                 dh *= keep[t]  # nothing flows back through a reset
         dWh = np.empty((G, Wh.shape[1]), dt)
-        _recurrent_weight_grad(dXo[: 2 * H], PREV, out=dWh[: 2 * H])
-        _recurrent_weight_grad(dHN, PREV, out=dWh[2 * H :])
+        recurrent_weight_grad(dXo[: 2 * H], PREV, out=dWh[: 2 * H])
+        recurrent_weight_grad(dHN, PREV, out=dWh[2 * H :])
         dbh = np.concatenate([rowsum(as_matrix(dXo[: 2 * H])), rowsum(as_matrix(dHN))])
         return dX, (dh.copy(),), dWh, dbh
 

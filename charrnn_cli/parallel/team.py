@@ -50,84 +50,13 @@ import zlib
 
 import numpy as np
 
-
-class TeamError(RuntimeError):
-    """A process of the team failed or vanished: the message says which and why."""
-
-
-class TeamStalled(TeamError):
-    """Process 0 gave up waiting for a helper because a signal asked the run to stop (a helper
-    that is stopped, SIGSTOP or Ctrl-Z, would otherwise hold the run forever)."""
+from .solo import SOLO, TeamError, TeamStalled
 
 
 STALL_GRACE_S = 1.0  # a wait this long, with a stop asked for, is given up (a healthy one takes microseconds)
 STALL_NOTE_S = 10.0  # a wait this long on a stopped helper is reported, once
 
 
-class Solo:
-    """One process: every unit is its own, every buffer private, every sync free."""
-
-    rank, size = 0, 1
-    units = slice(None)
-
-    def own(self, n):
-        return slice(None)
-
-    def rows(self, W, gates):
-        return W
-
-    def transposed(self, W, gates, ws, name, copy=True):
-        """W^T as a contiguous copy in ws[name] (a per-step product runs faster from it: LSTM 1x512
-        at B = 64 on a 2-core AMD EPYC, 1.24 against 1.51 ms a step), or with copy=False the view
-        (for one product per chunk, where the copy would cost more than it saves)."""
-        if not copy:
-            return W.T
-        WT = ws.get(name, W.T.shape, W.dtype)
-        np.copyto(WT, W.T)
-        return WT
-
-    def buffer(self, ws, name, shape, dtype):
-        return ws.get(name, shape, dtype)
-
-    def put_rows(self, name, own, gates):
-        return own
-
-    def from_first(self, name, a, shape, dtype):
-        return np.ascontiguousarray(a)
-
-    def begin_update(self, *args):
-        """The update's share of this process: all of it (None)."""
-        return None
-
-    def end_update(self):
-        pass
-
-    def update(self, apply, grads, *args):
-        apply(grads, args, self.begin_update(*args))
-        self.end_update()
-
-    def sync(self):
-        pass
-
-    def arrive(self):
-        pass
-
-    def wait(self):
-        pass
-
-    def finish(self):
-        pass
-
-    def begin(self, x, state, masks, resets, backward=True, targets=None):
-        pass
-
-    def close(self):
-        pass
-
-
-SOLO = Solo()
-
-# The control block: int64 slots at the start of the shared memory, one cache line per writer.
 _LINE = 8  # int64s per 64-byte cache line
 _FLAGS = 0  # _FLAGS + _LINE j: the syncs process j has reached
 _CMD = 8 * _LINE  # the parent's command: [sequence, kind, T, B, has masks, has resets, has targets]

@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from ..io.data import Streams
-from ..parallel.team import SOLO
+from ..parallel.solo import SOLO
 
 LN2 = math.log(2.0)
 

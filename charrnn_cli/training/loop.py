@@ -19,7 +19,7 @@ import time
 from ..io.config import ConfigError
 from ..nn.optim import learning_rate
 from ..parallel.dist import on_writer, world
-from ..parallel.team import TeamStalled
+from ..parallel.solo import TeamStalled
 from .bar import ProgressBar
 from .resume import _spent, _time_fraction
 from .runfolder import OtherProcessFolder, RunFolder

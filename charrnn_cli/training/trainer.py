@@ -20,7 +20,8 @@ from ..nn.model import CharRNN
 from ..nn.optim import clip_and_step, global_norm, make_optimizer
 from ..parallel.cores import team_size
 from ..parallel.dist import Single, on_writer
-from ..parallel.team import SOLO, TeamError, TeamStalled, make_team
+from ..parallel.solo import SOLO, TeamError, TeamStalled
+from ..parallel.team import make_team
 from .evaluate import score_sums
 from .state import TrainState, TrainingError
 
