@@ -8,7 +8,7 @@ On a shared or virtual machine a single measurement moves by 10-25%, and the dri
 runs at the time; alternating the two checkouts in fresh processes, round after round (A B, then
 B A), spreads the drift over both. Each process runs bench.py's training measurement (Adam,
 clipping, 2 warm-up steps, the median of 5 blocks of 3 steps) with charrnn_cli imported from its
-checkout; the script prints both medians, their ratio and the spread of the per-round ratios. This is how docs/speed.md's "A/B" figures were measured.
+checkout; the script prints both medians, their ratio and the spread of the per-round ratios. This is how docs/bench-log.md's "A/B" figures were measured.
 """
 
 import argparse

@@ -580,7 +580,7 @@ def elementwise(n, repeats):
     """float32 tanh, exp and multiply on one core, in ns an element (steady_rate: the median of
     `repeats` blocks of 100 calls on n elements), and the SIMD target NumPy dispatches float32 tanh
     to: the part of a step the products leave (see --breakdown) runs at these rates, which differ
-    between machines (AVX-512 kernels) and, on a VM, between days (docs/speed.md)."""
+    between machines (AVX-512 kernels) and, on a VM, between days (docs/bench-log.md)."""
     import numpy as np
 
     x = (np.random.default_rng(0).standard_normal(n) * 2).astype(np.float32)

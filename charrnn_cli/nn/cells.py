@@ -51,7 +51,7 @@ for generation, on the product buffer the model fills (together with the next la
 CharRNN.step; the sigmoid gates' rows come halved) and the state it updates in place, so a batch-1
 step costs only its NumPy calls.
 There every output is passed positionally, np.add(a, b, out): NumPy takes that faster than out=
-(about 0.05 us a call, 1 us of a 25 us GRU character).
+(docs/performance.md has the measurements behind this file's choices).
 Every matrix product of a training step, here and in model.py, is an np.matmul call, never @:
 `python benchmarks/bench.py --breakdown` times them by wrapping np.matmul.
 The LSTM keeps its gate blocks as (i, f, o, g) so the three sigmoids are one pass; `torch_blocks`
@@ -69,10 +69,10 @@ _ONE = {np.dtype(t): np.array(1.0, dtype=t) for t in (np.float32, np.float64)}
 
 # The step closures below compute the sigmoid gates with their calls written out in place: in
 # training as 1 / (1 + exp(-x)) (NumPy's float32 exp costs about two thirds of its tanh per element on
-# the AVX2 machines measured, docs/speed.md), in generation as (1 + tanh(x / 2)) / 2 over rows
+# the AVX2 machines measured, docs/performance.md), in generation as (1 + tanh(x / 2)) / 2 over rows
 # that come halved (see Cell.stepper), one tanh pass for every gate, the fewest calls at batch 1.
 # They call the ufuncs through names bound when the closure is made: a helper function and
-# np.<name> lookups cost 0.6 us of a 4 us GRU step.
+# np.<name> lookups cost a noticeable share of a batch-1 step.
 
 
 class Cell:
@@ -191,7 +191,7 @@ class LSTMCell(Cell):
         # The activated gates i f o g go into xw itself: each step reads its input term once, then
         # writes its gates in its place. So a step touches one block of the chunk's memory, not two
         # (its input term, and a second buffer's block for the gates), and the chunk needs no second
-        # buffer of this size, its largest (docs/speed.md).
+        # buffer of this size, its largest (docs/bench-log.md).
         A = xw
         hw = ws.get("hw", (G, B), dt)  # W_hh h_{t-1}, one step at a time
         C = ws.get("C", (T + 1, H, B), dt)  # C[0] = c_0, C[t+1] = c_t

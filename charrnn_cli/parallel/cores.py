@@ -21,7 +21,7 @@ THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"
 LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 
 # The smallest hidden size the team takes on by itself: below it a step's elementwise calls are
-# too short to be worth splitting (docs/speed.md, "Two processes per step").
+# too short to be worth splitting (docs/performance.md, the team).
 TEAM_MIN_HIDDEN = 128
 
 
@@ -155,7 +155,7 @@ def cpu_vector_level(cpuinfo="/proc/cpuinfo"):
 def blas_pin_note(environ=None, cpuinfo="/proc/cpuinfo"):
     """One line for a user whose OPENBLAS_CORETYPE holds NumPy's BLAS to older kernels than the CPU
     runs (some shared machines set it), or None. The products are most of a training step, and
-    such a pin made them 1.6-1.9x slower where measured (docs/speed.md)."""
+    such a pin made them 1.6-1.9x slower where measured (docs/bench-log.md)."""
     env = os.environ if environ is None else environ
     pin = env.get("OPENBLAS_CORETYPE", "").strip()
     level = _KERNEL_LEVEL.get(pin.lower(), 0)

@@ -29,8 +29,8 @@ class Solo:
         return W
 
     def transposed(self, W, gates, ws, name, copy=True):
-        """W^T as a contiguous copy in ws[name] (a per-step product runs faster from it: LSTM 1x512
-        at B = 64 on a 2-core AMD EPYC, 1.24 against 1.51 ms a step), or with copy=False the view
+        """W^T as a contiguous copy in ws[name] (a per-step product runs faster from it), or with
+        copy=False the view
         (for one product per chunk, where the copy would cost more than it saves)."""
         if not copy:
             return W.T

@@ -1,8 +1,8 @@
 """One training step, several processes: the hidden units split between forked processes.
 
 NumPy runs every elementwise call on one core, so in one process a step's gate equations leave
-the other cores idle while BLAS uses them all for the products (docs/speed.md: on a 2-core machine
-the LSTM 1x512 step spends about 40% of its time there). A team of S processes, each with its own
+the other cores idle while BLAS uses them all for the products (docs/performance.md: on 2 cores
+that is a large share of a step). A team of S processes, each with its own
 BLAS threads, splits every recurrent layer by hidden units: process j owns units
 [j H/S, (j+1) H/S), that is its rows of every gate block of W_ih, W_hh and the biases, and it
 computes those rows of every product, every gate equation and every weight gradient. They meet
@@ -11,8 +11,8 @@ twice per time step, through memory they share:
     forward   h_t (H, B) = every process's units of h_t   -> sync -> each: its gates of W_hh h_t
     backward  da_t (G, B) = every process's gate rows      -> sync -> each: its units of W_hh^T da_t
 
-A sync is a spin on counters in shared memory (a sleeping process wakes in about 150 us on a
-virtual machine, longer than a step's work). Process 0 is the one that runs the training loop; it
+A sync is a spin on counters in shared memory (a sleeping process wakes up slower, on a virtual
+machine, than a step's work takes). Process 0 is the one that runs the training loop; it
 alone computes the softmax, the loss, the gradient norm and everything else, while the others wait
 for the next command. The decoder's products are shared too: the logits by rows (positions
 t*B + b), its gradients by units, like the recurrent layers'. So is the update: each process clips
@@ -141,7 +141,7 @@ class ForkTeam:
         """(W^T)[units] with W's rows in P order: always a copy (the rows are permuted)."""
         P = self._rows_of(W.shape[0], gates, tuple(range(self.size)))
         WT = ws.get(name, (self.H // self.size, W.shape[0]), W.dtype)
-        np.copyto(WT, W.T[self.units][:, P])  # = W[P][:, units].T, in half the time (2.3 against 4.4 ms, LSTM 1x512)
+        np.copyto(WT, W.T[self.units][:, P])  # = W[P][:, units].T, in about half the time
         return WT
 
     def buffer(self, ws, name, shape, dtype):
