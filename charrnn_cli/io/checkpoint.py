@@ -180,24 +180,15 @@ def check_arrays(path, arrays, cfg, vocab):
     def bad(name, what):
         raise CheckpointError(f"{path}: array {name} {what}")
 
-    def scalar(name, kind):
-        if name not in arrays:
-            return
-        a = arrays[name]
-        if a.shape != ():
-            bad(name, f"should be a single {kind}, has shape {a.shape}")
-        if kind == "integer" and a.dtype.kind not in "iu":
-            bad(name, f"should be an integer, is a {_kind(a)} ({short(a.item())})")
-        if kind == "number" and a.dtype.kind not in "iuf":
-            bad(name, f"should be a number, is a {_kind(a)} ({short(a.item())})")
-        if kind == "string" and a.dtype.kind != "U":
-            bad(name, f"should be a string, is a {_kind(a)}")
-        if kind == "integer" and a.item() < 0:
-            bad(name, f"should be >= 0, is {a.item()}")
+    torch_shapes, internal = _expected_shapes(cfg, len(vocab))
+    _check_parameters(arrays, torch_shapes, len(vocab), bad)
+    _check_progress(arrays, cfg, bad)
+    _check_optimizer(arrays, internal, bad)
+    _check_state(arrays, cfg, bad)
 
-    V = len(vocab)
-    torch_shapes, internal = _expected_shapes(cfg, V)
-    for name, shape in torch_shapes.items():
+
+def _check_parameters(arrays, shapes, V, bad):
+    for name, shape in shapes.items():
         a = arrays[name]
         if a.dtype.kind != "f":
             bad(name, f"should hold floats, holds {_kind(a)} values")
@@ -205,62 +196,86 @@ def check_arrays(path, arrays, cfg, vocab):
             hint = " (transposed?)" if a.shape == shape[::-1] else ""
             why = f" for {V} characters" if name.startswith("decoder") or name == "rnn.weight_ih_l0" else ""
             bad(name, f"has shape {a.shape}, expected {shape}{why}{hint}")
+
+
+def _check_scalar(arrays, name, kind, bad):
+    if name not in arrays:
+        return
+    a = arrays[name]
+    if a.shape != ():
+        bad(name, f"should be a single {kind}, has shape {a.shape}")
+    if kind == "integer" and a.dtype.kind not in "iu":
+        bad(name, f"should be an integer, is a {_kind(a)} ({short(a.item())})")
+    if kind == "number" and a.dtype.kind not in "iuf":
+        bad(name, f"should be a number, is a {_kind(a)} ({short(a.item())})")
+    if kind == "string" and a.dtype.kind != "U":
+        bad(name, f"should be a string, is a {_kind(a)}")
+    if kind == "integer" and a.item() < 0:
+        bad(name, f"should be >= 0, is {a.item()}")
+
+
+def _check_progress(arrays, cfg, bad):
+    """The progress scalars: of their kind, and in range (a finite elapsed time, an offset inside
+    the streams)."""
     for name in ("train.step", "train.epoch", "train.offset", "train.chars_seen", "optim.t", "train.eval_chars",
                  "data.length"):
-        scalar(name, "integer")
+        _check_scalar(arrays, name, "integer", bad)
+    for name in ("train.elapsed_s", "train.best_val"):
+        _check_scalar(arrays, name, "number", bad)
+    for name in ("config_json", "optim.name", "rng_state", "data.sha1"):
+        _check_scalar(arrays, name, "string", bad)
     if "train.layout" in arrays:
         a = arrays["train.layout"]
         if a.shape != (2,) or a.dtype.kind not in "iu" or (a < 1).any():
             bad("train.layout", f"should be 2 positive integers (processes, unit_split), is {short(a.tolist())}")
-    if "train.lr_anchor" in arrays and (arrays["train.lr_anchor"].shape != (2,) or
-                                        arrays["train.lr_anchor"].dtype.kind != "f"):
-        bad("train.lr_anchor", f"should be 2 floats, is {arrays['train.lr_anchor'].shape} "
-                               f"{_kind(arrays['train.lr_anchor'])}")
-    for name in ("train.elapsed_s", "train.best_val"):
-        scalar(name, "number")
-    for name in ("config_json", "optim.name", "rng_state", "data.sha1"):
-        scalar(name, "string")
-    if "optim.name" in arrays:
-        opt = str(arrays["optim.name"])
-        if opt not in OPTIMIZERS:
-            bad("optim.name", f"names no known optimizer: {opt!r}")
-        for slot in OPTIMIZERS[opt].slots:
-            for pname, shape in internal.items():
-                name = f"optim.{slot}.{pname}"
-                if name not in arrays:
-                    bad(name, f"is missing ({opt} keeps it)")
-                a = arrays[name]
-                if a.dtype.kind != "f" or a.shape != shape:
-                    bad(name, f"should be {shape} floats, is {a.shape} {_kind(a)}")
+    a = arrays.get("train.lr_anchor")
+    if a is not None and (a.shape != (2,) or a.dtype.kind != "f"):
+        bad("train.lr_anchor", f"should be 2 floats, is {a.shape} {_kind(a)}")
+    if "train.elapsed_s" in arrays and not (math.isfinite(x := float(arrays["train.elapsed_s"])) and x >= 0):
+        bad("train.elapsed_s", f"should be a finite number >= 0, is {x}")
+    if "train.best_val" in arrays and math.isinf(x := float(arrays["train.best_val"])):
+        bad("train.best_val", f"should be finite (or NaN: none yet), is {x}")
+    if "train.offset" in arrays and "data.length" in arrays:
+        most = int(arrays["data.length"]) // cfg.training.batch_size
+        if int(arrays["train.offset"]) > most:
+            bad("train.offset", f"is {int(arrays['train.offset']):,}, past the end of every stream "
+                                f"({most:,} characters each, from data.length and batch_size)")
+
+
+def _check_optimizer(arrays, internal, bad):
+    if "optim.name" not in arrays:
+        return
+    opt = str(arrays["optim.name"])
+    if opt not in OPTIMIZERS:
+        bad("optim.name", f"names no known optimizer: {short(opt)}")
+    for slot in OPTIMIZERS[opt].slots:
+        for pname, shape in internal.items():
+            name = f"optim.{slot}.{pname}"
+            if name not in arrays:
+                bad(name, f"is missing ({opt} keeps it)")
+            a = arrays[name]
+            if a.dtype.kind != "f" or a.shape != shape:
+                bad(name, f"should be {shape} floats, is {a.shape} {_kind(a)}")
+
+
+def _check_state(arrays, cfg, bad):
+    """The carried state, the history and the dropout generator."""
     L, B, H = cfg.model.num_layers, cfg.training.batch_size, cfg.model.hidden_size
     for sname in make_cell(cfg.model.type).state_names:
-        name = f"state.{sname}"
-        if name in arrays:
-            a = arrays[name]
-            if a.dtype.kind != "f" or a.shape != (L, B, H):
-                bad(name, f"should be (layers, batch_size, hidden_size) = {(L, B, H)} floats, is {a.shape} {_kind(a)}")
+        a = arrays.get(f"state.{sname}")
+        if a is not None and (a.dtype.kind != "f" or a.shape != (L, B, H)):
+            bad(f"state.{sname}", f"should be (layers, batch_size, hidden_size) = {(L, B, H)} floats, is {a.shape} "
+                                  f"{_kind(a)}")
     for name in ("history.train", "history.val"):
-        if name in arrays:
-            a = arrays[name]
-            if a.dtype.kind not in "iuf" or a.ndim != 2 or a.shape[1] != 4:
-                bad(name, f"should be (n, 4) numbers (step, chars_seen, elapsed_s, loss), is {a.shape} {_kind(a)}")
+        a = arrays.get(name)
+        if a is not None and (a.dtype.kind not in "iuf" or a.ndim != 2 or a.shape[1] != 4):
+            bad(name, f"should be (n, 4) numbers (step, chars_seen, elapsed_s, loss), is {a.shape} {_kind(a)}")
     if "rng_state" in arrays:
         try:
             state = json.loads(str(arrays["rng_state"]))
             np.random.default_rng().bit_generator.state = state
         except (ValueError, TypeError, KeyError, RecursionError, OverflowError):
             bad("rng_state", "is not a random generator state (JSON of bit_generator.state)")
-    for name in ("train.elapsed_s", "train.best_val"):
-        if name in arrays:
-            x = float(arrays[name])
-            ok = (math.isfinite(x) and x >= 0) if name == "train.elapsed_s" else (math.isnan(x) or math.isfinite(x))
-            if not ok:
-                bad(name, f"should be {'a finite number >= 0' if name == 'train.elapsed_s' else 'finite (or NaN: none yet)'}, is {x}")
-    if "train.offset" in arrays and "data.length" in arrays:
-        most = int(arrays["data.length"]) // cfg.training.batch_size
-        if int(arrays["train.offset"]) > most:
-            bad("train.offset", f"is {int(arrays['train.offset']):,}, past the end of every stream "
-                                f"({most:,} characters each, from data.length and batch_size)")
 
 
 def nonfinite_parameters(arrays):
