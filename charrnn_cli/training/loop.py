@@ -16,7 +16,7 @@ import math
 import os
 import time
 
-from ..io.config import ConfigError
+from ..io.config import ConfigError, default_output_dir
 from ..nn.optim import learning_rate
 from ..parallel.dist import on_writer, world
 from ..parallel.solo import TeamStalled
@@ -42,6 +42,8 @@ def train(cfg, resume=None, quiet=False, echo=print, overwrite=False, minutes=No
     """
     comm = comm or world()
     t_cfg = cfg.training
+    if cfg.output.dir is None:  # a Config built directly, not through from_dict: the default folder
+        cfg.output.dir = default_output_dir(cfg.data.path)
     if minutes is None and t_cfg.max_steps is None and t_cfg.max_epochs is None and t_cfg.max_minutes is None:
         raise ConfigError("the config sets no stop condition: set training.max_minutes, max_steps or max_epochs "
                           "(or pass --minutes N)")
