@@ -528,3 +528,33 @@ def test_items_never_print_an_empty_line_and_say_what_was_dropped(tmp_path):
     r_items, _, _ = new_items(type("Long", (EndsAtOnce,), {"step": lambda self, j, s, c: (
         np.array([[-50.0, 50.0]], dtype=np.float32), s)})(), vocab, 2, argmax=True, max_length=7)
     assert r_items == ["aaaaaaa", "aaaaaaa"]
+
+
+HELPER_HANGS = """
+import time
+from charrnn_cli.nn.model import CharRNN
+_forward, _calls = CharRNN.forward, [0]
+def forward(self, idx, targets, state, masks=None, resets=None, team=None, **kw):
+    if team is not None and team.rank == 1 and masks is not None:
+        _calls[0] += 1
+        if _calls[0] == 6:
+            time.sleep(3600)  # a helper that hangs without being stopped
+    return _forward(self, idx, targets, state, masks, resets, **({} if team is None else {"team": team}))
+CharRNN.forward = forward
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads /proc for the helper's pid")
+def test_a_hung_helper_is_given_up_on_sigterm_and_the_last_finished_step_saved(tmp_path):
+    proc = _long_run(tmp_path, prelude=HELPER_HANGS, unit_split=2, batch_size=8, seq_length=32)
+    try:
+        _wait_for_steps(tmp_path / "run", 5, proc)
+        time.sleep(0.5)  # the sixth step waits for the helper
+        os.kill(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert "has not answered" in err and "the step under way was given up" in err and "saved" in err, err
+    assert ckpt.load(str(tmp_path / "run" / "latest.npz")).scalar("train.step") == 5  # the sixth was dropped
