@@ -20,7 +20,7 @@ from charrnn_cli.io.config import ConfigError, from_dict
 from charrnn_cli.io.cache import prepare
 from charrnn_cli.io.data import read_validation_split
 from charrnn_cli.training.loop import train
-from conftest import make_text, make_config, write_yaml, invoke, refused
+from conftest import invoke, make_config, make_text, refused, wait_for_lines, write_yaml
 
 
 def trained(tmp_path, **training):
@@ -312,17 +312,6 @@ def _long_run(tmp_path, prelude="", **training):
     return proc
 
 
-def _wait_for_steps(run_dir, n, proc, timeout=60):
-    path = run_dir / "metrics.jsonl"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text().count("\n") >= n:
-            return
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.02)
-    raise AssertionError(f"{path} did not reach {n} lines")
-
-
 def _children(pid):
     with open(f"/proc/{pid}/task/{pid}/children") as f:
         return [int(p) for p in f.read().split()]
@@ -332,7 +321,7 @@ def _children(pid):
 def test_a_stopped_helper_does_not_hold_the_run_and_one_sigterm_saves_it(tmp_path):
     proc = _long_run(tmp_path, unit_split=2, batch_size=8, seq_length=32)
     try:
-        _wait_for_steps(tmp_path / "run", 5, proc)
+        wait_for_lines(tmp_path / "run" / "metrics.jsonl", 5, proc)
         helpers = _children(proc.pid)
         assert len(helpers) == 1, helpers
         os.kill(helpers[0], signal.SIGSTOP)
@@ -357,7 +346,7 @@ def test_a_stopped_helper_does_not_hold_the_run_and_one_sigterm_saves_it(tmp_pat
 
 def test_sighup_saves_like_sigterm(tmp_path):
     proc = _long_run(tmp_path, unit_split=1)
-    _wait_for_steps(tmp_path / "run", 3, proc)
+    wait_for_lines(tmp_path / "run" / "metrics.jsonl", 3, proc)
     os.kill(proc.pid, signal.SIGHUP)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 128 + signal.SIGHUP, err
@@ -382,7 +371,7 @@ def test_a_burst_of_ctrl_cs_during_the_save_exits_130_without_a_traceback(tmp_pa
         folder = tmp_path / str(attempt)
         folder.mkdir()
         proc = _long_run(folder, prelude=SLOW_SAVE, unit_split=1)
-        _wait_for_steps(folder / "run", 3, proc)
+        wait_for_lines(folder / "run" / "metrics.jsonl", 3, proc)
         for _ in range(12):  # the first asks for the save, the rest land in it and after it
             os.kill(proc.pid, signal.SIGINT)
             time.sleep(0.005 if attempt == 0 else 0.05 * attempt)
@@ -397,7 +386,7 @@ def test_a_burst_of_ctrl_cs_during_the_save_exits_130_without_a_traceback(tmp_pa
 
 def test_killed_before_the_first_checkpoint_the_refusal_names_no_missing_file(tmp_path):
     proc = _long_run(tmp_path, unit_split=1)
-    _wait_for_steps(tmp_path / "run", 2, proc)
+    wait_for_lines(tmp_path / "run" / "metrics.jsonl", 2, proc)
     proc.kill()
     proc.wait()
     assert not (tmp_path / "run" / "latest.npz").exists()
@@ -548,7 +537,7 @@ CharRNN.forward = forward
 def test_a_hung_helper_is_given_up_on_sigterm_and_the_last_finished_step_saved(tmp_path):
     proc = _long_run(tmp_path, prelude=HELPER_HANGS, unit_split=2, batch_size=8, seq_length=32)
     try:
-        _wait_for_steps(tmp_path / "run", 5, proc)
+        wait_for_lines(tmp_path / "run" / "metrics.jsonl", 5, proc)
         time.sleep(0.5)  # the sixth step waits for the helper
         os.kill(proc.pid, signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
