@@ -249,6 +249,7 @@ class TrainingLoop:
         return Result(prog, self.last_val, reason, trainer.cfg.output.dir, _advice(folder, trainer), warning, trainer.model,
                       trainer.val_per_item)
 
+
 def _record(trainer, train_loss, val_loss, cps, lr, val_s=None, val_total_s=None):
     prog = trainer.prog
     return {"step": prog.step, "epoch": round(trainer.epoch_float(), 4), "chars_seen": prog.chars_seen,
@@ -258,6 +259,7 @@ def _record(trainer, train_loss, val_loss, cps, lr, val_s=None, val_total_s=None
             **({"val_nats_per_item": trainer.val_per_item if val_loss is not None else None}
                if trainer.nl is not None else {}),
             "val_total_s": None if val_total_s is None else round(val_total_s, 3)}
+
 
 def _eta(t_cfg, prog, val_seconds):
     spent = f" val {val_seconds:.0f}s" if val_seconds else ""

@@ -24,6 +24,7 @@ def _check_resume(ck, cfg, vocab):
         raise ckpt.CheckpointError(f"{ck.path} was trained with training.batch_size "
                                    f"{ck.config.training.batch_size}; resume with the same batch_size")
 
+
 def _vocab_change(old, new, limit=8):
     """The characters a text gained and lost against a run's vocabulary, as a phrase.
 
@@ -41,6 +42,7 @@ def _vocab_change(old, new, limit=8):
              if gained else []) + ([f"lacks {len(lost)} it had {listed(lost)}"] if lost else [])
     return "the text " + " and ".join(parts)
 
+
 def _data_changes(ck, cfg, corpus):
     """What differs between the data a checkpoint was trained on and the data now, as phrases."""
     changes = []
@@ -57,6 +59,7 @@ def _data_changes(ck, cfg, corpus):
         changes.append(f"data.val_fraction {old.val_fraction} -> {cfg.data.val_fraction}")
     return changes
 
+
 def _note_layout(ck, run, echo):
     """A resume into another number of processes (data-parallel or sharing each step) goes on with
     the same math, but the products are cut into other blocks and round differently (about 1e-7
@@ -70,6 +73,7 @@ def _note_layout(ck, run, echo):
             return f"{n} data-parallel process{'es' * (n > 1)} x {s} sharing each step"
         echo(f"note: {ck.path} was trained with {words(*was)}, this run uses {words(*now)}: the same math, "
              f"rounded differently, so the resume is close to but not bit for bit what the first layout gives")
+
 
 def _spent(reason, ck, prog, t_cfg):
     """The line for a resume that has nothing left to do."""
@@ -85,9 +89,11 @@ def _spent(reason, ck, prog, t_cfg):
     return (f"nothing to do: {ck.path} (step {prog.step:,}) has already reached {what}; the budget counts "
             f"the whole run, across resumes: {how}")
 
+
 def _time_fraction(t_cfg, elapsed_s):
     """How much of max_minutes has gone: the cosine schedule's clock when it runs on time."""
     return elapsed_s / (60 * t_cfg.max_minutes) if t_cfg.max_minutes else 0.0
+
 
 def _anchor_on_resume(ck, t_cfg, prog):
     """Keep the cosine schedule continuous when a resume changes its horizon (a longer budget)."""

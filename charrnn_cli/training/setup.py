@@ -47,6 +47,7 @@ def _prepare(cfg, echo, signals, comm, expect=None):
         raise DataError(problem)
     return corpus
 
+
 def training_bytes(cfg, V):
     """About how many bytes training `cfg` on V characters holds: the parameters, their gradients,
     the optimizer's state and scratch (float32), the activations a chunk keeps for the backward
@@ -58,6 +59,7 @@ def training_bytes(cfg, V):
     activations = L * (t.seq_length + 1) * t.batch_size * (G + 4) * H * 2
     logits = 3 * t.seq_length * t.batch_size * V
     return 4 * (copies * params + activations + logits)
+
 
 def _check_memory(cfg, V, available=None):
     """Refuse, before allocating anything, a model whose training does not fit in memory."""
@@ -71,12 +73,14 @@ def _check_memory(cfg, V, available=None):
                           f"batch_size {t.batch_size} x seq_length {t.seq_length}, needs about {need / 2**30:.1f} GB "
                           f"to train; this machine has {have / 2**30:.1f} GB free: choose a smaller model or batch")
 
+
 def _too_few_items(cfg, corpus):
     """Lines mode with no whole item left for training: say what is wrong with the list."""
     items = max(int((np.asarray(corpus.data) == corpus.vocab.index("\n")).sum()) - 1, 0)
     return (f"{cfg.data.path}: the list has {items:,} item{'s' * (items != 1)} (one per non-empty line); "
             f"validation takes whole items from its end (data.val_fraction {cfg.data.val_fraction:g}), which leaves "
             f"none to train on: give more items, one per line, or --set data.val_fraction=0 to train on all of them")
+
 
 def _fit_hint(n, T):
     """What to --set so that n training characters fill at least one batch: the error's way out.
@@ -89,6 +93,7 @@ def _fit_hint(n, T):
     if n >= 2:
         return f"; --set training.batch_size=1 --set training.seq_length={n - 1} fits"
     return ""
+
 
 def _setup(cfg, resume, echo, signals, comm, minutes):
     """The data, this process's streams, the checkpoint resumed from and the Trainer: (run, ck)."""
@@ -124,6 +129,7 @@ def _setup(cfg, resume, echo, signals, comm, minutes):
         run.prog.lr_anchor = _anchor_on_resume(ck, t_cfg, run.prog)
     return run, ck
 
+
 def _opening_lines(run, folder, ck, comm, echo, plan):
     cfg, corpus, streams, prog = run.cfg, run.corpus, run.streams, run.prog
     B, T = cfg.training.batch_size, cfg.training.seq_length
@@ -150,6 +156,7 @@ def _opening_lines(run, folder, ck, comm, echo, plan):
              f"(training.unit_split; 1 trains in one process)")
     if ck is not None:
         echo(f"resumed from {ck.path} at step {prog.step:,}; writing to {folder.path}")
+
 
 def _planned_steps(tcfg, streams):
     caps = []

@@ -11,6 +11,7 @@ import numpy as np
 class TrainingError(RuntimeError):
     """Training cannot go on (for example the loss became NaN); the message says why."""
 
+
 class Interrupted(Exception):
     """SIGINT or SIGTERM arrived. `path` is the checkpoint saved first (None if nothing was:
     the signal came while the data was being prepared); `advice` says which files to use next."""
@@ -18,6 +19,7 @@ class Interrupted(Exception):
     def __init__(self, signum, path=None, step=None, advice=""):
         super().__init__(signum, path, step)
         self.signum, self.path, self.step, self.advice = signum, path, step, advice
+
 
 @dataclass
 class TrainState:
@@ -46,6 +48,7 @@ class TrainState:
         best = [r for r in self.history["val"] if r[3] == self.best_val]
         return int(best[-1][0]) if best else None
 
+
 @dataclass
 class Result:
     progress: TrainState
@@ -57,6 +60,7 @@ class Result:
     model: object = None  # the trained CharRNN
     val_per_item: float = math.nan  # lines mode: the last validation's nats per item
 
+
 def _advice(folder, run):
     """Which checkpoint to use next, with its step."""
     prog = run.prog
@@ -64,6 +68,7 @@ def _advice(folder, run):
         return (f"best model: {folder.best} (step {prog.best_step():,}, validation {prog.best_val:.4f}); "
                 f"latest: {folder.latest} (step {prog.step:,})")
     return f"no validation has run yet, so there is no best.npz: use {folder.latest} (step {prog.step:,})"
+
 
 def divergence(loss, vocab_size, lr=None):
     """A warning when a loss is far above a uniform guess over the vocabulary (ln V), else ''."""
@@ -76,6 +81,7 @@ def divergence(loss, vocab_size, lr=None):
             f"(training.grad_clip), and train again")
 
 DIVERGED = 1.2  # a loss this many times ln V: worse than knowing nothing, by far
+
 
 def final_loss(history, last_val):
     """The loss divergence is judged on: the last training loss (a high validation loss with a low

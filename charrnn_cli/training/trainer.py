@@ -28,9 +28,11 @@ from .state import TrainState, TrainingError
 
 _ONE_PROCESS = "--set training.unit_split=1 trains in one process"  # the way out of every team failure
 
+
 def _team_failed(e, what):
     """A TeamError as the one line the user sees."""
     return TrainingError(f"{e}; {what} ({_ONE_PROCESS})")
+
 
 class Trainer:
     """What training holds and does: the model, optimizer, progress, carried state and dropout
