@@ -181,7 +181,8 @@ def generate(model, vocab, prime, length, temperature=1.0, top_k=None, argmax=Fa
             yield 0, chars[j]
             if t + 1 < length:
                 logits, state = model.step(j, state, ctx)
-                _ban(logits, unk)
+                if unk is not None:  # never the unknown symbol (_ban), inline: this loop is per character
+                    logits[0, unk] = -np.inf
         return
     out = np.empty((length, N), dtype=np.int64)
     for t in range(length):
