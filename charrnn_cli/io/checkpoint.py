@@ -40,7 +40,8 @@ import numpy as np
 from . import config as config_mod
 from ..nn.cells import make_cell
 from .files import atomic_write
-from .npz import MAX_VOCAB_BYTES, SMALL, Members, NpzError, short
+from .npz import MAX_VOCAB_BYTES, SMALL, Members, NpzError
+from .yaml_reader import short
 from ..nn.model import CharRNN
 from ..nn.params import state_dict_names
 from ..nn.optim import OPTIMIZERS
@@ -90,7 +91,7 @@ class Checkpoint:
         self.path = path
         self.arrays = arrays
         try:
-            self.config = config_mod.from_dict(_as_trained(json.loads(str(arrays["config_json"]))))
+            self.config = config_mod.from_dict(config_mod.as_trained(json.loads(str(arrays["config_json"]))))
         except RecursionError:
             raise CheckpointError(f"{path}: the stored config nests too deeply to be a charrnn config") from None
         except (ValueError, config_mod.ConfigError) as e:
@@ -142,13 +143,6 @@ class Checkpoint:
     def history(self, name):
         rows = self.arrays.get(f"history.{name}")
         return np.zeros((0, 4)) if rows is None else rows
-
-
-def _as_trained(raw):
-    """A stored config as its run trained: one saved before data.min_count kept every character."""
-    if isinstance(raw, dict) and isinstance(raw.get("data"), dict) and "min_count" not in raw["data"]:
-        raw["data"]["min_count"] = 1
-    return raw
 
 
 def _expected_shapes(cfg, V):
@@ -308,27 +302,20 @@ def _limits(cfg, V, step):
     """{array name: most bytes it may hold} for a checkpoint of `cfg` with V characters at `step`
     (8 bytes an element: float64 or int64 at most)."""
     torch_shapes, internal = _expected_shapes(cfg, V)
-    limits = {name: 8 * _count(shape) for name, shape in torch_shapes.items()}
+    limits = {name: 8 * math.prod(shape) for name, shape in torch_shapes.items()}
     for name in ("optim.name", "rng_state", "data.sha1", "optim.t", "data.length", "train.lr_anchor", "train.layout") + tuple(
             f"train.{k}" for k in ("step", "epoch", "offset", "chars_seen", "elapsed_s", "best_val", "eval_chars")):
         limits[name] = SMALL
     for opt in OPTIMIZERS.values():
         for slot in opt.slots:
             for pname, shape in internal.items():
-                limits[f"optim.{slot}.{pname}"] = 8 * _count(shape)
+                limits[f"optim.{slot}.{pname}"] = 8 * math.prod(shape)
     L, B, H = cfg.model.num_layers, cfg.training.batch_size, cfg.model.hidden_size
     for sname in make_cell(cfg.model.type).state_names:
         limits[f"state.{sname}"] = 8 * L * B * H
     rows = 2 * (max(int(step), 0) + 1) + 16  # a line of history a step at most, and a final validation
     limits["history.train"] = limits["history.val"] = 8 * 4 * rows
     return limits
-
-
-def _count(shape):
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def _read_all(path):

@@ -225,6 +225,14 @@ def from_dict(raw):
     return cfg
 
 
+def as_trained(raw):
+    """A stored config (a checkpoint's) as its run trained: one saved before data.min_count kept every
+    character. as_trained({"data": {}}) == {'data': {'min_count': 1}}"""
+    if isinstance(raw, dict) and isinstance(raw.get("data"), dict):
+        raw["data"].setdefault("min_count", 1)
+    return raw
+
+
 def default_output_dir(data_path):
     """runs/NAME for a text NAME.EXT. default_output_dir("data/tinyshakespeare.txt") == 'runs/tinyshakespeare'"""
     stem = os.path.splitext(os.path.basename(os.path.normpath(data_path)))[0] or "text"

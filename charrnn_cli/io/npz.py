@@ -7,11 +7,13 @@ checkpoint's: what its config implies); Python objects (pickles) are never read,
 holding less than its header says is called truncated.
 """
 
-import reprlib
+import math
 import zipfile
 import zlib
 
 import numpy as np
+
+from .yaml_reader import short
 
 
 class NpzError(ValueError):
@@ -55,10 +57,7 @@ class Members:
             version = np.lib.format.read_magic(fh)
             read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             shape, _, dtype = read(fh)
-        count = 1
-        for n in shape:
-            count *= int(n)
-        return shape, dtype, count * dtype.itemsize
+        return shape, dtype, math.prod(int(n) for n in shape) * dtype.itemsize
 
     def read(self, name, limit):
         """The array `name`, or None when there is none; CheckpointError when its header claims more
@@ -85,8 +84,3 @@ class Members:
         except (zipfile.BadZipFile, EOFError, zlib.error) as e:
             raise NpzError(f"{self.path} is corrupt ({short(str(e))})") from None
 
-
-def short(value, limit=80):
-    """A value for a message, cut short. short("x" * 100, 10) == "'xxxxxxx..."""
-    text = reprlib.repr(value) if not isinstance(value, str) else repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -5,7 +5,7 @@ relative path a config or checkpoint names is found (`locate`, the one lookup ev
 import os
 import re
 
-from .config import ConfigError, apply_overrides, from_dict, load_config, overridden
+from .config import ConfigError, apply_overrides, as_trained, from_dict, load_config, overridden
 
 
 def is_config_path(path):
@@ -170,8 +170,7 @@ def stored_config(path):
         raise ConfigError(f"{bad} ({e})") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict):
         raise ConfigError(f"{bad} (its stored config has no data section)")
-    raw["data"].setdefault("min_count", 1)  # saved before data.min_count: it kept every character
-    return raw
+    return as_trained(raw)
 
 
 def locate(path, anchor=None):

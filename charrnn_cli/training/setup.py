@@ -10,6 +10,7 @@ from ..io import checkpoint as ckpt
 from ..io.config import ConfigError
 from ..io.cache import prepare
 from ..io.data import DataError, Streams
+from ..nn.cells import make_cell
 from ..parallel.cores import blas_pin_note
 from ..parallel.dist import on_writer
 from .resume import _anchor_on_resume, _check_resume, _data_changes, _note_layout
@@ -53,7 +54,7 @@ def training_bytes(cfg, V):
     the optimizer's state and scratch (float32), the activations a chunk keeps for the backward
     pass, and the logits. training_bytes(from_dict({}), 65) // 2**20 == 230"""
     m, t = cfg.model, cfg.training
-    G, H, L = {"rnn": 1, "lstm": 4, "gru": 3}[m.type], m.hidden_size, m.num_layers
+    G, H, L = make_cell(m.type).gates, m.hidden_size, m.num_layers
     params = G * H * (V + H + 2) + (L - 1) * G * H * (2 * H + 2) + V * (H + 1)
     copies = 3 + {"adam": 2, "rmsprop": 1, "adagrad": 1, "sgd": 1}[t.optimizer]  # + gradient, scratch, team
     activations = L * (t.seq_length + 1) * t.batch_size * (G + 4) * H * 2
