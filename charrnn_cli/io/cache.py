@@ -57,8 +57,10 @@ def prepare(path, cache_dir, echo=None, mode="stream", expect=None, min_count=1)
     corpus, damage = _reuse(npy, meta_path, _source_stamp(path, min_count))
     if corpus is not None:
         return corpus
+    scanned = None  # (stamp before the scan, the scan): encoding reuses it rather than read the file again
     if expect is not None:
-        expect(scan_vocab(path, mode, min_count)[0])
+        scanned = (_source_stamp(path, min_count), scan_vocab(path, mode, min_count))
+        expect(scanned[1][0])
     os.makedirs(cache_dir, exist_ok=True)
     with FileLock(base + ".lock"):  # another process encoding the same file: wait for it, then look again
         stamp = _source_stamp(path, min_count)
@@ -67,7 +69,7 @@ def prepare(path, cache_dir, echo=None, mode="stream", expect=None, min_count=1)
             return corpus
         if damage and echo is not None:
             echo(f"warning: the encoded cache {npy} is damaged ({damage}); encoding {path} again")
-        return _encode(path, base, npy, meta_path, mode, min_count)
+        return _encode(path, base, npy, meta_path, mode, min_count, scanned)
 
 
 def _reuse(npy, meta_path, stamp):
@@ -118,10 +120,9 @@ def _sweep_temporaries(base):
                 pass
 
 
-def _encode(path, base, npy, meta_path, mode="stream", min_count=1):
+def _encode(path, base, npy, meta_path, mode="stream", min_count=1, scanned=None):
     _sweep_temporaries(base)
-    stamp = _source_stamp(path, min_count)
-    vocab, n, folded = scan_vocab(path, mode, min_count)
+    stamp, (vocab, n, folded) = scanned or (_source_stamp(path, min_count), scan_vocab(path, mode, min_count))
     dtype = vocab.index_dtype()
     lut = vocab.encoding_table(dtype)  # code point -> index (folded characters: the unknown symbol's)
     tmp, tmp_meta = npy + f".tmp{os.getpid()}.npy", meta_path + f".tmp{os.getpid()}"
