@@ -42,6 +42,16 @@ RECIPES = {
     "beta2": ("Adam beta2 0.99", {"training.beta2": 0.99}),
     "clip1": ("gradient norm clipped at 1", {"training.grad_clip": 1.0}),
     "fbias1": ("forget-gate bias started at 1", {"model.forget_bias": 1.0}),
+    "warmup-lr6": ("warm-up over 200 steps, learning rate 0.006",
+                   {"training.warmup_steps": 200, "training.learning_rate": 0.006}),
+    "warmup-drop3": ("warm-up over 100 steps, dropout 0.3", {"training.warmup_steps": 100, "model.dropout": 0.3}),
+    "warmup-clip1": ("warm-up over 100 steps, gradient norm clipped at 1",
+                     {"training.warmup_steps": 100, "training.grad_clip": 1.0}),
+    "warmup-b16": ("warm-up over 200 steps, batch 16 x 64 (twice the steps)",
+                   {"training.warmup_steps": 200, "training.batch_size": 16}),
+    "warmup-wd": ("warm-up over 100 steps, weight decay 0.1 (AdamW)",
+                  {"training.warmup_steps": 100, "training.weight_decay": 0.1}),
+    "warmup-beta2": ("warm-up over 100 steps, Adam beta2 0.99", {"training.warmup_steps": 100, "training.beta2": 0.99}),
 }
 
 
@@ -57,7 +67,7 @@ def run(name, overrides, chars, seed, out):
     steps = max(1, round(chars / (bsz * seq)))
     sets = dict(overrides, **{"training.max_steps": steps, "training.max_minutes": None, "training.seed": seed,
                               "training.eval_share": None, "training.eval_max_chars": None,
-                              "training.eval_every": max(steps // 4, 1), "output.dir": folder})
+                              "training.eval_every": max(steps // 12, 1), "output.dir": folder})
     argv = [sys.executable, "-m", "charrnn_cli", "train", os.path.join(ROOT, "configs", "shakespeare.yaml"),
             "--quiet", "--overwrite"]
     for k, v in sets.items():

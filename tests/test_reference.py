@@ -51,11 +51,12 @@ def test_the_fast_model_computes_what_the_reference_states(cell, resets):
         assert close(a, b) < TOL
 
 
+@pytest.mark.parametrize("wd", [0.0, 0.1])
 @pytest.mark.parametrize("name", ["adam", "rmsprop", "adagrad", "sgd"])
-def test_every_optimizer_takes_the_step_the_reference_states(name):
+def test_every_optimizer_takes_the_step_the_reference_states(name, wd):
     rng = np.random.default_rng(1)
-    params = {"w": rng.normal(size=(4, 3)), "b": rng.normal(size=(3,))}
-    t_cfg = from_dict({"training": {"optimizer": name, "beta2": 0.99, "momentum": 0.8}}).training
+    params = {"W": rng.normal(size=(4, 3)), "b": rng.normal(size=(3,))}
+    t_cfg = from_dict({"training": {"optimizer": name, "beta2": 0.99, "momentum": 0.8, "weight_decay": wd}}).training
     opt = make_optimizer(name, {k: v.copy() for k, v in params.items()}, t_cfg)
     fast = {k: v.copy() for k, v in params.items()}
     mine = {k: v.copy() for k, v in params.items()}
@@ -67,6 +68,8 @@ def test_every_optimizer_takes_the_step_the_reference_states(name):
         opt.step(fast, grads, 0.01)
         for k in params:
             g, (s1, s2) = clipped[k], slots[k]
+            if k == "W":  # a weight matrix: decayed first; a bias never
+                mine[k] = ref.weight_decay(mine[k], 0.01, wd)
             if name == "adam":
                 mine[k], s1, s2 = ref.adam(mine[k], g, s1, s2, t, 0.01, 0.9, 0.99, 1e-8)
             elif name == "rmsprop":
@@ -78,3 +81,12 @@ def test_every_optimizer_takes_the_step_the_reference_states(name):
             slots[k] = [s1, s2]
     for k in params:
         assert close(fast[k], mine[k]) < TOL, k
+
+
+def test_weight_decay_shrinks_the_weights_by_hand_and_never_a_bias():
+    # a zero gradient leaves Adam's slots at zero, so its update is 0 / eps = 0: only the decay acts
+    params = {"Wh0": np.full((2, 2), 2.0), "bh0": np.full(2, 2.0)}
+    opt = make_optimizer("adam", params, from_dict({"training": {"weight_decay": 0.25}}).training)
+    opt.step(params, {k: np.zeros_like(v) for k, v in params.items()}, 0.5)
+    assert params["Wh0"].tolist() == [[1.75, 1.75], [1.75, 1.75]]  # 2 * (1 - 0.5 * 0.25)
+    assert params["bh0"].tolist() == [2.0, 2.0]

@@ -118,22 +118,24 @@ def test_a_chunk_of_one_character(size):
         team.close()
 
 
-@pytest.mark.parametrize("name,clip_mode,clip", [
-    ("adam", "norm", 0.05),  # the norm clip scales every block by the same factor
-    ("adam", "value", 0.002),
-    ("rmsprop", "norm", 5.0),
-    ("adagrad", "value", 0.0),  # no clipping
-    ("sgd", "value", 0.002),
+@pytest.mark.parametrize("name,clip_mode,clip,wd", [
+    ("adam", "norm", 0.05, 0.0),  # the norm clip scales every block by the same factor
+    ("adam", "value", 0.002, 0.0),
+    ("adam", "norm", 5.0, 0.1),  # weight decay: each process shrinks its block of the weights
+    ("rmsprop", "norm", 5.0, 0.0),
+    ("adagrad", "value", 0.0, 0.0),  # no clipping
+    ("sgd", "value", 0.002, 0.0),
 ])
 @pytest.mark.parametrize("size", [2, 3])
-def test_a_team_update_is_the_one_process_update(name, clip_mode, clip, size):
+def test_a_team_update_is_the_one_process_update(name, clip_mode, clip, wd, size):
     """Each process clips and updates its block of every parameter and of the optimizer's state:
     together, bitwise what one process makes of the same gradients, step after step (3 processes:
     blocks of uneven size)."""
     V, H, T, B = 11, 6, 5, 4
     model = CharRNN("lstm", V, H, 2, seed=2)
-    opt = make_optimizer(name, model.params, TrainingConfig())
-    alone, alone_opt = {k: p.copy() for k, p in model.params.items()}, make_optimizer(name, model.params, TrainingConfig())
+    opt = make_optimizer(name, model.params, TrainingConfig(weight_decay=wd))
+    alone, alone_opt = {k: p.copy() for k, p in model.params.items()}, make_optimizer(name, model.params,
+                                                                                        TrainingConfig(weight_decay=wd))
 
     def apply(grads, args, share):
         clip_and_step(opt, model.params, grads, clip_mode, clip, *args, share)

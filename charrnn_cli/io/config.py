@@ -94,6 +94,9 @@ class TrainingConfig:
     alpha: float = _f(0.99, "rmsprop: squared-gradient decay", *(lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"))
     momentum: float = _f(0.9, "sgd: momentum", *(lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"))
     eps: float = _f(1e-8, "adam, rmsprop, adagrad: denominator epsilon", *_positive)
+    weight_decay: float = _f(0.0, "every optimizer: each update first multiplies the weight matrices (not the "
+                             "biases) by 1 - learning_rate * weight_decay, decoupled from the gradient as in AdamW",
+                             *(lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"))
     max_steps: Optional[int] = _f(None, "stop after this many steps", *_positive)
     max_epochs: Optional[float] = _f(None, "stop after this many passes over the training split", *_positive)
     max_minutes: Optional[float] = _f(10.0, "stop after this much wall time (null: no time limit)", *_positive)

@@ -7,6 +7,9 @@ checkpoint stores it exactly. Updates are in place, with preallocated scratch bu
     rmsprop  v = a v + (1 - a) g^2;  p -= lr g / (sqrt(v) + eps)
     adagrad  v = v + g^2;            p -= lr g / (sqrt(v) + eps)
     sgd      u = mu u + g;           p -= lr u
+
+weight_decay wd > 0 first shrinks every weight matrix (the parameters named W..., never a bias),
+decoupled from the gradient as in AdamW (Loshchilov & Hutter): p *= 1 - lr wd, then the update.
 """
 
 import math
@@ -18,8 +21,9 @@ class Optimizer:
     name = ""
     slots = ()  # names of the per-parameter state arrays
 
-    def __init__(self, params, **hyper):
+    def __init__(self, params, weight_decay=0.0, **hyper):
         self.hyper = hyper
+        self.weight_decay = weight_decay
         self.t = 0  # updates taken
         self.state = {s: {k: np.zeros_like(v) for k, v in params.items()} for s in self.slots}
         self._tmp = {k: np.empty_like(v) for k, v in params.items()}
@@ -33,6 +37,8 @@ class Optimizer:
             if share is not None:
                 block = share(p.size)
                 arrays = tuple(flat(a)[block] for a in arrays)
+            if self.weight_decay and decays(k):
+                np.multiply(arrays[0], p.dtype.type(1.0 - lr * self.weight_decay), out=arrays[0])
             self._update(lr, *arrays)
 
     def _update(self, lr, p, g, tmp, *slots):
@@ -126,12 +132,20 @@ class SGD(Optimizer):
         p -= tmp
 
 
+def decays(name):
+    """Whether weight decay shrinks the parameter `name`: the weight matrices, not the biases.
+    >>> [k for k in ("Wx0", "Wh0", "bx0", "bh0", "Wy", "by") if decays(k)]
+    ['Wx0', 'Wh0', 'Wy']
+    """
+    return name.startswith("W")
+
+
 OPTIMIZERS = {"adam": Adam, "rmsprop": RMSprop, "adagrad": Adagrad, "sgd": SGD}
 
 
 def make_optimizer(name, params, tcfg):
     """The optimizer a TrainingConfig names, with its hyper-parameters."""
-    return OPTIMIZERS[name](params, beta1=tcfg.beta1, beta2=tcfg.beta2, alpha=tcfg.alpha,
+    return OPTIMIZERS[name](params, weight_decay=tcfg.weight_decay, beta1=tcfg.beta1, beta2=tcfg.beta2, alpha=tcfg.alpha,
                             momentum=tcfg.momentum, eps=tcfg.eps)
 
 

@@ -210,6 +210,11 @@ def sgd(p, g, u, lr, momentum=0.9):
     return p - lr * u, u
 
 
+def weight_decay(p, lr, wd):
+    """Decoupled weight decay (AdamW), applied to the weight matrices before the optimizer's update."""
+    return p * (1 - lr * wd)
+
+
 def clip_by_global_norm(grads, threshold):
     """Scale every gradient by threshold / norm when the norm of all of them exceeds threshold."""
     norm = np.sqrt(sum((g ** 2).sum() for g in grads.values()))
