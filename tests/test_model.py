@@ -12,15 +12,27 @@ from charrnn_cli.nn.model import CharRNN, softmax_cross_entropy
 from charrnn_cli.nn.params import lookup_columns, scatter_columns
 
 TYPES = ["rnn", "lstm", "gru"]
+WITH_LN = TYPES + ["lstm+ln"]  # "+ln": model.layer_norm, its gains and shifts moved off 1 and 0
 
 
-@pytest.mark.parametrize("mt", TYPES)
+def make(mt, *args, **kw):
+    """CharRNN(mt, ...), with its gates layer-normalised for "lstm+ln"."""
+    m = CharRNN(mt.split("+")[0], *args, layer_norm=mt.endswith("+ln"), **kw)
+    rng = np.random.default_rng(11)
+    for k in [k for k in m.params if k[:2] in ("lw", "lb")]:
+        m.params[k] += rng.normal(0, 0.3, m.params[k].shape).astype(m.dtype)
+    return m
+
+
+@pytest.mark.parametrize("mt", WITH_LN)
 @pytest.mark.parametrize("layers,dropout", [(1, 0.0), (2, 0.3), (3, 0.0)])
 def test_gradients_match_finite_differences(mt, layers, dropout):
-    rows = check_model(mt, num_layers=layers, hidden_size=5, vocab_size=4, seq_length=4, batch_size=2,
-                       dropout=dropout, seed=3)
+    ln = mt.endswith("+ln")
+    rows = check_model(mt.split("+")[0], num_layers=layers, hidden_size=5, vocab_size=4, seq_length=4, batch_size=2,
+                       dropout=dropout, seed=3, layer_norm=ln)
     names = {r.tensor for r in rows}
     assert "decoder.weight" in names and f"rnn.weight_hh_l{layers - 1}" in names and "h_0" in names
+    assert (f"rnn.ln_weight_l{layers - 1}" in names) == (f"rnn.ln_bias_l{layers - 1}" in names) == ln
     for r in rows:
         assert r.checked > 0
         assert r.max_rel_error < 1e-6, r
@@ -135,10 +147,10 @@ def test_shapes(mt):
     assert all(g.dtype == np.float32 for g in grads.values())
 
 
-@pytest.mark.parametrize("mt", TYPES)
+@pytest.mark.parametrize("mt", WITH_LN)
 def test_carried_state_equals_joined_chunk(mt):
     V, T, B = 6, 8, 3
-    m = CharRNN(mt, V, 5, 2, seed=1, dtype=np.float64)
+    m = make(mt, V, 5, 2, seed=1, dtype=np.float64)
     rng = np.random.default_rng(0)
     idx = rng.integers(0, V, size=(2 * T, B))
     tgt = rng.integers(0, V, size=(2 * T, B))
@@ -180,14 +192,14 @@ def test_same_seed_same_init(mt):
     assert all(np.abs(v).max() <= bound for v in a.params.values())
 
 
-@pytest.mark.parametrize("mt", TYPES)
+@pytest.mark.parametrize("mt", WITH_LN)
 def test_state_dict_round_trip(mt):
-    a, b = CharRNN(mt, 5, 4, 2, seed=1), CharRNN(mt, 5, 4, 2, seed=2)
+    a, b = make(mt, 5, 4, 2, seed=1), CharRNN(mt.split("+")[0], 5, 4, 2, seed=2, layer_norm=mt.endswith("+ln"))
     b.load_state_dict(a.state_dict())
     for k in a.params:
         np.testing.assert_array_equal(a.params[k], b.params[k])
     with pytest.raises(ValueError, match="shape"):
-        CharRNN(mt, 5, 3, 2).load_state_dict(a.state_dict())
+        make(mt, 5, 3, 2).load_state_dict(a.state_dict())
     sd = a.state_dict()  # the model owns copies: training updates its parameters in place
     b.load_state_dict(sd)
     for v in sd.values():
@@ -196,10 +208,10 @@ def test_state_dict_round_trip(mt):
         np.testing.assert_array_equal(a.params[k], b.params[k])
 
 
-@pytest.mark.parametrize("mt", TYPES)
+@pytest.mark.parametrize("mt", WITH_LN)
 def test_float32_gradients_match_float64(mt):
-    m64 = CharRNN(mt, 6, 16, 2, seed=4, dtype=np.float64)
-    m32 = CharRNN(mt, 6, 16, 2, seed=4, dtype=np.float32)
+    m64 = make(mt, 6, 16, 2, seed=4, dtype=np.float64)
+    m32 = make(mt, 6, 16, 2, seed=4, dtype=np.float32)
     rng = np.random.default_rng(0)
     idx, tgt = rng.integers(0, 6, (10, 4)), rng.integers(0, 6, (10, 4))
     g64, _ = m64.backward(m64.forward(idx, tgt, m64.zero_state(4))[2])
@@ -294,11 +306,11 @@ def test_step_products_start_on_cache_lines(H):
     assert all(W.strides[0] % 64 == 0 for W, *_ in ctx["layers"])  # so every row does
 
 
-@pytest.mark.parametrize("mt", TYPES)
+@pytest.mark.parametrize("mt", WITH_LN)
 @pytest.mark.parametrize("B,layers", [(3, 2), (1, 1), (1, 3)])  # B = 1 takes the int-index path
 def test_step_equals_forward(mt, B, layers):
     V = 6
-    m = CharRNN(mt, V, 7, layers, seed=5, dtype=np.float64)
+    m = make(mt, V, 7, layers, seed=5, dtype=np.float64)
     assert all((m.params[k] != 0).all() for k in m.params if k[0] == "b")  # the biases' column is exercised
     rng = np.random.default_rng(2)
     idx = rng.integers(0, V, size=(5, B))

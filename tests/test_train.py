@@ -19,18 +19,26 @@ from charrnn_cli.training.loop import train
 from conftest import make_config, write_yaml, params_of
 
 
+def set_model(raw, mt):
+    """mt "lstm+ln": the LSTM with model.layer_norm, and weight decay on, the two options of issue 32."""
+    raw["model"]["type"] = mt.split("+")[0]
+    if mt.endswith("+ln"):
+        raw["model"]["layer_norm"] = True
+        raw["training"]["weight_decay"] = 0.05
+
+
 @pytest.mark.parametrize("optimizer", ["adam", "rmsprop", "adagrad", "sgd"])
-@pytest.mark.parametrize("mt", ["lstm", "gru"])
+@pytest.mark.parametrize("mt", ["lstm", "gru", "lstm+ln"])
 def test_exact_resume_is_bitwise(tmp_path, optimizer, mt):
     # 3000 chars, 90% train, 4 streams of 16: 43 steps an epoch, so 50 steps cross an epoch wrap
     raw = make_config(tmp_path, optimizer=optimizer, max_steps=50, eval_every=10, checkpoint_every=100)
-    raw["model"]["type"] = mt
+    set_model(raw, mt)
     straight = train(from_dict(raw), quiet=True)
     assert straight.progress.epoch == 1
     a = params_of(os.path.join(straight.out_dir, "latest.npz"))
 
     raw2 = make_config(tmp_path, optimizer=optimizer, max_steps=23, eval_every=10, checkpoint_every=100)
-    raw2["model"]["type"] = mt
+    set_model(raw2, mt)
     raw2["output"]["dir"] = str(tmp_path / "run2")
     train(from_dict(raw2), quiet=True)
     raw2["training"]["max_steps"] = 50

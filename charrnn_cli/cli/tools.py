@@ -168,27 +168,28 @@ def gradcheck(model_type, layers, hidden_size, seq_length, batch_size, vocab_siz
         except ConfigError as e:
             raise click.ClickException(str(e)) from None
         m = cfg.model
-        model_types = [m.type]
+        model_types = [(m.type, m.layer_norm)]
         layers, hidden_size, dropout = m.num_layers, m.hidden_size, m.dropout
         seq_length, batch_size = min(cfg.training.seq_length, 4), min(cfg.training.batch_size, 2)
         kw = {"init": m.init, "init_scale": m.init_scale, "forget_bias": m.forget_bias, "max_entries": 20}
         vocab_size = max(vocab_size, 12)
     else:
-        model_types = [model_type] if model_type else ["rnn", "lstm", "gru"]
+        model_types = [(t, ln) for t in ([model_type] if model_type else ["rnn", "lstm", "gru"])
+                       for ln in ((False, True) if t == "lstm" else (False,))]  # the LSTM with model.layer_norm too
     rows = []
     for resets in (False, True):  # and with state resets inside the chunk, as lines mode trains
-        for mt in model_types:
+        for mt, ln in model_types:
             rows += check_model(mt, layers, hidden_size, vocab_size, seq_length, batch_size, dropout, seed,
-                                resets=resets, **kw)
+                                resets=resets, layer_norm=ln, **kw)
     click.echo(f"gradient check: float64, centred differences, error = |a - n| / max(|a| + |n|, {FLOOR:g}), "
                f"tolerance {tol:g}")
-    click.echo(f"{'model':<12} {'tensor':<20} {'shape':<14} {'checked':>7} {'max rel error':>14}  result")
+    click.echo(f"{'model':<15} {'tensor':<20} {'shape':<14} {'checked':>7} {'max rel error':>14}  result")
     failed = 0
     for r in rows:
         ok = r.max_rel_error <= tol
         failed += not ok
         shape = "x".join(map(str, r.shape))
-        click.echo(f"{r.model:<12} {r.tensor:<20} {shape:<14} {r.checked:>7} {r.max_rel_error:>14.3e}  "
+        click.echo(f"{r.model:<15} {r.tensor:<20} {shape:<14} {r.checked:>7} {r.max_rel_error:>14.3e}  "
                    f"{'ok' if ok else 'FAIL'}")
     if failed:
         click.echo(f"{failed} of {len(rows)} tensors exceed the tolerance {tol:g}", err=True)

@@ -43,7 +43,7 @@ from .files import atomic_write
 from .npz import MAX_VOCAB_BYTES, SMALL, Members, NpzError
 from .yaml_reader import short
 from ..nn.model import CharRNN
-from ..nn.params import state_dict_names
+from ..nn.params import PUBLIC, state_dict_names
 from ..nn.optim import OPTIMIZERS
 from .vocab import Vocab
 
@@ -119,7 +119,8 @@ class Checkpoint:
     def build_model(self, dtype=np.float32):
         """The model with the stored parameters."""
         m = self.config.model
-        model = CharRNN(m.type, len(self.vocab), m.hidden_size, m.num_layers, m.dropout, dtype=dtype)
+        model = CharRNN(m.type, len(self.vocab), m.hidden_size, m.num_layers, m.dropout, dtype=dtype,
+                        layer_norm=m.layer_norm)
         try:
             model.load_state_dict(self.arrays)
         except ValueError as e:
@@ -152,11 +153,9 @@ def _expected_shapes(cfg, V):
     torch_names, internal = {}, {}
     for k in range(m.num_layers):
         n_in = V if k == 0 else H
-        for tname, iname, shape in ((f"rnn.weight_ih_l{k}", f"Wx{k}", (G * H, n_in)),
-                                    (f"rnn.weight_hh_l{k}", f"Wh{k}", (G * H, H)),
-                                    (f"rnn.bias_ih_l{k}", f"bx{k}", (G * H,)),
-                                    (f"rnn.bias_hh_l{k}", f"bh{k}", (G * H,))):
-            torch_names[tname] = internal[iname] = shape
+        shapes = {"Wx": (G * H, n_in), "Wh": (G * H, H), "bx": (G * H,), "bh": (G * H,), "lw": (G * H,), "lb": (G * H,)}
+        for n in ("Wx", "Wh", "bx", "bh") + (("lw", "lb") if m.layer_norm else ()):
+            torch_names[PUBLIC[n].format(k)] = internal[f"{n}{k}"] = shapes[n]
     torch_names["decoder.weight"] = internal["Wy"] = (V, H)
     torch_names["decoder.bias"] = internal["by"] = (V,)
     return torch_names, internal
@@ -389,7 +388,7 @@ def load(path, allow_nonfinite=False):
     arrays = ck.arrays
     if int(arrays["format_version"]) == 1:
         _upgrade_v1(arrays)
-    missing = [n for n in state_dict_names(ck.config.model.num_layers) if n not in arrays]
+    missing = [n for n in state_dict_names(ck.config.model.num_layers, ck.config.model.layer_norm) if n not in arrays]
     if missing:
         raise CheckpointError(f"{path} is missing parameter arrays: {', '.join(missing[:8])}"
                               + (f" and {len(missing) - 8:,} more" if len(missing) > 8 else ""))

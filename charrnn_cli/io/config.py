@@ -64,6 +64,8 @@ class ModelConfig:
     init_scale: Optional[float] = _f(None, "std for init: normal (default 0.01); multiplier for xavier",
                                      *_positive)
     forget_bias: float = _f(0.0, "added to the LSTM forget-gate bias at init")
+    layer_norm: bool = _f(False, "LSTM: normalise each gate's pre-activation over the layer's units, then scale and "
+                          "shift it per unit (Ba et al. 2016); trains in one process (training.unit_split 1)")
 
 
 @dataclass
@@ -173,6 +175,10 @@ def _check_type(key, value, tp):
         if abs(value) >= MAX_INT:
             raise ConfigError(f"{key}: {short(value)} is too large (at most {MAX_INT - 1:,})")
         return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {short(value)}")
+        return value
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {short(value)}")
@@ -222,6 +228,11 @@ def from_dict(raw):
                           "or max_minutes")
     if t.unit_split and t.unit_split > 1 and not hasattr(os, "fork"):
         raise ConfigError("training.unit_split: this system cannot fork processes: use 1 (or null)")
+    if cfg.model.layer_norm and cfg.model.type != "lstm":
+        raise ConfigError(f"model.layer_norm: only the LSTM has it, not model.type {cfg.model.type}")
+    if cfg.model.layer_norm and t.unit_split and t.unit_split > 1:
+        raise ConfigError("training.unit_split: a layer-normalised model (model.layer_norm) trains in one process: "
+                          "use 1 (or null)")
     if t.unit_split and cfg.model.hidden_size % t.unit_split:
         raise ConfigError(f"training.unit_split: {t.unit_split} processes cannot share model.hidden_size "
                           f"{cfg.model.hidden_size} units evenly: use a divisor of it (1: one process)")

@@ -49,13 +49,12 @@ made there, once) and returns the function xw_t -> that step. forward makes one 
 the step's product W_hh h_{t-1}, and keeps every step's buffers for backward. stepper() makes one
 for generation, on the product buffer the model fills (together with the next layer's input, see
 CharRNN.step; the sigmoid gates' rows come halved) and the state it updates in place, so a batch-1
-step costs only its NumPy calls.
-There every output is passed positionally, np.add(a, b, out): NumPy takes that faster than out=
-(docs/performance.md has the measurements behind this file's choices).
-Every matrix product of a training step, here and in model.py, is an np.matmul call, never @:
-`python benchmarks/bench.py --breakdown` times them by wrapping np.matmul.
-The LSTM keeps its gate blocks as (i, f, o, g) so the three sigmoids are one pass; `torch_blocks`
-maps them back to PyTorch's (i, f, g, o).
+step costs only its NumPy calls. There every output is passed positionally, np.add(a, b, out):
+NumPy takes that faster than out= (docs/performance.md has the measurements behind this file).
+Every product of a training step, here and in model.py, is an np.matmul call, never @ (`python
+benchmarks/bench.py --breakdown` times them by wrapping np.matmul). The LSTM keeps its gate
+blocks as (i, f, o, g) so the three sigmoids are one pass; `torch_blocks` maps them to PyTorch's.
+The LSTM's gates may be layer-normalised (model.layer_norm): layernorm.py, a step in `_gates`.
 """
 
 import numpy as np
@@ -182,8 +181,9 @@ class LSTMCell(Cell):
     state_names = ("h", "c")
     torch_blocks = (0, 1, 3, 2)  # internal (i, f, o, g) <- PyTorch (i, f, g, o)
 
-    def forward(self, xw, state0, Wh, bh, ws, keep=None, team=SOLO):
+    def forward(self, xw, state0, Wh, bh, ws, keep=None, team=SOLO, norm=None):
         T, G, B = xw.shape  # G: this process's gate rows (all 4H of them in one process)
+        assert norm is None or team.size == 1  # norm: a layernorm.GateNorm, which reads every unit
         H, u = G // 4, team.units
         h0, c0 = state0
         dt = xw.dtype
@@ -206,12 +206,13 @@ class LSTMCell(Cell):
                 h_prev, c_prev = (HS[:, t], C[t]) if keep is None else \
                     (reset(HS[:, t], keep[t], HP[:, t]), reset(C[t], keep[t], CP[t]))
                 np.matmul(W, h_prev, out=hw)  # (4H, B)
-                self._gates(hw, c_prev, A[t], C[t + 1], TC[t], HS[u, t + 1])(xw[t])
+                self._gates(hw, c_prev, A[t], C[t + 1], TC[t], HS[u, t + 1],
+                            norm=norm and norm.forward_step(t))(xw[t])
                 team.sync()  # h_t complete: every process's units
-        return HS, (HS[u, T].copy(), C[T].copy()), (HS, A, C, TC, Wh, ws, keep, HP, CP, team)
+        return HS, (HS[u, T].copy(), C[T].copy()), (HS, A, C, TC, Wh, ws, keep, HP, CP, team, norm)
 
     def backward(self, dhs, dstate, cache):
-        HS, A, C, TC, Wh, ws, keep, HP, CP, team = cache
+        HS, A, C, TC, Wh, ws, keep, HP, CP, team, norm = cache
         T, G, B = A.shape
         H, own, dt = G // 4, team.own(Wh.shape[0]), A.dtype
         dA = team.buffer(ws, "dA", (Wh.shape[0], T, B), dt)  # feature-major, for the weight gradient (P order)
@@ -248,6 +249,8 @@ class LSTMCell(Cell):
             np.multiply(dc, i, out=dag)
             dag *= tmp
             dc *= f  # dc_{t-1}
+            if norm is not None:
+                norm.backward_step(da, t)  # through the gates' normalisation (layernorm.py)
             team.arrive()  # da_t complete
             dA[own, t] = da  # (while a later process finishes its rows)
             team.wait()
@@ -263,16 +266,17 @@ class LSTMCell(Cell):
         HS, _, C = cache[:3]  # one process's
         return {"h": HS[:, 1:], "c": C[1:].transpose(1, 0, 2)}
 
-    def stepper(self, hw, state):
+    def stepper(self, hw, state, norm=None):
+        """norm: a GateNorm for one step (layernorm.py); its rows come whole, not halved."""
         h, c = state
-        return self._gates(hw, c, hw, c, np.empty_like(c), h, halved=True)
+        return self._gates(hw, c, hw, c, np.empty_like(c), h, halved=norm is None, norm=norm and norm.forward_step(0))
 
     @staticmethod
-    def _gates(hw, c, a, c_out, tc_out, h_out, halved=False):
+    def _gates(hw, c, a, c_out, tc_out, h_out, halved=False, norm=None):
         """xw_t -> gates of W_hh h_{t-1} (hw) + xw_t into a (4H, B), c_t into c_out, tanh(c_t) into tc_out, h_t into h_out.
 
         hw may be a, a may be xw_t (each is read before it is written); c_out may be c. halved: the i, f,
-        o rows of hw and xw_t hold half their values.
+        o rows of hw and xw_t hold half their values. norm: a function normalising the sum in place.
         """
         H = c.shape[0]
         ifo, g = a[: 3 * H], a[3 * H :]
@@ -283,6 +287,8 @@ class LSTMCell(Cell):
 
         def gates(xw_t):
             add(hw, xw_t, a)
+            if norm is not None:
+                norm(a)
             if halved:  # generation: one tanh pass for all four blocks costs the fewest calls
                 tanh(a, a)  # tanh(x / 2) for i, f, o and tanh(x) for g
                 mul(ifo, half, ifo)  # i, f, o = (1 + tanh(x / 2)) / 2

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .model import CharRNN
+from .params import PUBLIC
 
 EPS = 1e-5  # near the balance of truncation (~eps^2) and rounding (~1e-16 / eps) in float64: ~(1e-16)^(1/3)
 FLOOR = 1e-4
@@ -34,27 +35,24 @@ def _entries(size, max_entries, rng):
     return rng.choice(size, size=max_entries, replace=False)
 
 
-_PUBLIC = {"Wx": "rnn.weight_ih_l{}", "Wh": "rnn.weight_hh_l{}", "bx": "rnn.bias_ih_l{}", "bh": "rnn.bias_hh_l{}"}
-
-
 def public_name(internal):
     """public_name("Wh1") -> 'rnn.weight_hh_l1'; the decoder and state keep plain names."""
     if internal == "Wy":
         return "decoder.weight"
     if internal == "by":
         return "decoder.bias"
-    return _PUBLIC[internal[:2]].format(internal[2:])
+    return PUBLIC[internal[:2]].format(internal[2:])
 
 
 def check_model(model_type, num_layers=2, hidden_size=6, vocab_size=5, seq_length=5, batch_size=3,
                 dropout=0.25, seed=0, max_entries=60, init="pytorch", init_scale=None, forget_bias=0.0,
-                resets=False):
+                resets=False, layer_norm=False):
     """Compare analytic and numerical gradients for one architecture; returns a list of CheckRow.
 
     resets: state resets inside the chunk (lines mode), at random steps of random streams."""
     rng = np.random.default_rng(seed)
     model = CharRNN(model_type, vocab_size, hidden_size, num_layers, dropout, seed=seed, dtype=np.float64,
-                    init=init, init_scale=init_scale, forget_bias=forget_bias)
+                    init=init, init_scale=init_scale, forget_bias=forget_bias, layer_norm=layer_norm)
     idx = rng.integers(0, vocab_size, size=(seq_length, batch_size))
     targets = rng.integers(0, vocab_size, size=(seq_length, batch_size))
     # a nonzero initial state, so its gradient and the first step's recurrent term are exercised
@@ -92,6 +90,6 @@ def check_model(model_type, num_layers=2, hidden_size=6, vocab_size=5, seq_lengt
             num = (lp - lm) / (2 * EPS)
             err = abs(aflat[j] - num) / max(abs(aflat[j]) + abs(num), FLOOR)
             worst = max(worst, err)
-        rows.append(CheckRow(model_type + ("+resets" if resets else ""), name, tuple(shown), len(entries),
+        rows.append(CheckRow(model_type + ("+ln" if layer_norm else "") + ("+resets" if resets else ""), name, tuple(shown), len(entries),
                              float(worst)))
     return rows

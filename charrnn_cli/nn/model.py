@@ -25,7 +25,8 @@ import numpy as np
 from ..parallel.solo import SOLO
 from .buffers import Workspace, aligned_zeros, as_matrix, rowsum
 from .cells import make_cell
-from .params import _block_perm, init_params, lookup_columns, scatter_columns
+from .layernorm import GateNorm
+from .params import PUBLIC, _block_perm, init_params, lookup_columns, scatter_columns
 
 
 STEP_ALIGN = 16  # generation's stacked products: h, the bias column, zeros up to a multiple of this many columns
@@ -35,9 +36,11 @@ class CharRNN:
     """A stacked RNN / LSTM / GRU character model with hand-written backward."""
 
     def __init__(self, cell_type, vocab_size, hidden_size, num_layers=1, dropout=0.0,
-                 seed=0, dtype=np.float32, init="pytorch", init_scale=None, forget_bias=0.0):
+                 seed=0, dtype=np.float32, init="pytorch", init_scale=None, forget_bias=0.0, layer_norm=False):
         assert num_layers >= 1 and hidden_size >= 1 and vocab_size >= 1 and 0.0 <= dropout < 1.0
+        assert not layer_norm or cell_type == "lstm"
         self.cell = make_cell(cell_type)
+        self.layer_norm = layer_norm
         self.cell_type = cell_type
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
@@ -46,7 +49,7 @@ class CharRNN:
         self.dtype = np.dtype(dtype)
         rng = np.random.default_rng(seed)
         self.params = init_params(self.cell, vocab_size, hidden_size, num_layers, rng, self.dtype,
-                                  init, init_scale, forget_bias)
+                                  init, init_scale, forget_bias, layer_norm)
         self._ws = [Workspace(f"layer{k}") for k in range(num_layers)]
         self._ws_top = Workspace("top")
 
@@ -100,7 +103,8 @@ class CharRNN:
                 np.matmul(team.rows(p[f"Wx{k}"], gates), x.transpose(1, 0, 2), out=xw)  # (G, H) @ (T, H, B), per step
                 xw += bias[:, None]
             s0 = tuple(np.ascontiguousarray(s[k].T[u]) for s in state)  # (H, B) columns
-            HS, sT, cache = cell.forward(xw, s0, p[f"Wh{k}"], p[f"bh{k}"], ws, keep, team)
+            norm = {"norm": GateNorm(p[f"lw{k}"], p[f"lb{k}"], gates, ws, T, B)} if self.layer_norm else {}
+            HS, sT, cache = cell.forward(xw, s0, p[f"Wh{k}"], p[f"bh{k}"], ws, keep, team, **norm)
             for j, s in enumerate(sT):
                 if team.size > 1:  # every process's units of the final state, complete after the sync below
                     full = team.buffer(ws, f"final{j}", (H, B), dt)
@@ -170,6 +174,8 @@ class CharRNN:
             ds = tuple(np.zeros(dxu[:, 0].shape, dt) if dstate is None else np.ascontiguousarray(dstate[j][k].T[u])
                        for j in range(len(cell.state_names)))
             dxw, ds0, dWh, dbh = cell.backward(dxu.transpose(1, 0, 2), ds, lcache)
+            if self.layer_norm:  # one process: no team rows to gather
+                grads[f"lw{k}"], grads[f"lb{k}"] = lcache[-1].grads()
             for j, s in enumerate(ds0):
                 dstate0[j][k] = s.T
             own = as_matrix(dxw[team.own(dxw.shape[0])])  # (G, N): this process's rows
@@ -212,7 +218,7 @@ class CharRNN:
         """
         p, cell, dt = self.params, self.cell, self.dtype
         L, B, H, G, V = self.num_layers, batch_size, self.hidden_size, cell.gates * self.hidden_size, self.vocab_size
-        S = cell.sigmoid_gates * H  # rows stored halved, as cell.stepper expects
+        S = 0 if self.layer_norm else cell.sigmoid_gates * H  # rows stored halved, as cell.stepper expects
         Hx = (H // STEP_ALIGN + 1) * STEP_ALIGN  # h, the bias column, zeros: float32 rows of whole cache lines
         hx = aligned_zeros((L, Hx, B), dt)  # [h_t; 1; 0...] per layer
         hx[:, H] = 1.0
@@ -230,7 +236,8 @@ class CharRNN:
             if k + 1 < L:
                 W[G : G + S] *= 0.5
             P = aligned_zeros((W.shape[0], B), dt)
-            layers.append((W, hx[k], P, P[:G], cell.stepper(P[:G], tuple(s[k] for s in state)), P[G:]))
+            norm = {"norm": GateNorm(p[f"lw{k}"], p[f"lb{k}"], cell.gates, None, 1, B)} if self.layer_norm else {}
+            layers.append((W, hx[k], P, P[:G], cell.stepper(P[:G], tuple(s[k] for s in state), **norm), P[G:]))
         x0 = aligned_zeros((V, G), dt)  # (V, G): rows contiguous
         x0[...] = (p["Wx0"] + cell.input_bias(p["bx0"], p["bh0"])[:, None]).T
         x0[:, :S] *= 0.5
@@ -275,10 +282,8 @@ class CharRNN:
         perm = _block_perm(self.cell.torch_blocks, H)
         sd = {}
         for k in range(self.num_layers):
-            sd[f"rnn.weight_ih_l{k}"] = p[f"Wx{k}"][perm]
-            sd[f"rnn.weight_hh_l{k}"] = p[f"Wh{k}"][perm]
-            sd[f"rnn.bias_ih_l{k}"] = p[f"bx{k}"][perm]
-            sd[f"rnn.bias_hh_l{k}"] = p[f"bh{k}"][perm]
+            for n in self._layer_names():
+                sd[PUBLIC[n].format(k)] = p[f"{n}{k}"][perm]
         sd["decoder.weight"] = p["Wy"].copy()
         sd["decoder.bias"] = p["by"].copy()
         return sd
@@ -295,12 +300,14 @@ class CharRNN:
         inv = np.argsort(_block_perm(self.cell.torch_blocks, self.hidden_size))
         p, dt = self.params, self.dtype
         for k in range(self.num_layers):
-            p[f"Wx{k}"] = np.ascontiguousarray(np.asarray(sd[f"rnn.weight_ih_l{k}"])[inv], dtype=dt)
-            p[f"Wh{k}"] = np.ascontiguousarray(np.asarray(sd[f"rnn.weight_hh_l{k}"])[inv], dtype=dt)
-            p[f"bx{k}"] = np.ascontiguousarray(np.asarray(sd[f"rnn.bias_ih_l{k}"])[inv], dtype=dt)
-            p[f"bh{k}"] = np.ascontiguousarray(np.asarray(sd[f"rnn.bias_hh_l{k}"])[inv], dtype=dt)
+            for n in self._layer_names():
+                p[f"{n}{k}"] = np.ascontiguousarray(np.asarray(sd[PUBLIC[n].format(k)])[inv], dtype=dt)
         p["Wy"] = np.array(sd["decoder.weight"], dtype=dt)  # copies: training updates parameters in place
         p["by"] = np.array(sd["decoder.bias"], dtype=dt)
+
+    def _layer_names(self):
+        """Internal name prefixes of a layer's parameters (each a gate-block-ordered first axis)."""
+        return ("Wx", "Wh", "bx", "bh") + (("lw", "lb") if self.layer_norm else ())
 
     def num_params(self):
         return int(sum(v.size for v in self.params.values()))

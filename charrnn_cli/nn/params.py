@@ -5,14 +5,17 @@ one-hot input product done as a lookup of columns (and its gradient, a scatter).
 import numpy as np
 
 
-def init_params(cell, vocab_size, hidden_size, num_layers, rng, dtype, init="pytorch", init_scale=None, forget_bias=0.0):
-    """Internal parameters: Wx{k} (G*H, In), Wh{k} (G*H, H), bx{k}, bh{k} (G*H,), Wy (V, H), by (V,).
+def init_params(cell, vocab_size, hidden_size, num_layers, rng, dtype, init="pytorch", init_scale=None, forget_bias=0.0,
+                layer_norm=False):
+    """Internal parameters: Wx{k} (G*H, In), Wh{k} (G*H, H), bx{k}, bh{k} (G*H,), Wy (V, H), by (V,);
+    with layer_norm also the gates' gain lw{k} (G*H,) = 1 and shift lb{k} (G*H,) = 0 (layernorm.py).
 
     PyTorch's shapes, with the gate blocks in the cell's internal order.
     init="pytorch": every tensor U(-1/sqrt(H), 1/sqrt(H)) (PyTorch's RNN and Linear default);
     init="normal": weights N(0, init_scale^2), biases zero;
     init="xavier": weights U(+-sqrt(6 / (fan_in + fan_out))) per gate block, biases zero.
-    forget_bias is added to the LSTM forget-gate input bias.
+    forget_bias is added to the LSTM forget-gate input bias (to its shift with layer_norm, where a
+    bias before the normalisation would be normalised away).
     """
     G, H, V = cell.gates, hidden_size, vocab_size
     bound = 1.0 / np.sqrt(H)
@@ -42,8 +45,10 @@ def init_params(cell, vocab_size, hidden_size, num_layers, rng, dtype, init="pyt
         p[f"Wh{k}"] = weight(H, H, (G * H, H))
         p[f"bx{k}"] = bias((G * H,))
         p[f"bh{k}"] = bias((G * H,))
+        if layer_norm:  # no draw from rng: the weights are those of the same model without it
+            p[f"lw{k}"], p[f"lb{k}"] = np.ones(G * H), np.zeros(G * H)
         if cell.name == "lstm":
-            p[f"bx{k}"][H : 2 * H] += forget_bias  # internal block 1 is the forget gate
+            p[f"lb{k}" if layer_norm else f"bx{k}"][H : 2 * H] += forget_bias  # internal block 1 is the forget gate
     p["Wy"] = weight(H, V, (V, H))
     p["by"] = bias((V,))
     return {k: np.ascontiguousarray(v, dtype=dtype) for k, v in p.items()}
@@ -57,11 +62,16 @@ def _block_perm(blocks, H):
     return perm
 
 
-def state_dict_names(num_layers):
+# internal name prefix -> PyTorch-style name (the layer norm's: ours, PyTorch's LSTM has none)
+PUBLIC = {"Wx": "rnn.weight_ih_l{}", "Wh": "rnn.weight_hh_l{}", "bx": "rnn.bias_ih_l{}", "bh": "rnn.bias_hh_l{}",
+          "lw": "rnn.ln_weight_l{}", "lb": "rnn.ln_bias_l{}"}
+
+
+def state_dict_names(num_layers, layer_norm=False):
     """The PyTorch-style parameter names of a model. state_dict_names(1)[0] == 'rnn.weight_ih_l0'"""
     names = []
     for k in range(num_layers):
-        names += [f"rnn.weight_ih_l{k}", f"rnn.weight_hh_l{k}", f"rnn.bias_ih_l{k}", f"rnn.bias_hh_l{k}"]
+        names += [PUBLIC[n].format(k) for n in ("Wx", "Wh", "bx", "bh") + (("lw", "lb") if layer_norm else ())]
     return names + ["decoder.weight", "decoder.bias"]
 
 

@@ -13,6 +13,8 @@ G = 1 (RNN), 4 (LSTM), 3 (GRU). sigma is the logistic sigmoid.
     RNN   h' = tanh(W_ih x + b_ih + W_hh h + b_hh)
     LSTM  i, f, g, o = sigma, sigma, tanh, sigma of the blocks of (W_ih x + b_ih + W_hh h + b_hh)
           c' = f * c + i * g;   h' = o * tanh(c')
+          with model.layer_norm, each block of that sum is first normalised over its H units and
+          scaled and shifted per unit (layer_norm_forward below, gain and shift: ln_weight, ln_bias)
     GRU   r, z = sigma of the first two blocks of (W_ih x + b_ih) + (W_hh h + b_hh)
           n = tanh(block 3 of (W_ih x + b_ih) + r * block 3 of (W_hh h + b_hh))
           h' = (1 - z) * n + z * h
@@ -44,25 +46,50 @@ def rnn_backward(dstate, cache, W_ih, W_hh):
     return da @ W_ih, (da @ W_hh,), da.T @ x, da.T @ h, da.sum(0), da.sum(0)
 
 
-def lstm_forward(x, state, W_ih, W_hh, b_ih, b_hh):
+def lstm_forward(x, state, W_ih, W_hh, b_ih, b_hh, ln_weight=None, ln_bias=None):
     h, c = state
     a = x @ W_ih.T + b_ih + h @ W_hh.T + b_hh  # (B, 4H): the blocks i, f, g, o
+    ln = None
+    if ln_weight is not None:  # model.layer_norm
+        a, ln = layer_norm_forward(a, ln_weight, ln_bias, blocks=4)
     ai, af, ag, ao = np.split(a, 4, axis=1)
     i, f, g, o = sigmoid(ai), sigmoid(af), np.tanh(ag), sigmoid(ao)
     c_new = f * c + i * g
     h_new = o * np.tanh(c_new)
-    return (h_new, c_new), (x, h, c, i, f, g, o, c_new)
+    return (h_new, c_new), (x, h, c, i, f, g, o, c_new, ln)
 
 
-def lstm_backward(dstate, cache, W_ih, W_hh):
-    x, h, c, i, f, g, o, c_new = cache
+def lstm_backward(dstate, cache, W_ih, W_hh, ln_weight=None):
+    """Gradients of (x, state, W_ih, W_hh, b_ih, b_hh), then of ln_weight and ln_bias if it has them."""
+    x, h, c, i, f, g, o, c_new, ln = cache
     dh_new, dc_new = dstate
     tc = np.tanh(c_new)
     do = dh_new * tc
     dc = dc_new + dh_new * o * (1 - tc ** 2)  # c' reaches h' through tanh
     di, df, dg = dc * g, dc * c, dc * i
     da = np.concatenate([di * i * (1 - i), df * f * (1 - f), dg * (1 - g ** 2), do * o * (1 - o)], axis=1)
-    return da @ W_ih, (da @ W_hh, dc * f), da.T @ x, da.T @ h, da.sum(0), da.sum(0)
+    dln = ()
+    if ln is not None:
+        da, dgain, dshift = layer_norm_backward(da, ln, ln_weight, blocks=4)
+        dln = (dgain, dshift)
+    return (da @ W_ih, (da @ W_hh, dc * f), da.T @ x, da.T @ h, da.sum(0), da.sum(0)) + dln
+
+
+def layer_norm_forward(a, gain, shift, blocks, eps=1e-5):
+    """Each of the `blocks` blocks of a (B, G*H) normalised over its H units, then gain * n + shift."""
+    a3 = a.reshape(len(a), blocks, -1)
+    std = np.sqrt(a3.var(axis=2, keepdims=True) + eps)  # (B, blocks, 1)
+    n = ((a3 - a3.mean(axis=2, keepdims=True)) / std).reshape(a.shape)
+    return gain * n + shift, (n, std)
+
+
+def layer_norm_backward(dout, cache, gain, blocks):
+    """Gradients of (a, gain, shift) from the gradient of gain * n + shift."""
+    n, std = cache
+    dn = (dout * gain).reshape(len(dout), blocks, -1)
+    n3 = n.reshape(dn.shape)
+    da = (dn - dn.mean(axis=2, keepdims=True) - n3 * (dn * n3).mean(axis=2, keepdims=True)) / std
+    return da.reshape(dout.shape), (dout * n).sum(0), dout.sum(0)
 
 
 def gru_forward(x, state, W_ih, W_hh, b_ih, b_hh):
@@ -91,6 +118,8 @@ def gru_backward(dstate, cache, W_ih, W_hh):
     return dax @ W_ih, (dh,), dax.T @ x, dah.T @ h, dax.sum(0), dah.sum(0)
 
 
+NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")  # a layer's parameters: rnn.{name}_l{k}
+LN_NAMES = ("ln_weight", "ln_bias")  # and with model.layer_norm (the LSTM only)
 CELLS = {"rnn": (rnn_forward, rnn_backward, 1), "lstm": (lstm_forward, lstm_backward, 2),
          "gru": (gru_forward, gru_backward, 1)}  # forward, backward, state arrays (h; h and c)
 
@@ -131,6 +160,7 @@ def model_forward(params, cell, idx, targets, state, masks=None, resets=None):
     (T, B, H) inverted-dropout mask per layer (kept units scaled by 1 / keep), or None. resets:
     (T, B) bool, True where a stream's state is set to zero before step t (an item starts)."""
     fwd, _, n_state = CELLS[cell]
+    names = NAMES + (LN_NAMES if "rnn.ln_weight_l0" in params else ())
     T, B = idx.shape
     L = len(state[0])
     V = params["decoder.bias"].shape[0]
@@ -144,8 +174,7 @@ def model_forward(params, cell, idx, targets, state, masks=None, resets=None):
             s = layer_state[k]
             if keep is not None:
                 s = [a * keep for a in s]  # a new item: this stream starts from zero
-            W = [params[f"rnn.{n}_l{k}"] for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-            new, cache = fwd(x, tuple(s), *W)
+            new, cache = fwd(x, tuple(s), *[params[f"rnn.{n}_l{k}"] for n in names])
             layer_state[k] = list(new)
             x = new[0] if masks is None else new[0] * masks[k][t]  # dropout on the layer's output
             step.append((cache, keep))
@@ -161,6 +190,7 @@ def model_backward(params, cell, cache):
     """Gradients of the mean loss for every parameter (PyTorch names) and of the initial state.
     Truncated BPTT: nothing arrives at the final state."""
     _, bwd, n_state = CELLS[cell]
+    norm = "rnn.ln_weight_l0" in params
     caches, dcache, lcache, masks, resets, T, B, L = cache
     grads = {k: np.zeros_like(v) for k, v in params.items()}
     dlogits = cross_entropy_backward(lcache)
@@ -176,9 +206,9 @@ def model_backward(params, cell, cache):
                 dx = dx * masks[k][t]  # backprop through dropout
             dnew = list(dstate[k])
             dnew[0] = dnew[0] + dx  # h' goes up to the next layer and on to the next step
-            W_ih, W_hh = params[f"rnn.weight_ih_l{k}"], params[f"rnn.weight_hh_l{k}"]
-            dx, ds, dWi, dWh, dbi, dbh = bwd(tuple(dnew), c, W_ih, W_hh)
-            for name, g in (("weight_ih", dWi), ("weight_hh", dWh), ("bias_ih", dbi), ("bias_hh", dbh)):
+            W = [params[f"rnn.{n}_l{k}"] for n in ("weight_ih", "weight_hh") + (("ln_weight",) if norm else ())]
+            dx, ds, *dparams = bwd(tuple(dnew), c, *W)
+            for name, g in zip(NAMES + (LN_NAMES if norm else ()), dparams):
                 grads[f"rnn.{name}_l{k}"] += g
             dstate[k] = [d if keep is None else d * keep for d in ds]  # nothing flows back through a reset
     dstate0 = tuple(np.stack([dstate[k][j] for k in range(L)]) for j in range(n_state))

@@ -77,13 +77,18 @@ def auto_team(hidden_size, environ=None, cores=None):
     return 2 if hasattr(os, "fork") else 1  # the team forks (not on Windows)
 
 
+def _auto_size(m_cfg, environ, cores):
+    """unit_split null: the automatic choice, 1 for a layer-normalised model (it reads every unit)."""
+    return 1 if m_cfg.layer_norm else auto_team(m_cfg.hidden_size, environ, cores)
+
+
 def plan_threads(t_cfg, m_cfg, threads=None, environ=None, cores=None):
     """The BLAS threads to set before NumPy loads (None: leave the BLAS default): `threads` (the
     command line's), else training.threads, else the cores divided among the team when there is one."""
     if threads or t_cfg.threads:
         return threads or t_cfg.threads
     cores = usable_cores() if cores is None else cores
-    size = t_cfg.unit_split or auto_team(m_cfg.hidden_size, environ, cores)
+    size = t_cfg.unit_split or _auto_size(m_cfg, environ, cores)
     return max(1, cores // size) if size > 1 else None
 
 
@@ -94,7 +99,7 @@ def team_size(t_cfg, m_cfg, environ=None, cores=None):
     if t_cfg.unit_split:
         return t_cfg.unit_split
     cores = usable_cores() if cores is None else cores
-    size = auto_team(m_cfg.hidden_size, environ, cores)
+    size = _auto_size(m_cfg, environ, cores)
     threads = blas_threads(environ)
     if size > 1 and (threads is None or threads * size > cores):
         return 1  # each process's BLAS would use every core: they would fight over them

@@ -55,9 +55,10 @@ def training_bytes(cfg, V):
     pass, and the logits. training_bytes(from_dict({}), 65) // 2**20 == 230"""
     m, t = cfg.model, cfg.training
     G, H, L = make_cell(m.type).gates, m.hidden_size, m.num_layers
-    params = G * H * (V + H + 2) + (L - 1) * G * H * (2 * H + 2) + V * (H + 1)
+    ln = 2 if m.layer_norm else 0  # the gates' gain and shift; their n and gradient each chunk
+    params = G * H * (V + H + 2 + ln) + (L - 1) * G * H * (2 * H + 2 + ln) + V * (H + 1)
     copies = 3 + {"adam": 2, "rmsprop": 1, "adagrad": 1, "sgd": 1}[t.optimizer]  # + gradient, scratch, team
-    activations = L * (t.seq_length + 1) * t.batch_size * (G + 4) * H * 2
+    activations = L * (t.seq_length + 1) * t.batch_size * (G + 4 + ln * G) * H * 2
     logits = 3 * t.seq_length * t.batch_size * V
     return 4 * (copies * params + activations + logits)
 

@@ -1,0 +1,72 @@
+"""Issue 32's training options end to end: model.layer_norm (the LSTM's gates) and training.weight_decay,
+through `charrnn train`, a checkpoint, sample, eval and info; and what the config refuses."""
+
+import numpy as np
+import pytest
+
+from charrnn_cli.io import checkpoint as ckpt
+from charrnn_cli.io.config import ConfigError, from_dict
+from charrnn_cli.parallel.cores import plan_threads, team_size
+
+from conftest import invoke, make_config, refused, write_yaml
+
+
+def test_a_layer_normalised_lstm_trains_samples_and_scores_from_the_command_line(tmp_path):
+    raw = make_config(tmp_path, max_steps=12, weight_decay=0.1)
+    raw["model"]["layer_norm"] = True
+    r = invoke("train", write_yaml(tmp_path, raw), "--quiet")
+    assert r.exit_code == 0, r.output
+    path = tmp_path / "run" / "latest.npz"
+    ck = ckpt.load(str(path))
+    assert ck.config.model.layer_norm and ck.config.training.weight_decay == 0.1
+    gain = ck.arrays["rnn.ln_weight_l1"]
+    assert gain.shape == (4 * 12,) and not np.allclose(gain, 1.0)  # trained from 1
+    assert ck.arrays["rnn.ln_bias_l0"].shape == (4 * 12,)
+    s = invoke("sample", path, "--seed", "the", "--length", "30", "--rng-seed", "1")
+    assert s.exit_code == 0 and len(s.output) >= 30, s.output
+    assert s.output == invoke("sample", path, "--seed", "the", "--length", "30", "--rng-seed", "1").output
+    e = invoke("eval", path)
+    assert e.exit_code == 0 and "nats/char" in e.output, e.output
+    i = invoke("info", path)
+    assert i.exit_code == 0 and "layer_norm" in i.output, i.output
+
+
+def test_the_evaluated_loss_is_the_models(tmp_path):
+    """eval's figure for the run's split equals the model's forward pass over it, so the
+    normalisation is what generation and scoring use too (the step is tested in test_model)."""
+    raw = make_config(tmp_path, max_steps=6)
+    raw["model"]["layer_norm"] = True
+    assert invoke("train", write_yaml(tmp_path, raw), "--quiet").exit_code == 0
+    ck = ckpt.load(str(tmp_path / "run" / "best.npz"))
+    model = ck.build_model(np.float64)
+    text = (tmp_path / "text.txt").read_text()[:200]
+    idx = np.array([ck.vocab.index(c) for c in text])[:, None]
+    loss = model.forward(idx[:-1], idx[1:], model.zero_state(1))[0]
+    other = ck.build_model(np.float64)
+    other.layer_norm = False  # the same weights without the normalisation score differently
+    other.params = {k: v for k, v in other.params.items() if k[:2] not in ("lw", "lb")}
+    assert abs(loss - other.forward(idx[:-1], idx[1:], other.zero_state(1))[0]) > 1e-3
+
+
+@pytest.mark.parametrize("model,training,words", [
+    ({"type": "gru", "layer_norm": True}, {}, "only the LSTM has it, not model.type gru"),
+    ({"layer_norm": True}, {"unit_split": 2}, "trains in one process"),
+    ({"layer_norm": "yes"}, {}, "model.layer_norm: expected true or false"),
+    ({}, {"weight_decay": 1.5}, "training.weight_decay: must be in [0, 1)"),
+    ({}, {"weight_decay": -0.1}, "training.weight_decay: must be in [0, 1)"),
+])
+def test_what_the_config_refuses(tmp_path, model, training, words):
+    raw = make_config(tmp_path, **training)
+    raw["model"].update(model)
+    with pytest.raises(ConfigError, match=words.replace("[", r"\[").replace(")", r"\)")):
+        from_dict(raw)
+    r = invoke("train", write_yaml(tmp_path, raw))
+    assert refused(r) and words in r.output, r.output
+
+
+def test_a_layer_normalised_model_takes_one_process_by_itself():
+    cfg = from_dict({"model": {"hidden_size": 512, "layer_norm": True}})
+    assert team_size(cfg.training, cfg.model, {"OPENBLAS_NUM_THREADS": "1"}, cores=2) == 1
+    assert plan_threads(cfg.training, cfg.model, environ={}, cores=2) is None  # every core for its BLAS
+    plain = from_dict({"model": {"hidden_size": 512}})
+    assert team_size(plain.training, plain.model, {"OPENBLAS_NUM_THREADS": "1"}, cores=2) == 2
