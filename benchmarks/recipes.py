@@ -51,6 +51,8 @@ RECIPES = {
                    {"training.warmup_steps": 200, "training.batch_size": 16}),
     "warmup-wd": ("warm-up over 100 steps, weight decay 0.1 (AdamW)",
                   {"training.warmup_steps": 100, "training.weight_decay": 0.1}),
+    "warmup-ln": ("warm-up over 100 steps, layer-normalised gates (one process)",
+                  {"training.warmup_steps": 100, "model.layer_norm": True}),
     "warmup-beta2": ("warm-up over 100 steps, Adam beta2 0.99", {"training.warmup_steps": 100, "training.beta2": 0.99}),
 }
 

@@ -41,28 +41,41 @@ class GateNorm:
         G, dt = gain.shape[0], gain.dtype
         H = G // blocks
         self.blocks = blocks
-        self.gain, self.shift = gain.reshape(blocks, H, 1), shift.reshape(blocks, H, 1)
         get = ws.get if ws is not None else (lambda name, shape, dtype: np.empty(shape, dtype))
+        # NumPy broadcasts along a short last axis slowly (a (blocks, H, 1) or (blocks, 1, B) operand
+        # costs 2-3x a full one), so the gain and shift are spread over the streams once a chunk and
+        # each per-stream statistic over the units (E) before it is used
+        self.gain = get("ln_gain", (blocks, H, B), dt)
+        self.shift = get("ln_shift", (blocks, H, B), dt)
+        np.copyto(self.gain, gain.reshape(blocks, H, 1))
+        np.copyto(self.shift, shift.reshape(blocks, H, 1))
+        self.E = get("ln_e", (blocks, H, B), dt)
         self.N = get("ln_n", (T, blocks, H, B), dt)  # n_t, kept for backward
         self.R = get("ln_r", (T, blocks, 1, B), dt)  # 1 / sqrt(var + eps) of each block and stream
         self._ws, self._shape, self.D = get, (T, blocks, H, B), None
         self.eps = np.array(EPS, dt)
+        # a mean over the units as one product, (1, H) @ (blocks, H, B): ten times np.mean's speed on
+        # the middle axis of a (blocks, H, B) array
+        self.avg = np.full((1, H), 1.0 / H, dt)
 
     def forward_step(self, t):
         """The function normalising step t's pre-activation a (G*H, B) in place, keeping n and 1/std."""
-        n, r, gain, shift, eps, blocks = self.N[t], self.R[t], self.gain, self.shift, self.eps, self.blocks
-        mean, sub, mul, add, sqrt, recip = np.mean, np.subtract, np.multiply, np.add, np.sqrt, np.reciprocal
+        n, r, E, gain, shift, eps, blocks = self.N[t], self.R[t], self.E, self.gain, self.shift, self.eps, self.blocks
+        avg, sub, mul, add, sqrt, recip = self.avg, np.subtract, np.multiply, np.add, np.sqrt, np.reciprocal
+        matmul, spread = np.matmul, np.copyto
 
         def normalise(a):
             a3 = blocks_of(a, blocks)
-            mean(a3, 1, keepdims=True, out=r)  # mean over the units
-            sub(a3, r, n)
+            matmul(avg, a3, r)  # mean over the units
+            spread(E, r)
+            sub(a3, E, n)
             mul(n, n, a3)  # a as scratch: the squares
-            mean(a3, 1, keepdims=True, out=r)  # variance
+            matmul(avg, a3, r)  # variance
             add(r, eps, r)
             sqrt(r, r)
             recip(r, r)
-            mul(n, r, n)  # n = (a - mean) / std
+            spread(E, r)
+            mul(n, E, n)  # n = (a - mean) / std
             mul(n, gain, a3)
             add(a3, shift, a3)  # a' = gain * n + shift
 
@@ -74,18 +87,20 @@ class GateNorm:
             self.D = self._ws("ln_d", self._shape, self.N.dtype)
             T, blocks, H, B = self._shape
             self._tmp = self._ws("ln_tmp", (blocks, H, B), self.N.dtype)
-            self._m1 = self._ws("ln_m1", (blocks, 1, B), self.N.dtype)
-            self._m2 = self._ws("ln_m2", (blocks, 1, B), self.N.dtype)
-        d3, n, tmp, m1, m2 = blocks_of(d, self.blocks), self.N[t], self._tmp, self._m1, self._m2
+            self._m = self._ws("ln_m", (blocks, 1, B), self.N.dtype)
+        d3, n, tmp, m, E = blocks_of(d, self.blocks), self.N[t], self._tmp, self._m, self.E
         self.D[t] = d3
         d3 *= self.gain  # dn
-        np.mean(d3, 1, keepdims=True, out=m1)
         np.multiply(d3, n, out=tmp)
-        np.mean(tmp, 1, keepdims=True, out=m2)
-        np.multiply(n, m2, out=tmp)
-        d3 -= m1
+        np.matmul(self.avg, tmp, out=m)  # mean(dn n)
+        np.copyto(E, m)
+        np.multiply(n, E, out=tmp)
         d3 -= tmp
-        d3 *= self.R[t]  # da = (dn - mean(dn) - n mean(dn n)) / std
+        np.matmul(self.avg, d3, out=m)  # mean(dn - n mean(dn n)) = mean(dn): n has mean 0 over the units
+        np.copyto(E, m)
+        d3 -= E
+        np.copyto(E, self.R[t])
+        d3 *= E  # da = (dn - mean(dn) - n mean(dn n)) / std
 
     def grads(self):
         """(dgain, dshift), each (G*H,): sums over the chunk's steps and streams."""
