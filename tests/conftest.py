@@ -30,7 +30,7 @@ def make_config(tmp_path, **training):
     raw = {
         "data": {"path": str(text), "val_fraction": 0.1, "min_count": 1},
         "model": {"type": "lstm", "hidden_size": 12, "num_layers": 2, "dropout": 0.2},
-        "training": dict({"batch_size": 4, "seq_length": 16, "learning_rate": 0.01, "lr_schedule": "step",
+        "training": dict({"batch_size": 4, "seq_length": 16, "learning_rate": 0.01, "lr_schedule": "step", "warmup_steps": 0,
                           "max_steps": 8, "eval_every": 4, "eval_share": None, "checkpoint_every": 4, "log_every": 2,
                           "seed": 3},
                          **training),
@@ -59,7 +59,7 @@ def names_config(tmp_path, **training):
     f.write_text("\n".join(NAMES * 4) + "\n")
     return {"data": {"path": str(f), "val_fraction": 0.2, "mode": "lines", "min_count": 1},
             "model": {"type": "lstm", "hidden_size": 16, "num_layers": 1, "dropout": 0.0},
-            "training": dict({"batch_size": 4, "seq_length": 8, "learning_rate": 0.02, "lr_schedule": "step",
+            "training": dict({"batch_size": 4, "seq_length": 8, "learning_rate": 0.02, "lr_schedule": "step", "warmup_steps": 0,
                               "max_steps": 40,
                               "eval_every": 20, "checkpoint_every": 20, "seed": 1}, **training),
             "output": {"dir": str(tmp_path / "run")}}

@@ -74,9 +74,11 @@ def test_cosine_schedule_and_warmup():
     assert learning_rate(t, 100) == pytest.approx(0.1)
     t = from_dict({"training": {"lr_schedule": "cosine", "max_minutes": 10, "learning_rate": 1.0,
                                 "lr_min_fraction": 0.0}}).training
-    assert learning_rate(t, 1, 0.5) == pytest.approx(0.5) and learning_rate(t, 1, 1.0) == pytest.approx(0.0)
+    # the default warm-up (200 steps) comes first; then the cosine follows the clock
+    assert learning_rate(t, 100, 0.01) == pytest.approx(0.5)
+    assert learning_rate(t, 201, 0.5) == pytest.approx(0.5) and learning_rate(t, 201, 1.0) == pytest.approx(0.0)
     t = from_dict({"training": {"lr_schedule": "step", "lr_decay": 0.5, "lr_decay_every": 10,
-                                "learning_rate": 1.0}}).training
+                                "learning_rate": 1.0, "warmup_steps": 0}}).training
     assert [learning_rate(t, s) for s in (1, 10, 11, 21)] == [1.0, 1.0, 0.5, 0.25]
 
 

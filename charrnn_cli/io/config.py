@@ -75,7 +75,7 @@ class TrainingConfig:
     optimizer: str = _f("adam", "adam | rmsprop | adagrad | sgd",
                         *(lambda v: v in ("adam", "rmsprop", "adagrad", "sgd"),
                           "must be one of adam, rmsprop, adagrad, sgd"))
-    learning_rate: float = _f(0.004, "peak learning rate", *_positive)
+    learning_rate: float = _f(0.006, "peak learning rate", *_positive)
     lr_schedule: str = _f("cosine", "step: multiply by lr_decay every lr_decay_every steps; "
                           "cosine: cosine decay to learning_rate * lr_min_fraction over lr_decay_steps, "
                           "else max_steps, else max_minutes of wall time",
@@ -87,7 +87,7 @@ class TrainingConfig:
                                      *_positive)
     lr_min_fraction: float = _f(0.03, "cosine schedule: final learning rate as a fraction of the peak",
                                 *(lambda v: 0.0 <= v <= 1.0, "must be in [0, 1]"))
-    warmup_steps: int = _f(0, "linear warm-up from 0 over this many steps", *_non_negative)
+    warmup_steps: int = _f(200, "linear warm-up from 0 over this many steps (0: none)", *_non_negative)
     grad_clip: float = _f(5.0, "clip threshold; 0 turns clipping off", *_non_negative)
     clip_mode: str = _f("norm", "norm: scale all gradients to global norm <= grad_clip; value: clamp each element",
                         *(lambda v: v in ("norm", "value"), "must be one of norm, value"))

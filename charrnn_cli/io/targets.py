@@ -46,7 +46,7 @@ def sized_for_list(n):
         model, B, T, lr = {}, 32, 64, 0.004  # the default model
     eval_every = int(min(max(round(n / (B * T) / 3), 10), 400))
     return {"data": {"mode": "lines"}, "model": model,
-            "training": {"batch_size": B, "seq_length": T, "learning_rate": lr, "patience": 8,
+            "training": {"batch_size": B, "seq_length": T, "learning_rate": lr, "warmup_steps": 0, "patience": 8,
                          "eval_every": eval_every, "checkpoint_every": max(eval_every, 100),
                          "log_every": min(eval_every, 20)}}
 
