@@ -43,7 +43,7 @@ from .files import atomic_write
 from .npz import MAX_VOCAB_BYTES, SMALL, Members, NpzError
 from .yaml_reader import short
 from ..nn.model import CharRNN
-from ..nn.params import PUBLIC, state_dict_names
+from ..nn.params import PUBLIC, layer_prefixes, state_dict_names
 from ..nn.optim import OPTIMIZERS
 from .vocab import Vocab
 
@@ -153,9 +153,9 @@ def _expected_shapes(cfg, V):
     torch_names, internal = {}, {}
     for k in range(m.num_layers):
         n_in = V if k == 0 else H
-        shapes = {"Wx": (G * H, n_in), "Wh": (G * H, H), "bx": (G * H,), "bh": (G * H,), "lw": (G * H,), "lb": (G * H,)}
-        for n in ("Wx", "Wh", "bx", "bh") + (("lw", "lb") if m.layer_norm else ()):
-            torch_names[PUBLIC[n].format(k)] = internal[f"{n}{k}"] = shapes[n]
+        for n in layer_prefixes(m.layer_norm):
+            shape = {"Wx": (G * H, n_in), "Wh": (G * H, H)}.get(n, (G * H,))  # the rest: a vector a gate row
+            torch_names[PUBLIC[n].format(k)] = internal[f"{n}{k}"] = shape
     torch_names["decoder.weight"] = internal["Wy"] = (V, H)
     torch_names["decoder.bias"] = internal["by"] = (V,)
     return torch_names, internal

@@ -90,6 +90,6 @@ def check_model(model_type, num_layers=2, hidden_size=6, vocab_size=5, seq_lengt
             num = (lp - lm) / (2 * EPS)
             err = abs(aflat[j] - num) / max(abs(aflat[j]) + abs(num), FLOOR)
             worst = max(worst, err)
-        rows.append(CheckRow(model_type + ("+ln" if layer_norm else "") + ("+resets" if resets else ""), name, tuple(shown), len(entries),
-                             float(worst)))
+        label = model_type + ("+ln" if layer_norm else "") + ("+resets" if resets else "")
+        rows.append(CheckRow(label, name, tuple(shown), len(entries), float(worst)))
     return rows

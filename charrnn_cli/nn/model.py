@@ -26,7 +26,7 @@ from ..parallel.solo import SOLO
 from .buffers import Workspace, aligned_zeros, as_matrix, rowsum
 from .cells import make_cell
 from .layernorm import GateNorm
-from .params import PUBLIC, _block_perm, init_params, lookup_columns, scatter_columns
+from .params import PUBLIC, _block_perm, init_params, layer_prefixes, lookup_columns, scatter_columns
 
 
 STEP_ALIGN = 16  # generation's stacked products: h, the bias column, zeros up to a multiple of this many columns
@@ -282,7 +282,7 @@ class CharRNN:
         perm = _block_perm(self.cell.torch_blocks, H)
         sd = {}
         for k in range(self.num_layers):
-            for n in self._layer_names():
+            for n in layer_prefixes(self.layer_norm):
                 sd[PUBLIC[n].format(k)] = p[f"{n}{k}"][perm]
         sd["decoder.weight"] = p["Wy"].copy()
         sd["decoder.bias"] = p["by"].copy()
@@ -300,14 +300,10 @@ class CharRNN:
         inv = np.argsort(_block_perm(self.cell.torch_blocks, self.hidden_size))
         p, dt = self.params, self.dtype
         for k in range(self.num_layers):
-            for n in self._layer_names():
+            for n in layer_prefixes(self.layer_norm):
                 p[f"{n}{k}"] = np.ascontiguousarray(np.asarray(sd[PUBLIC[n].format(k)])[inv], dtype=dt)
         p["Wy"] = np.array(sd["decoder.weight"], dtype=dt)  # copies: training updates parameters in place
         p["by"] = np.array(sd["decoder.bias"], dtype=dt)
-
-    def _layer_names(self):
-        """Internal name prefixes of a layer's parameters (each a gate-block-ordered first axis)."""
-        return ("Wx", "Wh", "bx", "bh") + (("lw", "lb") if self.layer_norm else ())
 
     def num_params(self):
         return int(sum(v.size for v in self.params.values()))

@@ -145,8 +145,8 @@ OPTIMIZERS = {"adam": Adam, "rmsprop": RMSprop, "adagrad": Adagrad, "sgd": SGD}
 
 def make_optimizer(name, params, tcfg):
     """The optimizer a TrainingConfig names, with its hyper-parameters."""
-    return OPTIMIZERS[name](params, weight_decay=tcfg.weight_decay, beta1=tcfg.beta1, beta2=tcfg.beta2, alpha=tcfg.alpha,
-                            momentum=tcfg.momentum, eps=tcfg.eps)
+    return OPTIMIZERS[name](params, weight_decay=tcfg.weight_decay, beta1=tcfg.beta1, beta2=tcfg.beta2,
+                            alpha=tcfg.alpha, momentum=tcfg.momentum, eps=tcfg.eps)
 
 
 def flat(a):

@@ -67,11 +67,19 @@ PUBLIC = {"Wx": "rnn.weight_ih_l{}", "Wh": "rnn.weight_hh_l{}", "bx": "rnn.bias_
           "lw": "rnn.ln_weight_l{}", "lb": "rnn.ln_bias_l{}"}
 
 
+def layer_prefixes(layer_norm=False):
+    """The internal name prefixes of one layer's parameters, each with the gate blocks on its first axis.
+    >>> layer_prefixes(True)
+    ('Wx', 'Wh', 'bx', 'bh', 'lw', 'lb')
+    """
+    return ("Wx", "Wh", "bx", "bh") + (("lw", "lb") if layer_norm else ())
+
+
 def state_dict_names(num_layers, layer_norm=False):
     """The PyTorch-style parameter names of a model. state_dict_names(1)[0] == 'rnn.weight_ih_l0'"""
     names = []
     for k in range(num_layers):
-        names += [PUBLIC[n].format(k) for n in ("Wx", "Wh", "bx", "bh") + (("lw", "lb") if layer_norm else ())]
+        names += [PUBLIC[n].format(k) for n in layer_prefixes(layer_norm)]
     return names + ["decoder.weight", "decoder.bias"]
 
 
