@@ -67,6 +67,8 @@ RECIPES = {
     "warmup-lr6-ln": ("warm-up over 200 steps, learning rate 0.006, dropout 0.4, layer-normalised gates (one process)",
                       {"training.warmup_steps": 200, "training.learning_rate": 0.006, "model.dropout": 0.4,
                        "model.layer_norm": True}),
+    "cuts": ("the default, each epoch's first chunk 1 to 64 characters long (training.random_cuts)",
+             {"training.random_cuts": True}),
     "warmup-drop3": ("old default, warm-up over 100 steps, dropout 0.3",
                      old(training__warmup_steps=100, model__dropout=0.3)),
     "warmup-clip1": ("old default, warm-up over 100 steps, gradient norm clipped at 1",

@@ -1,5 +1,10 @@
-"""Issue 32's training options end to end: model.layer_norm (the LSTM's gates) and training.weight_decay,
-through `charrnn train`, a checkpoint, sample, eval and info; and what the config refuses."""
+"""Issue 32's training options end to end: model.layer_norm (the LSTM's gates), training.weight_decay
+and training.random_cuts, through `charrnn train`, a checkpoint, sample, eval and info; and what the
+config refuses."""
+
+import json
+import math
+import os
 
 import numpy as np
 import pytest
@@ -7,8 +12,9 @@ import pytest
 from charrnn_cli.io import checkpoint as ckpt
 from charrnn_cli.io.config import ConfigError, from_dict
 from charrnn_cli.parallel.cores import plan_threads, team_size
+from charrnn_cli.training.loop import train
 
-from conftest import invoke, make_config, refused, write_yaml
+from conftest import invoke, make_config, params_of, refused, write_yaml
 
 
 def test_a_layer_normalised_lstm_trains_samples_and_scores_from_the_command_line(tmp_path):
@@ -70,3 +76,48 @@ def test_a_layer_normalised_model_takes_one_process_by_itself():
     assert plan_threads(cfg.training, cfg.model, environ={}, cores=2) is None  # every core for its BLAS
     plain = from_dict({"model": {"hidden_size": 512}})
     assert team_size(plain.training, plain.model, {"OPENBLAS_NUM_THREADS": "1"}, cores=2) == 2
+
+
+def chunk_lengths(run_dir, batch):
+    """Each step's chunk length, from metrics.jsonl written every step, grouped by epoch."""
+    rows = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+    rows = [r for r in rows if r.get("train_loss") is not None]
+    epochs, seen = {}, 0
+    for r in rows:
+        epoch = math.ceil(r["epoch"]) - 1  # a step that ends an epoch reports the next one's start
+        epochs.setdefault(epoch, []).append((r["chars_seen"] - seen) // batch)
+        seen = r["chars_seen"]
+    return epochs
+
+
+def test_random_cuts_move_each_epochs_first_cut_and_nothing_else(tmp_path):
+    # 3000 chars, 90% train, 4 streams of 674: 43 chunks of 16 an epoch; 130 steps reach a fourth epoch
+    raw = make_config(tmp_path, max_steps=130, log_every=1, eval_every=1000, random_cuts=True)
+    straight = train(from_dict(raw), quiet=True)
+    epochs = chunk_lengths(straight.out_dir, 4)
+    firsts = []
+    for e in (0, 1, 2):
+        lengths = epochs[e]
+        assert sum(lengths) == 674  # every input of the epoch, once
+        assert 1 <= lengths[0] <= 16 and set(lengths[1:-1]) == {16} and 1 <= lengths[-1] <= 16
+        firsts.append(lengths[0])
+    assert len(set(firsts)) > 1  # the cuts fall elsewhere from one epoch to the next
+    raw["training"]["random_cuts"] = False
+    raw["output"]["dir"] = str(tmp_path / "plain")
+    plain = chunk_lengths(train(from_dict(raw), quiet=True).out_dir, 4)
+    assert plain[0][0] == plain[1][0] == 16 and len(plain[0]) == 43
+
+
+def test_random_cuts_resume_exactly(tmp_path):
+    """Resumed inside an epoch and across two wraps: the draw is the seed's and the epoch's, not a generator's."""
+    raw = make_config(tmp_path, max_steps=100, eval_every=30, checkpoint_every=1000, random_cuts=True)
+    a = params_of(os.path.join(train(from_dict(raw), quiet=True).out_dir, "latest.npz"))
+    raw["output"]["dir"] = str(tmp_path / "two")
+    raw["training"]["max_steps"] = 37
+    train(from_dict(raw), quiet=True)
+    raw["training"]["max_steps"] = 100
+    b = params_of(os.path.join(train(from_dict(raw), resume=str(tmp_path / "two" / "latest.npz"), quiet=True).out_dir,
+                               "latest.npz"))
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)

@@ -88,6 +88,9 @@ class TrainingConfig:
     lr_min_fraction: float = _f(0.03, "cosine schedule: final learning rate as a fraction of the peak",
                                 *(lambda v: 0.0 <= v <= 1.0, "must be in [0, 1]"))
     warmup_steps: int = _f(200, "linear warm-up from 0 over this many steps (0: none)", *_non_negative)
+    random_cuts: bool = _f(False, "each epoch's first chunk is 1 to seq_length characters long, drawn from the seed "
+                           "and the epoch, so the points where backpropagation through time is cut move from one "
+                           "epoch to the next")
     grad_clip: float = _f(5.0, "clip threshold; 0 turns clipping off", *_non_negative)
     clip_mode: str = _f("norm", "norm: scale all gradients to global norm <= grad_clip; value: clamp each element",
                         *(lambda v: v in ("norm", "value"), "must be one of norm, value"))

@@ -316,10 +316,11 @@ class Streams:
             self.starts = np.array([align(int(s)) for s in self.starts], dtype=np.int64)
         self.steps_per_epoch = -(-self.stream_len // seq_length)
 
-    def chunk(self, offset):
-        """(x, y) int64 arrays of shape (T', b) starting `offset` characters into every stream."""
+    def chunk(self, offset, length=None):
+        """(x, y) int64 arrays of shape (T', b) starting `offset` characters into every stream:
+        T' = `length` (default seq_length) characters, fewer where the streams end."""
         assert 0 <= offset < self.stream_len
-        t = min(self.seq_length, self.stream_len - offset)
+        t = min(length or self.seq_length, self.stream_len - offset)
         if isinstance(self.data, Tokens):  # one positioned read per stream
             xy = np.stack([self.data.read(int(s) + offset, t + 1) for s in self.starts], axis=1)
         else:

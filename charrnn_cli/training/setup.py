@@ -165,5 +165,6 @@ def _planned_steps(tcfg, streams):
     if tcfg.max_steps is not None:
         caps.append(tcfg.max_steps)
     if tcfg.max_epochs is not None:
-        caps.append(math.ceil(tcfg.max_epochs * streams.steps_per_epoch))
+        per_epoch = streams.steps_per_epoch + tcfg.random_cuts  # a shortened first chunk can add one step
+        caps.append(math.ceil(tcfg.max_epochs * per_epoch))
     return min(caps) if caps else None

@@ -93,7 +93,7 @@ class Trainer:
         if prog.offset == 0:
             self.state = model.zero_state(self.local_b)  # epoch boundary: the streams wrap
         self._before_step = self.rng.bit_generator.state  # until the update, all this step has changed
-        x, y = self.streams.chunk(prog.offset)  # (T, b): this process's streams
+        x, y = self.streams.chunk(prog.offset, self._chunk_length())  # (T, b): this process's streams
         masks = model.dropout_masks(x.shape[0], B, self.rng)  # drawn for all B streams, as one process would
         if masks is not None and self.local_b != B:
             first, end = self.block
@@ -135,6 +135,16 @@ class Trainer:
             prog.offset, prog.epoch = 0, prog.epoch + 1
             self.state = model.zero_state(self.local_b)
         return loss, x.size * comm.size
+
+    def _chunk_length(self):
+        """training.random_cuts: an epoch's first chunk is 1 to T characters long, drawn from the seed
+        and the epoch alone (every process draws the same), so the cuts of truncated BPTT fall
+        elsewhere in each epoch; every other chunk is T long (None)."""
+        t_cfg = self.cfg.training
+        if not t_cfg.random_cuts or self.prog.offset != 0:
+            return None
+        draw = np.random.default_rng([t_cfg.seed, self.prog.epoch, 0x637574])  # "cut": apart from other draws
+        return int(draw.integers(1, t_cfg.seq_length + 1))
 
     def drop_step(self):
         """After a step stopped before its update (a second Ctrl-C): put back the one thing it had
