@@ -231,7 +231,8 @@ def test_eval_unreadable_file(ck, tmp_path):
 
 def test_gradcheck_command():
     r = run("gradcheck", "--model", "gru", "--layers", "1", "--hidden-size", "4")
-    assert r.exit_code == 0 and "rnn.weight_hh_l0" in r.output and "all 14 tensors within" in r.output  # 7, then 7 with resets
+    assert r.exit_code == 0 and "rnn.weight_hh_l0" in r.output and "gru+wdrop+resets" in r.output
+    assert "all 28 tensors within" in r.output  # 7, with resets, with weight drop, with both
     r = run("gradcheck", "--model", "rnn", "--tol", "1e-30")
     assert r.exit_code == 1 and "FAIL" in r.output
 

@@ -122,9 +122,9 @@ def test_stream_mode_has_no_resets(tmp_path, monkeypatch):
     seen = []
     real = CharRNN.forward
 
-    def forward(self, idx, targets, state, masks=None, resets=None, team=None):
+    def forward(self, idx, targets, state, masks=None, resets=None, **kw):
         seen.append(resets)
-        return real(self, idx, targets, state, masks, resets, **({} if team is None else {"team": team}))
+        return real(self, idx, targets, state, masks, resets, **kw)
 
     monkeypatch.setattr(CharRNN, "forward", forward)
 

@@ -60,6 +60,8 @@ def test_the_evaluated_loss_is_the_models(tmp_path):
     ({"layer_norm": "yes"}, {}, "model.layer_norm: expected true or false"),
     ({}, {"weight_decay": 1.5}, "training.weight_decay: must be in [0, 1)"),
     ({}, {"weight_decay": -0.1}, "training.weight_decay: must be in [0, 1)"),
+    ({"weight_drop": 1.0}, {}, "model.weight_drop: must be in [0, 1)"),
+    ({}, {"random_cuts": 3}, "training.random_cuts: expected true or false"),
 ])
 def test_what_the_config_refuses(tmp_path, model, training, words):
     raw = make_config(tmp_path, **training)

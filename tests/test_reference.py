@@ -56,6 +56,36 @@ def test_the_fast_model_computes_what_the_reference_states(cell, resets):
         assert close(a, b) < TOL
 
 
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_weight_drop_is_what_the_reference_states(cell):
+    """model.weight_drop: the chunk runs on W_hh * M and W_hh's gradient is the chain rule's, with
+    dropout and resets on as well; the masks come in the model's layout and are converted as
+    weights are."""
+    model, idx, targets, state, masks, reset = chunk(cell)
+    model.weight_drop = 0.4
+    wmasks = model.weight_masks(np.random.default_rng(5))
+    assert all(set(np.unique(m)) == {0.0, 1 / 0.6} for m in wmasks)
+    loss, new_state, cache = model.forward(idx, targets, state, masks, reset, wmasks=wmasks)
+    grads, dstate0 = model.backward(cache)
+
+    params = model.state_dict()
+    holder = CharRNN(cell, model.vocab_size, model.hidden_size, model.num_layers, dtype=np.float64)
+    holder.params.update({f"Wh{k}": m for k, m in enumerate(wmasks)})
+    rwmasks = [holder.state_dict()[f"rnn.weight_hh_l{k}"] for k in range(model.num_layers)]  # PyTorch's order
+    rmasks = [m.transpose(1, 2, 0) for m in masks]
+    r_loss, r_state, r_cache = ref.model_forward(params, cell, idx, targets, state, rmasks, reset, rwmasks)
+    r_grads, r_dstate0 = ref.model_backward(params, cell, r_cache)
+    assert abs(loss - r_loss) / r_loss < TOL
+    assert abs(loss - model.forward(idx, targets, state, masks, reset)[0]) > 1e-3  # the masks change the loss
+    holder.load_state_dict(r_grads)
+    for name, g in grads.items():
+        assert close(g, holder.params[name]) < TOL, name
+    for k, m in enumerate(wmasks):
+        assert not np.any(grads[f"Wh{k}"][m == 0])  # a dropped weight gets no gradient this step
+    for a, b in zip(dstate0, r_dstate0):
+        assert close(a, b) < TOL
+
+
 @pytest.mark.parametrize("wd", [0.0, 0.1])
 @pytest.mark.parametrize("name", ["adam", "rmsprop", "adagrad", "sgd"])
 def test_every_optimizer_takes_the_step_the_reference_states(name, wd):

@@ -44,10 +44,10 @@ def children(pid):
     return kids
 
 
-def one_step(model, team, x, y, state, masks, resets, repeats=1):
+def one_step(model, team, x, y, state, masks, resets, repeats=1, wmasks=None):
     for _ in range(repeats):
-        team.begin(x, state, masks, resets, targets=y)
-        loss, new_state, cache = model.forward(x, y, state, masks, resets, team=team)
+        team.begin(x, state, masks, resets, targets=y, wmasks=wmasks)
+        loss, new_state, cache = model.forward(x, y, state, masks, resets, team=team, wmasks=wmasks)
         grads, _ = model.backward(cache, team=team)
     return loss, new_state, grads
 
@@ -55,7 +55,7 @@ def one_step(model, team, x, y, state, masks, resets, repeats=1):
 @pytest.mark.parametrize("mt", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("layers,hidden,size,dropout,resets", [
     (1, 8, 2, 0.0, False),  # the plain path
-    (2, 6, 2, 0.3, True),  # dropout between layers, lines-mode resets, an input product per layer
+    (2, 6, 2, 0.3, True),  # dropout between layers and of W_hh, lines-mode resets, an input product per layer
     (2, 9, 3, 0.0, False),  # three processes, three units each
 ])
 def test_a_team_computes_one_process_gradients(mt, layers, hidden, size, dropout, resets):
@@ -63,16 +63,17 @@ def test_a_team_computes_one_process_gradients(mt, layers, hidden, size, dropout
     V, T, B = 11, 7, 5
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, V, (T, B)), rng.integers(0, V, (T, B))
-    solo = CharRNN(mt, V, hidden, layers, dropout=dropout, seed=3, dtype=np.float64)
-    split = CharRNN(mt, V, hidden, layers, dropout=dropout, seed=3, dtype=np.float64)
+    solo = CharRNN(mt, V, hidden, layers, dropout=dropout, seed=3, dtype=np.float64, weight_drop=dropout)
+    split = CharRNN(mt, V, hidden, layers, dropout=dropout, seed=3, dtype=np.float64, weight_drop=dropout)
     state = tuple(rng.standard_normal(s.shape) for s in solo.zero_state(B))  # a carried state, not zeros
     masks = solo.dropout_masks(T, B, np.random.default_rng(1)) if dropout else None
+    wmasks = solo.weight_masks(np.random.default_rng(2))
     res = rng.random((T, B)) < 0.2 if resets else None
-    want = one_step(solo, SOLO, x, y, state, masks, res)
+    want = one_step(solo, SOLO, x, y, state, masks, res, wmasks=wmasks)
     team = make_team(size, split, B, T)
     try:
         assert len(children(os.getpid())) >= size - 1
-        got = one_step(split, team, x, y, state, masks, res, repeats=2)  # a second step reuses the buffers
+        got = one_step(split, team, x, y, state, masks, res, repeats=2, wmasks=wmasks)  # a second step reuses the buffers
     finally:
         team.close()
     assert not set(children(os.getpid())) & set(team.pids)
@@ -224,6 +225,7 @@ def test_training_with_a_team_follows_one_process(tmp_path):
     for split in (1, 2):
         (tmp_path / str(split)).mkdir()
         raw = make_config(tmp_path / str(split), max_steps=8, unit_split=split)
+        raw["model"]["weight_drop"] = 0.25  # the masks reach the helper through the step's inputs
         r = CliRunner().invoke(main, ["train", str(write_yaml(tmp_path / str(split), raw)), "--quiet"])
         assert r.exit_code == 0, r.output
         runs[split] = losses(raw["output"]["dir"]), losses(raw["output"]["dir"], "val_loss")
@@ -244,14 +246,14 @@ def test_a_failed_helper_stops_the_run_with_one_line(tmp_path, monkeypatch, how)
     real = CharRNN.forward
     calls = {"n": 0}
 
-    def forward(self, idx, targets, state, masks=None, resets=None, team=SOLO):
+    def forward(self, idx, targets, state, masks=None, resets=None, team=SOLO, **kw):
         if team.rank == 1 and (masks is None) == (how == "killed"):  # in the helper, its own count
             calls["n"] += 1  # raises: of training steps (dropout masks); killed: of validation passes
             if calls["n"] == 6:
                 if how == "killed":
                     os.kill(os.getpid(), signal.SIGKILL)
                 raise MemoryError("out of memory (a test)")
-        return real(self, idx, targets, state, masks, resets, team=team)
+        return real(self, idx, targets, state, masks, resets, team=team, **kw)
 
     monkeypatch.setattr(CharRNN, "forward", forward)
     raw = make_config(tmp_path, max_steps=20, checkpoint_every=4, unit_split=2)

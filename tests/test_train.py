@@ -20,15 +20,19 @@ from conftest import make_config, write_yaml, params_of
 
 
 def set_model(raw, mt):
-    """mt "lstm+ln": the LSTM with model.layer_norm, and weight decay on, the two options of issue 32."""
+    """mt "lstm+ln": the LSTM with model.layer_norm, and weight decay on; "gru+wdrop": the GRU with
+    model.weight_drop (its masks come from the dropout generator) and random cuts: issue 32's options."""
     raw["model"]["type"] = mt.split("+")[0]
     if mt.endswith("+ln"):
         raw["model"]["layer_norm"] = True
         raw["training"]["weight_decay"] = 0.05
+    if mt.endswith("+wdrop"):
+        raw["model"]["weight_drop"] = 0.3
+        raw["training"]["random_cuts"] = True
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "rmsprop", "adagrad", "sgd"])
-@pytest.mark.parametrize("mt", ["lstm", "gru", "lstm+ln"])
+@pytest.mark.parametrize("mt", ["lstm", "gru", "lstm+ln", "gru+wdrop"])
 def test_exact_resume_is_bitwise(tmp_path, optimizer, mt):
     # 3000 chars, 90% train, 4 streams of 16: 43 steps an epoch, so 50 steps cross an epoch wrap
     raw = make_config(tmp_path, optimizer=optimizer, max_steps=50, eval_every=10, checkpoint_every=100)
@@ -148,8 +152,8 @@ def test_nan_loss_stops_with_the_last_good_checkpoint(tmp_path, monkeypatch):
     real_forward = CharRNN.forward
     calls = {"n": 0}
 
-    def forward(self, idx, targets, state, masks=None, resets=None, team=None):
-        loss, st, cache = real_forward(self, idx, targets, state, masks, resets, **({} if team is None else {"team": team}))
+    def forward(self, idx, targets, state, masks=None, resets=None, **kw):
+        loss, st, cache = real_forward(self, idx, targets, state, masks, resets, **kw)
         if masks is not None:  # training steps only
             calls["n"] += 1
             if calls["n"] == 7:
@@ -251,8 +255,8 @@ def test_state_is_carried_between_steps_and_reset_at_the_epoch_wrap(tmp_path, mo
     seen = []  # (input state, output state, inputs) of every training step
     real_forward = CharRNN.forward
 
-    def forward(self, idx, targets, state, masks=None, resets=None, team=None):
-        loss, new_state, cache = real_forward(self, idx, targets, state, masks, resets, **({} if team is None else {"team": team}))
+    def forward(self, idx, targets, state, masks=None, resets=None, **kw):
+        loss, new_state, cache = real_forward(self, idx, targets, state, masks, resets, **kw)
         seen.append(([s.copy() for s in state], [s.copy() for s in new_state], idx.copy()))
         return loss, new_state, cache
 

@@ -64,6 +64,9 @@ class ModelConfig:
     init_scale: Optional[float] = _f(None, "std for init: normal (default 0.01); multiplier for xavier",
                                      *_positive)
     forget_bias: float = _f(0.0, "added to the LSTM forget-gate bias at init")
+    weight_drop: float = _f(0.0, "training only: each step drops each recurrent weight (W_hh) with this probability "
+                            "and scales the rest by 1 / (1 - p), one mask for every stream and time step "
+                            "(DropConnect, as in AWD-LSTM)", *(lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"))
     layer_norm: bool = _f(False, "LSTM: normalise each gate's pre-activation over the layer's units, then scale and "
                           "shift it per unit (Ba et al. 2016); trains in one process (training.unit_split 1)")
 

@@ -46,26 +46,29 @@ def public_name(internal):
 
 def check_model(model_type, num_layers=2, hidden_size=6, vocab_size=5, seq_length=5, batch_size=3,
                 dropout=0.25, seed=0, max_entries=60, init="pytorch", init_scale=None, forget_bias=0.0,
-                resets=False, layer_norm=False):
+                resets=False, layer_norm=False, weight_drop=0.0):
     """Compare analytic and numerical gradients for one architecture; returns a list of CheckRow.
 
-    resets: state resets inside the chunk (lines mode), at random steps of random streams."""
+    resets: state resets inside the chunk (lines mode), at random steps of random streams.
+    weight_drop: the chunk runs on W_hh times a fixed weight-drop mask (model.weight_drop)."""
     rng = np.random.default_rng(seed)
     model = CharRNN(model_type, vocab_size, hidden_size, num_layers, dropout, seed=seed, dtype=np.float64,
-                    init=init, init_scale=init_scale, forget_bias=forget_bias, layer_norm=layer_norm)
+                    init=init, init_scale=init_scale, forget_bias=forget_bias, layer_norm=layer_norm,
+                    weight_drop=weight_drop)
     idx = rng.integers(0, vocab_size, size=(seq_length, batch_size))
     targets = rng.integers(0, vocab_size, size=(seq_length, batch_size))
     # a nonzero initial state, so its gradient and the first step's recurrent term are exercised
     state = tuple(rng.normal(0, 0.5, size=s.shape) for s in model.zero_state(batch_size))
     masks = model.dropout_masks(seq_length, batch_size, rng)  # fixed: the same for every evaluation
+    wmasks = model.weight_masks(rng)
     reset = rng.random((seq_length, batch_size)) < 0.3 if resets else None
     if resets:
         reset[seq_length // 2, 0] = True  # at least one reset inside the chunk
 
     def loss():
-        return model.forward(idx, targets, state, masks, reset)[0]
+        return model.forward(idx, targets, state, masks, reset, wmasks=wmasks)[0]
 
-    _, _, cache = model.forward(idx, targets, state, masks, reset)
+    _, _, cache = model.forward(idx, targets, state, masks, reset, wmasks=wmasks)
     grads, dstate0 = model.backward(cache)
     grads = {k: v.copy() for k, v in grads.items()}
     dstate0 = tuple(d.copy() for d in dstate0)
@@ -90,6 +93,6 @@ def check_model(model_type, num_layers=2, hidden_size=6, vocab_size=5, seq_lengt
             num = (lp - lm) / (2 * EPS)
             err = abs(aflat[j] - num) / max(abs(aflat[j]) + abs(num), FLOOR)
             worst = max(worst, err)
-        label = model_type + ("+ln" if layer_norm else "") + ("+resets" if resets else "")
+        label = model_type + ("+ln" if layer_norm else "") + ("+wdrop" if weight_drop else "") + ("+resets" if resets else "")
         rows.append(CheckRow(label, name, tuple(shown), len(entries), float(worst)))
     return rows

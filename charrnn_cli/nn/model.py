@@ -3,6 +3,8 @@
     x_0   = one-hot(idx)                    input of layer 0 (done as a column lookup of W_ih)
     y_k   = cell_k(x_k, state_k)            (H, T, B) for k = 0 .. L-1
     x_k+1 = dropout(y_k)                    inverted dropout on every layer's output in training
+    W_hh  -> W_hh * M_k                     weight drop (DropConnect) of the recurrent weights in training:
+                                            one mask a step, 0 or 1/keep, for every stream and time step
     logits = x_L^T W_dec^T + b_dec          (T*B, V)
     loss  = mean over T*B of -log softmax(logits)[target]
 
@@ -36,8 +38,10 @@ class CharRNN:
     """A stacked RNN / LSTM / GRU character model with hand-written backward."""
 
     def __init__(self, cell_type, vocab_size, hidden_size, num_layers=1, dropout=0.0,
-                 seed=0, dtype=np.float32, init="pytorch", init_scale=None, forget_bias=0.0, layer_norm=False):
+                 seed=0, dtype=np.float32, init="pytorch", init_scale=None, forget_bias=0.0, layer_norm=False,
+                 weight_drop=0.0):
         assert num_layers >= 1 and hidden_size >= 1 and vocab_size >= 1 and 0.0 <= dropout < 1.0
+        assert 0.0 <= weight_drop < 1.0
         assert not layer_norm or cell_type == "lstm"
         self.cell = make_cell(cell_type)
         self.layer_norm = layer_norm
@@ -46,6 +50,7 @@ class CharRNN:
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.dropout = dropout
+        self.weight_drop = weight_drop
         self.dtype = np.dtype(dtype)
         rng = np.random.default_rng(seed)
         self.params = init_params(self.cell, vocab_size, hidden_size, num_layers, rng, self.dtype,
@@ -73,9 +78,20 @@ class CharRNN:
             masks.append(mask)
         return masks
 
+    def weight_masks(self, rng):
+        """Weight-drop masks, one per layer shaped like W_hh (0 or 1 / keep), or None when it is off."""
+        if self.weight_drop <= 0.0:
+            return None
+        keep = 1.0 - self.weight_drop
+        masks = []
+        for k in range(self.num_layers):
+            u = rng.random(self.params[f"Wh{k}"].shape, dtype=np.float32)
+            masks.append(np.less(u, np.float32(keep)).astype(self.dtype) * self.dtype.type(1.0 / keep))
+        return masks
+
     # ---- forward / backward --------------------------------------------------------------
 
-    def forward(self, idx, targets, state, masks=None, resets=None, team=SOLO):
+    def forward(self, idx, targets, state, masks=None, resets=None, team=SOLO, wmasks=None):
         """Run a (T, B) chunk of indices from `state`.
 
         Returns (loss, new_state, cache): loss is the mean cross-entropy in nats over T*B
@@ -83,6 +99,7 @@ class CharRNN:
         logits, row t*B + b for step t of stream b. `masks` (from dropout_masks) turns dropout
         on; None means evaluation. `resets` (T, B) bool, or None: True where stream b's state is
         reset to zero before step t, in every layer (lines mode: an item starts at idx[t, b]).
+        `wmasks` (from weight_masks) drops recurrent weights: the chunk runs on W_hh * M_k.
         `team` (team.py): the processes sharing this step, each on its hidden units and its share
         of the logits' rows, whose softmax and loss it computes; process 0 returns the loss.
         """
@@ -104,7 +121,9 @@ class CharRNN:
                 xw += bias[:, None]
             s0 = tuple(np.ascontiguousarray(s[k].T[u]) for s in state)  # (H, B) columns
             norm = {"norm": GateNorm(p[f"lw{k}"], p[f"lb{k}"], gates, ws, T, B)} if self.layer_norm else {}
-            HS, sT, cache = cell.forward(xw, s0, p[f"Wh{k}"], p[f"bh{k}"], ws, keep, team, **norm)
+            Wh = p[f"Wh{k}"] if wmasks is None else np.multiply(p[f"Wh{k}"], wmasks[k],
+                                                                 out=ws.get("Wh_dropped", p[f"Wh{k}"].shape, dt))
+            HS, sT, cache = cell.forward(xw, s0, Wh, p[f"bh{k}"], ws, keep, team, **norm)
             for j, s in enumerate(sT):
                 if team.size > 1:  # every process's units of the final state, complete after the sync below
                     full = team.buffer(ws, f"final{j}", (H, B), dt)
@@ -131,7 +150,7 @@ class CharRNN:
             share = softmax_cross_entropy(logits[n], targets.reshape(-1)[n], probs[n])[0] if logits[n].size else 0.0
             losses[team.rank] = share * (len(probs[n]) / N)  # its rows' mean, weighted by their count
         team.sync()  # every process's rows of the logits and the probabilities
-        cache = {"idx": idx, "targets": targets, "layers": layers, "masks": masks, "logits": logits}
+        cache = {"idx": idx, "targets": targets, "layers": layers, "masks": masks, "logits": logits, "wmasks": wmasks}
         if team.rank != 0:
             return None, new_state, cache
         loss = None
@@ -176,6 +195,8 @@ class CharRNN:
             dxw, ds0, dWh, dbh = cell.backward(dxu.transpose(1, 0, 2), ds, lcache)
             if self.layer_norm:  # one process: no team rows to gather
                 grads[f"lw{k}"], grads[f"lb{k}"] = lcache[-1].grads()
+            if cache["wmasks"] is not None:
+                dWh *= team.rows(cache["wmasks"][k], gates)  # the chunk ran on W_hh * M: dL/dW_hh = dL/d(W_hh * M) * M
             for j, s in enumerate(ds0):
                 dstate0[j][k] = s.T
             own = as_matrix(dxw[team.own(dxw.shape[0])])  # (G, N): this process's rows

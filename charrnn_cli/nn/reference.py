@@ -19,6 +19,7 @@ G = 1 (RNN), 4 (LSTM), 3 (GRU). sigma is the logistic sigmoid.
           n = tanh(block 3 of (W_ih x + b_ih) + r * block 3 of (W_hh h + b_hh))
           h' = (1 - z) * n + z * h
     model x_0 = one-hot(character);  x_{k+1} = dropout(h of layer k);  logits = x_L W_dec^T + b_dec
+          with model.weight_drop, a training chunk runs on W_hh * M (M: 0 or 1 / keep per weight)
     loss  mean over every position of -log softmax(logits)[target]
 """
 
@@ -153,13 +154,16 @@ def cross_entropy_backward(cache):
 # ---- the model: a chunk of T steps over B streams ---------------------------------------------
 
 
-def model_forward(params, cell, idx, targets, state, masks=None, resets=None):
+def model_forward(params, cell, idx, targets, state, masks=None, resets=None, wmasks=None):
     """Loss and new state of a (T, B) chunk of character indices from `state` (a tuple of (L, B, H)).
 
     params: PyTorch names (rnn.weight_ih_l{k}, ..., decoder.weight, decoder.bias). masks: one
     (T, B, H) inverted-dropout mask per layer (kept units scaled by 1 / keep), or None. resets:
-    (T, B) bool, True where a stream's state is set to zero before step t (an item starts)."""
+    (T, B) bool, True where a stream's state is set to zero before step t (an item starts). wmasks:
+    weight drop, one mask per layer shaped like rnn.weight_hh_l{k} (0 or 1 / keep): the chunk runs on
+    weight_hh * mask."""
     fwd, _, n_state = CELLS[cell]
+    params = dropped_weights(params, wmasks)
     names = NAMES + (LN_NAMES if "rnn.ln_weight_l0" in params else ())
     T, B = idx.shape
     L = len(state[0])
@@ -183,7 +187,14 @@ def model_forward(params, cell, idx, targets, state, masks=None, resets=None):
     logits, dcache = decoder_forward(np.concatenate(tops), params["decoder.weight"], params["decoder.bias"])
     loss, lcache = cross_entropy_forward(logits, targets.reshape(-1))
     new_state = tuple(np.stack([layer_state[k][j] for k in range(L)]) for j in range(n_state))
-    return loss, new_state, (caches, dcache, lcache, masks, resets, T, B, L)
+    return loss, new_state, (caches, dcache, lcache, masks, resets, T, B, L, wmasks)
+
+
+def dropped_weights(params, wmasks):
+    """The parameters with each layer's weight_hh multiplied by its weight-drop mask (None: as they are)."""
+    if wmasks is None:
+        return params
+    return dict(params, **{f"rnn.weight_hh_l{k}": params[f"rnn.weight_hh_l{k}"] * m for k, m in enumerate(wmasks)})
 
 
 def model_backward(params, cell, cache):
@@ -191,7 +202,8 @@ def model_backward(params, cell, cache):
     Truncated BPTT: nothing arrives at the final state."""
     _, bwd, n_state = CELLS[cell]
     norm = "rnn.ln_weight_l0" in params
-    caches, dcache, lcache, masks, resets, T, B, L = cache
+    caches, dcache, lcache, masks, resets, T, B, L, wmasks = cache
+    params = dropped_weights(params, wmasks)
     grads = {k: np.zeros_like(v) for k, v in params.items()}
     dlogits = cross_entropy_backward(lcache)
     dtop, grads["decoder.weight"], grads["decoder.bias"] = decoder_backward(dlogits, dcache, params["decoder.weight"])
@@ -211,6 +223,8 @@ def model_backward(params, cell, cache):
             for name, g in zip(NAMES + (LN_NAMES if norm else ()), dparams):
                 grads[f"rnn.{name}_l{k}"] += g
             dstate[k] = [d if keep is None else d * keep for d in ds]  # nothing flows back through a reset
+    for k, m in enumerate(wmasks or ()):
+        grads[f"rnn.weight_hh_l{k}"] *= m  # the loss saw weight_hh * m: the chain rule multiplies by m
     dstate0 = tuple(np.stack([dstate[k][j] for k in range(L)]) for j in range(n_state))
     return grads, dstate0
 

@@ -70,7 +70,7 @@ class Solo:
     def finish(self):
         pass
 
-    def begin(self, x, state, masks, resets, backward=True, targets=None):
+    def begin(self, x, state, masks, resets, backward=True, targets=None, wmasks=None):
         pass
 
     def close(self):

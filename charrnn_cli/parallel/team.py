@@ -59,7 +59,7 @@ STALL_NOTE_S = 10.0  # a wait this long on a stopped helper is reported, once
 
 _LINE = 8  # int64s per 64-byte cache line
 _FLAGS = 0  # _FLAGS + _LINE j: the syncs process j has reached
-_CMD = 8 * _LINE  # the parent's command: [sequence, kind, T, B, has masks, has resets, has targets]
+_CMD = 8 * _LINE  # the parent's command: [sequence, kind, T, B, has masks, has resets, has targets, has wmasks]
 _SIG = 9 * _LINE  # _SIG + j: a checksum of process j's shared-memory layout, written at each step's end
 _ERR_AT, _ERR_LEN = 4096, 4096  # bytes: the first error a helper met, for the parent's message
 _ARENA_AT = 8192
@@ -230,14 +230,16 @@ class ForkTeam:
         state = [self.arena.get(f"in/state{j}", (L, B, H), model.dtype) for j in range(S)]
         masks = [self.arena.get(f"in/mask{k}", (H, T, B), model.dtype) for k in range(L)]
         resets = self.arena.get("in/resets", (T, B), np.bool_)
-        return x, y, state, masks, resets
+        wmasks = [self.arena.get(f"in/wmask{k}", model.params[f"Wh{k}"].shape, model.dtype)
+                  for k in range(L if model.weight_drop > 0 else 0)]  # model.weight_drop: W_hh's masks
+        return x, y, state, masks, resets, wmasks
 
-    def begin(self, x, state, masks, resets, backward=True, targets=None):
+    def begin(self, x, state, masks, resets, backward=True, targets=None, wmasks=None):
         """Hand the helpers step `x` (T, B) from `state`: they start it at once (backward=False:
         the forward pass only, as validation runs it). With the targets, each process computes
         the softmax and the loss of its rows of the logits."""
         T, B = x.shape
-        sx, sy, sstate, smasks, sresets = self._inputs(T, B, self.model)
+        sx, sy, sstate, smasks, sresets, swmasks = self._inputs(T, B, self.model)
         np.copyto(sx, x)
         if targets is not None:
             np.copyto(sy, targets)
@@ -245,9 +247,12 @@ class ForkTeam:
             np.copyto(dst, src)
         for dst, src in zip(smasks, masks or ()):
             np.copyto(dst, src)
+        for dst, src in zip(swmasks, wmasks or ()):
+            np.copyto(dst, src)
         if resets is not None:
             np.copyto(sresets, resets)
-        self._post(STEP if backward else FORWARD, T, B, masks is not None, resets is not None, targets is not None)
+        self._post(STEP if backward else FORWARD, T, B, masks is not None, resets is not None, targets is not None,
+                   wmasks is not None)
 
     def _post(self, kind, *fields):
         """Give the helpers a command: its kind and fields first, then the sequence number, so a
@@ -329,7 +334,7 @@ class ForkTeam:
         self.units = self.own(self.H)
         code = 0
         try:
-            seen, cmd, grads = self.seen, self.ctrl[_CMD : _CMD + 7], None
+            seen, cmd, grads = self.seen, self.ctrl[_CMD : _CMD + 8], None
             while True:
                 spins = 0
                 while cmd[0] == seen:
@@ -345,11 +350,12 @@ class ForkTeam:
                         self.apply(grads, args, self.own)
                     self.sync()
                     continue
-                T, B, has_masks, has_resets, has_y = int(cmd[2]), int(cmd[3]), bool(cmd[4]), bool(cmd[5]), bool(cmd[6])
-                x, y, state, masks, resets = self._inputs(T, B, model)
+                T, B, has_masks, has_resets, has_y, has_w = int(cmd[2]), int(cmd[3]), *map(bool, cmd[4:8])
+                x, y, state, masks, resets, wmasks = self._inputs(T, B, model)
                 with np.errstate(all="ignore"):
                     _, _, cache = model.forward(x, y if has_y else None, tuple(state), masks if has_masks else None,
-                                                resets if has_resets else None, team=self)
+                                                resets if has_resets else None, team=self,
+                                                wmasks=wmasks if has_w else None)
                     if cmd[1] == STEP:
                         grads, _ = model.backward(cache, team=self)
         except BaseException as e:  # tell process 0, which reports it and stops the run

@@ -48,7 +48,8 @@ class Trainer:
         self.local_b = self.block[1] - self.block[0]
         self.model = CharRNN(m_cfg.type, len(corpus.vocab), m_cfg.hidden_size, m_cfg.num_layers, m_cfg.dropout,
                              seed=t_cfg.seed, init=m_cfg.init, init_scale=m_cfg.init_scale,
-                             forget_bias=m_cfg.forget_bias, layer_norm=m_cfg.layer_norm)
+                             forget_bias=m_cfg.forget_bias, layer_norm=m_cfg.layer_norm,
+                             weight_drop=m_cfg.weight_drop)
         self.optimizer = make_optimizer(t_cfg.optimizer, self.model.params, t_cfg)
         self.prog = TrainState()
         self.rng = np.random.default_rng(t_cfg.seed + 1)  # dropout masks
@@ -98,12 +99,13 @@ class Trainer:
         if masks is not None and self.local_b != B:
             first, end = self.block
             masks = [np.ascontiguousarray(m[:, :, first:end]) for m in masks]
+        wmasks = model.weight_masks(self.rng)  # the same in every process: one mask for all B streams
         resets = None if self.nl is None else x == self.nl  # an item starts: its state starts from zero
         team = self._team()
-        team.begin(x, self.state, masks, resets, targets=y)  # the team's other processes start the same step
+        team.begin(x, self.state, masks, resets, targets=y, wmasks=wmasks)  # the team's other processes start the same step
         with np.errstate(over="ignore", invalid="ignore"):  # a diverging run: the finite check below says so
             try:
-                loss, new_state, cache = model.forward(x, y, self.state, masks, resets, team=team)
+                loss, new_state, cache = model.forward(x, y, self.state, masks, resets, team=team, wmasks=wmasks)
                 grads, _ = model.backward(cache, team=team)
             except TeamStalled:
                 raise  # a signal, and a helper that does not answer: the loop drops the step and saves
