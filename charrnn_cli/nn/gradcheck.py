@@ -93,6 +93,7 @@ def check_model(model_type, num_layers=2, hidden_size=6, vocab_size=5, seq_lengt
             num = (lp - lm) / (2 * EPS)
             err = abs(aflat[j] - num) / max(abs(aflat[j]) + abs(num), FLOOR)
             worst = max(worst, err)
-        label = model_type + ("+ln" if layer_norm else "") + ("+wdrop" if weight_drop else "") + ("+resets" if resets else "")
+        label = model_type + "".join(tag for tag, on in (("+ln", layer_norm), ("+wdrop", weight_drop), ("+resets", resets))
+                                     if on)
         rows.append(CheckRow(label, name, tuple(shown), len(entries), float(worst)))
     return rows
