@@ -74,6 +74,8 @@ RECIPES = {
     "wdrop-only": ("the default with dropout on the recurrent weights only: weight drop 0.3, dropout 0",
                    {"model.weight_drop": 0.3, "model.dropout": 0.0}),
     "drop2": ("the default with dropout 0.2", {"model.dropout": 0.2}),
+    "h256": ("the default with LSTM 2x256 (faster: compare at equal minutes, not characters)",
+             {"model.hidden_size": 256}),
     "warmup-drop3": ("old default, warm-up over 100 steps, dropout 0.3",
                      old(training__warmup_steps=100, model__dropout=0.3)),
     "warmup-clip1": ("old default, warm-up over 100 steps, gradient norm clipped at 1",

@@ -232,7 +232,8 @@ def test_eval_unreadable_file(ck, tmp_path):
 def test_gradcheck_command():
     r = run("gradcheck", "--model", "gru", "--layers", "1", "--hidden-size", "4")
     assert r.exit_code == 0 and "rnn.weight_hh_l0" in r.output and "gru+wdrop+resets" in r.output
-    assert "all 28 tensors within" in r.output  # 7, with resets, with weight drop, with both
+    assert "gru+emb+resets" in r.output and "encoder.weight" in r.output
+    assert "all 44 tensors within" in r.output  # 7, 7 with weight drop, 8 with an embedding; then with resets
     r = run("gradcheck", "--model", "rnn", "--tol", "1e-30")
     assert r.exit_code == 1 and "FAIL" in r.output
 

@@ -249,17 +249,21 @@ def test_softmax_cross_entropy_is_stable():
     np.testing.assert_allclose(probs.sum(axis=1), 1.0)
 
 
+@pytest.mark.parametrize("emb", [0, 4])
 @pytest.mark.parametrize("mt", TYPES)
-def test_matches_pytorch(mt):
+def test_matches_pytorch(mt, emb):
+    """The checkpoint's names load into nn.RNN/LSTM/GRU + nn.Linear (+ nn.Embedding with model.embedding)."""
     torch = pytest.importorskip("torch")
     V, H, L, T, B = 7, 5, 2, 6, 3
-    m = CharRNN(mt, V, H, L, seed=1, dtype=np.float64)
+    m = CharRNN(mt, V, H, L, seed=1, dtype=np.float64, embedding=emb)
     cls = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[mt]
 
     class Net(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.rnn = cls(V, H, L)
+            if emb:
+                self.encoder = torch.nn.Embedding(V, emb)
+            self.rnn = cls(emb or V, H, L)
             self.decoder = torch.nn.Linear(H, V)
 
     net = Net().double()
@@ -268,7 +272,7 @@ def test_matches_pytorch(mt):
     idx = rng.integers(0, V, (T, B))
     state = tuple(rng.normal(size=s.shape) for s in m.zero_state(B))
     _, new_state, cache = m.forward(idx, None, state)
-    x = torch.nn.functional.one_hot(torch.from_numpy(idx), V).double()
+    x = net.encoder(torch.from_numpy(idx)) if emb else torch.nn.functional.one_hot(torch.from_numpy(idx), V).double()
     hx = tuple(torch.from_numpy(s) for s in state)
     out, hT = net.rnn(x, hx if mt == "lstm" else hx[0])
     logits = net.decoder(out).detach().numpy().reshape(T * B, V)

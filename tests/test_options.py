@@ -61,6 +61,7 @@ def test_the_evaluated_loss_is_the_models(tmp_path):
     ({}, {"weight_decay": 1.5}, "training.weight_decay: must be in [0, 1)"),
     ({}, {"weight_decay": -0.1}, "training.weight_decay: must be in [0, 1)"),
     ({"weight_drop": 1.0}, {}, "model.weight_drop: must be in [0, 1)"),
+    ({"embedding": -1}, {}, "model.embedding: must be >= 0"),
     ({}, {"random_cuts": 3}, "training.random_cuts: expected true or false"),
 ])
 def test_what_the_config_refuses(tmp_path, model, training, words):
@@ -123,3 +124,36 @@ def test_random_cuts_resume_exactly(tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_an_input_embedding_trains_samples_scores_and_loads_into_pytorchs_names(tmp_path):
+    raw = make_config(tmp_path, max_steps=12)
+    raw["model"]["embedding"] = 7
+    r = invoke("train", write_yaml(tmp_path, raw), "--quiet")
+    assert r.exit_code == 0, r.output
+    path = tmp_path / "run" / "latest.npz"
+    ck = ckpt.load(str(path))
+    V = len(ck.vocab)
+    assert ck.arrays["encoder.weight"].shape == (V, 7) and ck.arrays["rnn.weight_ih_l0"].shape == (4 * 12, 7)
+    assert ck.arrays["optim.m.E"].shape == (V, 7)  # Adam's state for it, so a resume is exact
+    model = ck.build_model(np.float64)
+    text = (tmp_path / "text.txt").read_text()[:100]
+    idx = np.array([ck.vocab.index(c) for c in text])[:, None]
+    loss = model.forward(idx[:-1], idx[1:], model.zero_state(1))[0]
+    ctx, state, total = model.prepare_step(1), model.zero_state(1), 0.0
+    for t in range(len(idx) - 1):  # generation's folded table gives the chunk's own loss
+        logits, state = model.step(int(idx[t, 0]), state, ctx)
+        z = logits[0] - logits[0].max()
+        total += np.log(np.exp(z).sum()) - z[idx[t + 1, 0]]
+    assert abs(total / (len(idx) - 1) - loss) < 1e-9
+    s = invoke("sample", path, "--seed", "the", "--length", "30", "--rng-seed", "1")
+    assert s.exit_code == 0 and len(s.output) >= 30, s.output
+    e = invoke("eval", path)
+    assert e.exit_code == 0 and "nats/char" in e.output, e.output
+    i = invoke("info", path)
+    assert i.exit_code == 0 and "embedding" in i.output, i.output
+    arrays = dict(ck.arrays)
+    arrays["encoder.weight"] = arrays["encoder.weight"][:, :6]  # a checkpoint that lies about its shapes
+    np.savez(tmp_path / "bad.npz", **arrays)
+    r = invoke("eval", tmp_path / "bad.npz")
+    assert refused(r) and "encoder.weight has shape" in r.output, r.output

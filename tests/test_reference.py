@@ -18,9 +18,9 @@ def close(a, b):
     return np.abs(np.asarray(a) - np.asarray(b)).max() / scale
 
 
-def chunk(cell, seed=0, T=7, B=3, V=6, H=5, L=2, dropout=0.3, resets=True, layer_norm=False):
+def chunk(cell, seed=0, T=7, B=3, V=6, H=5, L=2, dropout=0.3, resets=True, layer_norm=False, embedding=0):
     rng = np.random.default_rng(seed)
-    model = CharRNN(cell, V, H, L, dropout, seed=seed, dtype=np.float64, layer_norm=layer_norm)
+    model = CharRNN(cell, V, H, L, dropout, seed=seed, dtype=np.float64, layer_norm=layer_norm, embedding=embedding)
     for k in range(L if layer_norm else 0):  # gains and shifts away from 1 and 0, so both show
         model.params[f"lw{k}"] += rng.normal(0, 0.3, model.params[f"lw{k}"].shape)
         model.params[f"lb{k}"] += rng.normal(0, 0.3, model.params[f"lb{k}"].shape)
@@ -31,11 +31,11 @@ def chunk(cell, seed=0, T=7, B=3, V=6, H=5, L=2, dropout=0.3, resets=True, layer
     return model, idx, targets, state, masks, reset
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru", "lstm+ln"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru", "lstm+ln", "rnn+emb", "lstm+emb", "gru+emb", "lstm+ln+emb"])
 @pytest.mark.parametrize("resets", [False, True])
 def test_the_fast_model_computes_what_the_reference_states(cell, resets):
-    cell, ln = cell.split("+")[0], cell.endswith("+ln")
-    model, idx, targets, state, masks, reset = chunk(cell, resets=resets, layer_norm=ln)
+    cell, ln, emb = cell.split("+")[0], "+ln" in cell, 4 if "+emb" in cell else 0  # D = 4 of V = 6
+    model, idx, targets, state, masks, reset = chunk(cell, resets=resets, layer_norm=ln, embedding=emb)
     loss, new_state, cache = model.forward(idx, targets, state, masks, reset)
     grads, dstate0 = model.backward(cache)
 
@@ -47,7 +47,8 @@ def test_the_fast_model_computes_what_the_reference_states(cell, resets):
     assert abs(loss - r_loss) / r_loss < TOL
     for a, b in zip(new_state, r_state):
         assert close(a, b) < TOL
-    as_internal = CharRNN(cell, model.vocab_size, model.hidden_size, model.num_layers, dtype=np.float64, layer_norm=ln)
+    as_internal = CharRNN(cell, model.vocab_size, model.hidden_size, model.num_layers, dtype=np.float64, layer_norm=ln,
+                          embedding=emb)
     as_internal.load_state_dict(r_grads)  # the reference's gradients in the model's internal layout
     assert sorted(grads) == sorted(model.params)
     for name, g in grads.items():

@@ -56,15 +56,16 @@ def one_step(model, team, x, y, state, masks, resets, repeats=1, wmasks=None):
 @pytest.mark.parametrize("layers,hidden,size,dropout,resets", [
     (1, 8, 2, 0.0, False),  # the plain path
     (2, 6, 2, 0.3, True),  # dropout between layers and of W_hh, lines-mode resets, an input product per layer
-    (2, 9, 3, 0.0, False),  # three processes, three units each
+    (2, 9, 3, 0.0, False),  # three processes, three units each, an input embedding (its gradient: process 0's)
 ])
 def test_a_team_computes_one_process_gradients(mt, layers, hidden, size, dropout, resets):
     """float64: the loss, the final state and every gradient as one process computes them."""
     V, T, B = 11, 7, 5
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, V, (T, B)), rng.integers(0, V, (T, B))
-    solo = CharRNN(mt, V, hidden, layers, dropout=dropout, seed=3, dtype=np.float64, weight_drop=dropout)
-    split = CharRNN(mt, V, hidden, layers, dropout=dropout, seed=3, dtype=np.float64, weight_drop=dropout)
+    emb = 5 if size == 3 else 0
+    solo = CharRNN(mt, V, hidden, layers, dropout=dropout, seed=3, dtype=np.float64, weight_drop=dropout, embedding=emb)
+    split = CharRNN(mt, V, hidden, layers, dropout=dropout, seed=3, dtype=np.float64, weight_drop=dropout, embedding=emb)
     state = tuple(rng.standard_normal(s.shape) for s in solo.zero_state(B))  # a carried state, not zeros
     masks = solo.dropout_masks(T, B, np.random.default_rng(1)) if dropout else None
     wmasks = solo.weight_masks(np.random.default_rng(2))
@@ -226,6 +227,7 @@ def test_training_with_a_team_follows_one_process(tmp_path):
         (tmp_path / str(split)).mkdir()
         raw = make_config(tmp_path / str(split), max_steps=8, unit_split=split)
         raw["model"]["weight_drop"] = 0.25  # the masks reach the helper through the step's inputs
+        raw["model"]["embedding"] = 6  # the helper updates its block of the embedding too
         r = CliRunner().invoke(main, ["train", str(write_yaml(tmp_path / str(split), raw)), "--quiet"])
         assert r.exit_code == 0, r.output
         runs[split] = losses(raw["output"]["dir"]), losses(raw["output"]["dir"], "val_loss")

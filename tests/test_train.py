@@ -20,19 +20,22 @@ from conftest import make_config, write_yaml, params_of
 
 
 def set_model(raw, mt):
-    """mt "lstm+ln": the LSTM with model.layer_norm, and weight decay on; "gru+wdrop": the GRU with
-    model.weight_drop (its masks come from the dropout generator) and random cuts: issue 32's options."""
+    """mt "lstm+ln": the LSTM with model.layer_norm, and weight decay on; "gru+wdrop+emb": the GRU with
+    model.weight_drop (its masks come from the dropout generator), an input embedding and random cuts:
+    issue 32's options."""
     raw["model"]["type"] = mt.split("+")[0]
     if mt.endswith("+ln"):
         raw["model"]["layer_norm"] = True
         raw["training"]["weight_decay"] = 0.05
-    if mt.endswith("+wdrop"):
+    if "+wdrop" in mt:
         raw["model"]["weight_drop"] = 0.3
         raw["training"]["random_cuts"] = True
+    if "+emb" in mt:
+        raw["model"]["embedding"] = 6
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "rmsprop", "adagrad", "sgd"])
-@pytest.mark.parametrize("mt", ["lstm", "gru", "lstm+ln", "gru+wdrop"])
+@pytest.mark.parametrize("mt", ["lstm", "gru", "lstm+ln", "gru+wdrop+emb"])
 def test_exact_resume_is_bitwise(tmp_path, optimizer, mt):
     # 3000 chars, 90% train, 4 streams of 16: 43 steps an epoch, so 50 steps cross an epoch wrap
     raw = make_config(tmp_path, optimizer=optimizer, max_steps=50, eval_every=10, checkpoint_every=100)

@@ -169,7 +169,7 @@ def gradcheck(model_type, layers, hidden_size, seq_length, batch_size, vocab_siz
         except ConfigError as e:
             raise click.ClickException(str(e)) from None
         m = cfg.model
-        model_types, wdrops = [(m.type, m.layer_norm)], (m.weight_drop,)
+        model_types, options = [(m.type, m.layer_norm)], ((m.weight_drop, m.embedding),)
         layers, hidden_size, dropout = m.num_layers, m.hidden_size, m.dropout
         seq_length, batch_size = min(cfg.training.seq_length, 4), min(cfg.training.batch_size, 2)
         kw = {"init": m.init, "init_scale": m.init_scale, "forget_bias": m.forget_bias, "max_entries": 20}
@@ -177,12 +177,12 @@ def gradcheck(model_type, layers, hidden_size, seq_length, batch_size, vocab_siz
     else:
         model_types = [(t, ln) for t in ([model_type] if model_type else ["rnn", "lstm", "gru"])
                        for ln in ((False, True) if t == "lstm" else (False,))]  # the LSTM with model.layer_norm too
-        wdrops = (0.0, 0.25)  # and each with model.weight_drop
+        options = ((0.0, 0), (0.25, 0), (0.0, 3))  # and each with model.weight_drop, with model.embedding
     rows = []
     for resets in (False, True):  # and with state resets inside the chunk, as lines mode trains
-        for (mt, ln), wd in itertools.product(model_types, wdrops):
+        for (mt, ln), (wd, emb) in itertools.product(model_types, options):
             rows += check_model(mt, layers, hidden_size, vocab_size, seq_length, batch_size, dropout, seed,
-                                resets=resets, layer_norm=ln, weight_drop=wd, **kw)
+                                resets=resets, layer_norm=ln, weight_drop=wd, embedding=emb, **kw)
     click.echo(f"gradient check: float64, centred differences, error = |a - n| / max(|a| + |n|, {FLOOR:g}), "
                f"tolerance {tol:g}")
     click.echo(f"{'model':<15} {'tensor':<20} {'shape':<14} {'checked':>7} {'max rel error':>14}  result")

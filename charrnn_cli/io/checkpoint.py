@@ -120,7 +120,7 @@ class Checkpoint:
         """The model with the stored parameters."""
         m = self.config.model
         model = CharRNN(m.type, len(self.vocab), m.hidden_size, m.num_layers, m.dropout, dtype=dtype,
-                        layer_norm=m.layer_norm)
+                        layer_norm=m.layer_norm, embedding=m.embedding)
         try:
             model.load_state_dict(self.arrays)
         except ValueError as e:
@@ -152,12 +152,14 @@ def _expected_shapes(cfg, V):
     G, H = make_cell(m.type).gates, m.hidden_size
     torch_names, internal = {}, {}
     for k in range(m.num_layers):
-        n_in = V if k == 0 else H
+        n_in = (m.embedding or V) if k == 0 else H
         for n in layer_prefixes(m.layer_norm):
             shape = {"Wx": (G * H, n_in), "Wh": (G * H, H)}.get(n, (G * H,))  # the rest: a vector a gate row
             torch_names[PUBLIC[n].format(k)] = internal[f"{n}{k}"] = shape
     torch_names["decoder.weight"] = internal["Wy"] = (V, H)
     torch_names["decoder.bias"] = internal["by"] = (V,)
+    if m.embedding:
+        torch_names["encoder.weight"] = internal["E"] = (V, m.embedding)
     return torch_names, internal
 
 
@@ -187,7 +189,7 @@ def _check_parameters(arrays, shapes, V, bad):
             bad(name, f"should hold floats, holds {_kind(a)} values")
         if a.shape != shape:
             hint = " (transposed?)" if a.shape == shape[::-1] else ""
-            why = f" for {V} characters" if name.startswith("decoder") or name == "rnn.weight_ih_l0" else ""
+            why = f" for {V} characters" if name.startswith(("decoder", "encoder")) or shape == (shape[0], V) else ""
             bad(name, f"has shape {a.shape}, expected {shape}{why}{hint}")
 
 
@@ -388,7 +390,8 @@ def load(path, allow_nonfinite=False):
     arrays = ck.arrays
     if int(arrays["format_version"]) == 1:
         _upgrade_v1(arrays)
-    missing = [n for n in state_dict_names(ck.config.model.num_layers, ck.config.model.layer_norm) if n not in arrays]
+    m = ck.config.model
+    missing = [n for n in state_dict_names(m.num_layers, m.layer_norm, m.embedding) if n not in arrays]
     if missing:
         raise CheckpointError(f"{path} is missing parameter arrays: {', '.join(missing[:8])}"
                               + (f" and {len(missing) - 8:,} more" if len(missing) > 8 else ""))

@@ -64,6 +64,9 @@ class ModelConfig:
     init_scale: Optional[float] = _f(None, "std for init: normal (default 0.01); multiplier for xavier",
                                      *_positive)
     forget_bias: float = _f(0.0, "added to the LSTM forget-gate bias at init")
+    embedding: int = _f(0, "each character enters as a learned vector of this many numbers (an nn.Embedding, "
+                        "encoder.weight, before layer 0's W_ih); 0: one-hot, so W_ih's columns are the embedding",
+                        *(lambda v: 0 <= v <= 65_536, "must be >= 0 and at most 65,536"))
     weight_drop: float = _f(0.0, "training only: each step drops each recurrent weight (W_hh) with this probability "
                             "and scales the rest by 1 / (1 - p), one mask for every stream and time step "
                             "(DropConnect, as in AWD-LSTM)", *(lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"))

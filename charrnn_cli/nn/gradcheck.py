@@ -41,20 +41,23 @@ def public_name(internal):
         return "decoder.weight"
     if internal == "by":
         return "decoder.bias"
+    if internal == "E":
+        return "encoder.weight"
     return PUBLIC[internal[:2]].format(internal[2:])
 
 
 def check_model(model_type, num_layers=2, hidden_size=6, vocab_size=5, seq_length=5, batch_size=3,
                 dropout=0.25, seed=0, max_entries=60, init="pytorch", init_scale=None, forget_bias=0.0,
-                resets=False, layer_norm=False, weight_drop=0.0):
+                resets=False, layer_norm=False, weight_drop=0.0, embedding=0):
     """Compare analytic and numerical gradients for one architecture; returns a list of CheckRow.
 
     resets: state resets inside the chunk (lines mode), at random steps of random streams.
-    weight_drop: the chunk runs on W_hh times a fixed weight-drop mask (model.weight_drop)."""
+    weight_drop: the chunk runs on W_hh times a fixed weight-drop mask (model.weight_drop).
+    embedding: characters enter as vectors of this many numbers (model.embedding)."""
     rng = np.random.default_rng(seed)
     model = CharRNN(model_type, vocab_size, hidden_size, num_layers, dropout, seed=seed, dtype=np.float64,
                     init=init, init_scale=init_scale, forget_bias=forget_bias, layer_norm=layer_norm,
-                    weight_drop=weight_drop)
+                    weight_drop=weight_drop, embedding=embedding)
     idx = rng.integers(0, vocab_size, size=(seq_length, batch_size))
     targets = rng.integers(0, vocab_size, size=(seq_length, batch_size))
     # a nonzero initial state, so its gradient and the first step's recurrent term are exercised
@@ -93,7 +96,7 @@ def check_model(model_type, num_layers=2, hidden_size=6, vocab_size=5, seq_lengt
             num = (lp - lm) / (2 * EPS)
             err = abs(aflat[j] - num) / max(abs(aflat[j]) + abs(num), FLOOR)
             worst = max(worst, err)
-        label = model_type + "".join(tag for tag, on in (("+ln", layer_norm), ("+wdrop", weight_drop), ("+resets", resets))
-                                     if on)
+        tags = (("+ln", layer_norm), ("+wdrop", weight_drop), ("+emb", embedding), ("+resets", resets))
+        label = model_type + "".join(tag for tag, on in tags if on)
         rows.append(CheckRow(label, name, tuple(shown), len(entries), float(worst)))
     return rows

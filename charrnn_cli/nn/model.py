@@ -1,6 +1,7 @@
 """The character model: a stack of recurrent layers and a linear decoder, forward and backward.
 
     x_0   = one-hot(idx)                    input of layer 0 (done as a column lookup of W_ih)
+          or E[idx]                         with an embedding E (V, D): the lookup of W_ih E^T, (G*H, V)
     y_k   = cell_k(x_k, state_k)            (H, T, B) for k = 0 .. L-1
     x_k+1 = dropout(y_k)                    inverted dropout on every layer's output in training
     W_hh  -> W_hh * M_k                     weight drop (DropConnect) of the recurrent weights in training:
@@ -12,9 +13,10 @@ Parameters are held with PyTorch's shapes, the LSTM's gate blocks reordered (cel
 `state_dict()` / `load_state_dict()` convert to and from PyTorch's names and block order for a
 module with an `rnn` (nn.RNN / nn.LSTM / nn.GRU, batch_first=False) and a `decoder` (nn.Linear):
 
-    rnn.weight_ih_l{k} (G*H, V or H)   rnn.weight_hh_l{k} (G*H, H)
-    rnn.bias_ih_l{k}   (G*H,)          rnn.bias_hh_l{k}   (G*H,)
-    decoder.weight     (V, H)          decoder.bias       (V,)
+    rnn.weight_ih_l{k} (G*H, V, D or H)  rnn.weight_hh_l{k} (G*H, H)
+    rnn.bias_ih_l{k}   (G*H,)            rnn.bias_hh_l{k}   (G*H,)
+    decoder.weight     (V, H)            decoder.bias       (V,)
+    encoder.weight     (V, D)            with an embedding (nn.Embedding), else absent
 
 Inside, activations are columns: a layer's outputs are (H, T, B) feature-major, so each weight
 gradient is one (out, T*B) @ (T*B, in) product over the chunk (cells.py explains the layouts).
@@ -39,7 +41,7 @@ class CharRNN:
 
     def __init__(self, cell_type, vocab_size, hidden_size, num_layers=1, dropout=0.0,
                  seed=0, dtype=np.float32, init="pytorch", init_scale=None, forget_bias=0.0, layer_norm=False,
-                 weight_drop=0.0):
+                 weight_drop=0.0, embedding=0):
         assert num_layers >= 1 and hidden_size >= 1 and vocab_size >= 1 and 0.0 <= dropout < 1.0
         assert 0.0 <= weight_drop < 1.0
         assert not layer_norm or cell_type == "lstm"
@@ -51,10 +53,11 @@ class CharRNN:
         self.num_layers = num_layers
         self.dropout = dropout
         self.weight_drop = weight_drop
+        self.embedding = embedding  # D numbers a character, or 0: one-hot
         self.dtype = np.dtype(dtype)
         rng = np.random.default_rng(seed)
         self.params = init_params(self.cell, vocab_size, hidden_size, num_layers, rng, self.dtype,
-                                  init, init_scale, forget_bias, layer_norm)
+                                  init, init_scale, forget_bias, layer_norm, embedding)
         self._ws = [Workspace(f"layer{k}") for k in range(num_layers)]
         self._ws_top = Workspace("top")
 
@@ -115,7 +118,7 @@ class CharRNN:
             bias = team.rows(cell.input_bias(p[f"bx{k}"], p[f"bh{k}"]), gates)
             if k == 0:
                 # the one-hot product W_ih x as a lookup of a (G, V) table with the biases folded in
-                lookup_columns(team.rows(p["Wx0"], gates) + bias[:, None], idx, xw)
+                lookup_columns(self._input_table(team.rows(p["Wx0"], gates)) + bias[:, None], idx, xw)
             else:
                 np.matmul(team.rows(p[f"Wx{k}"], gates), x.transpose(1, 0, 2), out=xw)  # (G, H) @ (T, H, B), per step
                 xw += bias[:, None]
@@ -204,8 +207,11 @@ class CharRNN:
             grads[f"bh{k}"] = team.put_rows(f"bh{k}", dbh, gates)
             if k == 0:
                 dWx = scatter_columns(idx.reshape(-1), own, np.empty((own.shape[0], self.vocab_size), dt))
-                grads["Wx0"] = team.put_rows("Wx0", dWx, gates)
                 grads["bx0"] = team.put_rows("bx0", rowsum(dWx), gates)  # one-hot input: each column of dxw lands in one column
+                if self.embedding:  # dWx is the table's gradient: W_ih's is dWx E, E's dWx^T W_ih (below)
+                    dtable = team.put_rows("table", dWx, gates)
+                    dWx = np.matmul(dWx, p["E"])  # (G, V) @ (V, D)
+                grads["Wx0"] = team.put_rows("Wx0", dWx, gates)
             else:
                 grads[f"bx{k}"] = team.put_rows(f"bx{k}", rowsum(own), gates)
                 grads[f"Wx{k}"] = team.put_rows(f"Wx{k}", np.matmul(own, as_matrix(layers[k - 1][0]).T), gates)  # (G, N) @ (N, H)
@@ -215,6 +221,9 @@ class CharRNN:
                           as_matrix(dxw), out=as_matrix(dx[u]))
         team.finish()  # every process's rows of every gradient
         grads["Wy"] = team.from_first("Wy", grads["Wy"] if team.rank == 0 else None, p["Wy"].shape, dt)
+        if self.embedding:  # every process's rows of the table's gradient: (V, G) @ (G, D)
+            dE = np.matmul(dtable.T, p["Wx0"]) if team.rank == 0 else None
+            grads["E"] = team.from_first("E", dE, p["E"].shape, dt)
         if team.size > 1:
             return grads, None
         dstate0 = tuple(np.stack(s) for s in dstate0)
@@ -260,7 +269,7 @@ class CharRNN:
             norm = {"norm": GateNorm(p[f"lw{k}"], p[f"lb{k}"], cell.gates, None, 1, B)} if self.layer_norm else {}
             layers.append((W, hx[k], P, P[:G], cell.stepper(P[:G], tuple(s[k] for s in state), **norm), P[G:]))
         x0 = aligned_zeros((V, G), dt)  # (V, G): rows contiguous
-        x0[...] = (p["Wx0"] + cell.input_bias(p["bx0"], p["bh0"])[:, None]).T
+        x0[...] = (self._input_table(p["Wx0"]) + cell.input_bias(p["bx0"], p["bh0"])[:, None]).T
         x0[:, :S] *= 0.5
         return {
             "x0": x0,
@@ -270,6 +279,11 @@ class CharRNN:
             "logits": layers[-1][5].T,  # (B, V) view of the top product
             "view": tuple(s.transpose(0, 2, 1) for s in state),  # (L, B, H) views
         }
+
+    def _input_table(self, Wx0):
+        """Layer 0's input term for each character, (G, V): W_ih itself for a one-hot input, W_ih E^T
+        with an embedding (the embedding and the product folded into one table: a lookup all the same)."""
+        return Wx0 if not self.embedding else np.matmul(Wx0, self.params["E"].T)
 
     def step(self, idx, state, ctx):
         """One generation step for a (B,) array of indices (or an int when B is 1): (logits (B, V), new state).
@@ -307,6 +321,8 @@ class CharRNN:
                 sd[PUBLIC[n].format(k)] = p[f"{n}{k}"][perm]
         sd["decoder.weight"] = p["Wy"].copy()
         sd["decoder.bias"] = p["by"].copy()
+        if self.embedding:
+            sd["encoder.weight"] = p["E"].copy()
         return sd
 
     def load_state_dict(self, sd):
@@ -325,6 +341,8 @@ class CharRNN:
                 p[f"{n}{k}"] = np.ascontiguousarray(np.asarray(sd[PUBLIC[n].format(k)])[inv], dtype=dt)
         p["Wy"] = np.array(sd["decoder.weight"], dtype=dt)  # copies: training updates parameters in place
         p["by"] = np.array(sd["decoder.bias"], dtype=dt)
+        if self.embedding:
+            p["E"] = np.array(sd["encoder.weight"], dtype=dt)
 
     def num_params(self):
         return int(sum(v.size for v in self.params.values()))

@@ -6,9 +6,10 @@ import numpy as np
 
 
 def init_params(cell, vocab_size, hidden_size, num_layers, rng, dtype, init="pytorch", init_scale=None, forget_bias=0.0,
-                layer_norm=False):
+                layer_norm=False, embedding=0):
     """Internal parameters: Wx{k} (G*H, In), Wh{k} (G*H, H), bx{k}, bh{k} (G*H,), Wy (V, H), by (V,);
-    with layer_norm also the gates' gain lw{k} (G*H,) = 1 and shift lb{k} (G*H,) = 0 (layernorm.py).
+    with layer_norm also the gates' gain lw{k} (G*H,) = 1 and shift lb{k} (G*H,) = 0 (layernorm.py);
+    with an embedding of D numbers, E (V, D) ~ N(0, 1) as PyTorch's nn.Embedding, and In = D for layer 0.
 
     PyTorch's shapes, with the gate blocks in the cell's internal order.
     init="pytorch": every tensor U(-1/sqrt(H), 1/sqrt(H)) (PyTorch's RNN and Linear default);
@@ -40,7 +41,7 @@ def init_params(cell, vocab_size, hidden_size, num_layers, rng, dtype, init="pyt
 
     p = {}
     for k in range(num_layers):
-        n_in = V if k == 0 else H
+        n_in = (embedding or V) if k == 0 else H
         p[f"Wx{k}"] = weight(n_in, H, (G * H, n_in))
         p[f"Wh{k}"] = weight(H, H, (G * H, H))
         p[f"bx{k}"] = bias((G * H,))
@@ -51,6 +52,8 @@ def init_params(cell, vocab_size, hidden_size, num_layers, rng, dtype, init="pyt
             p[f"lb{k}" if layer_norm else f"bx{k}"][H : 2 * H] += forget_bias  # internal block 1 is the forget gate
     p["Wy"] = weight(H, V, (V, H))
     p["by"] = bias((V,))
+    if embedding:  # drawn last: the other parameters are those of the same model without it (Wx0 aside)
+        p["E"] = rng.normal(0.0, 1.0, size=(V, embedding))
     return {k: np.ascontiguousarray(v, dtype=dtype) for k, v in p.items()}
 
 
@@ -75,9 +78,9 @@ def layer_prefixes(layer_norm=False):
     return ("Wx", "Wh", "bx", "bh") + (("lw", "lb") if layer_norm else ())
 
 
-def state_dict_names(num_layers, layer_norm=False):
+def state_dict_names(num_layers, layer_norm=False, embedding=0):
     """The PyTorch-style parameter names of a model. state_dict_names(1)[0] == 'rnn.weight_ih_l0'"""
-    names = []
+    names = ["encoder.weight"] if embedding else []
     for k in range(num_layers):
         names += [PUBLIC[n].format(k) for n in layer_prefixes(layer_norm)]
     return names + ["decoder.weight", "decoder.bias"]

@@ -18,7 +18,8 @@ G = 1 (RNN), 4 (LSTM), 3 (GRU). sigma is the logistic sigmoid.
     GRU   r, z = sigma of the first two blocks of (W_ih x + b_ih) + (W_hh h + b_hh)
           n = tanh(block 3 of (W_ih x + b_ih) + r * block 3 of (W_hh h + b_hh))
           h' = (1 - z) * n + z * h
-    model x_0 = one-hot(character);  x_{k+1} = dropout(h of layer k);  logits = x_L W_dec^T + b_dec
+    model x_0 = one-hot(character), or with model.embedding its row of encoder.weight (V, D);
+          x_{k+1} = dropout(h of layer k);  logits = x_L W_dec^T + b_dec
           with model.weight_drop, a training chunk runs on W_hh * M (M: 0 or 1 / keep per weight)
     loss  mean over every position of -log softmax(logits)[target]
 """
@@ -171,7 +172,7 @@ def model_forward(params, cell, idx, targets, state, masks=None, resets=None, wm
     layer_state = [[s[k] for s in state] for k in range(L)]  # per layer: [h] or [h, c], each (B, H)
     caches, tops = [], []
     for t in range(T):
-        x = np.eye(V)[idx[t]]  # (B, V) one-hot
+        x = np.eye(V)[idx[t]] if "encoder.weight" not in params else params["encoder.weight"][idx[t]]  # (B, V or D)
         step = []
         keep = None if resets is None else ~resets[t][:, None]  # (B, 1): False where an item starts
         for k in range(L):
@@ -187,7 +188,7 @@ def model_forward(params, cell, idx, targets, state, masks=None, resets=None, wm
     logits, dcache = decoder_forward(np.concatenate(tops), params["decoder.weight"], params["decoder.bias"])
     loss, lcache = cross_entropy_forward(logits, targets.reshape(-1))
     new_state = tuple(np.stack([layer_state[k][j] for k in range(L)]) for j in range(n_state))
-    return loss, new_state, (caches, dcache, lcache, masks, resets, T, B, L, wmasks)
+    return loss, new_state, (caches, dcache, lcache, masks, resets, T, B, L, wmasks, idx)
 
 
 def dropped_weights(params, wmasks):
@@ -202,7 +203,7 @@ def model_backward(params, cell, cache):
     Truncated BPTT: nothing arrives at the final state."""
     _, bwd, n_state = CELLS[cell]
     norm = "rnn.ln_weight_l0" in params
-    caches, dcache, lcache, masks, resets, T, B, L, wmasks = cache
+    caches, dcache, lcache, masks, resets, T, B, L, wmasks, idx = cache
     params = dropped_weights(params, wmasks)
     grads = {k: np.zeros_like(v) for k, v in params.items()}
     dlogits = cross_entropy_backward(lcache)
@@ -223,6 +224,8 @@ def model_backward(params, cell, cache):
             for name, g in zip(NAMES + (LN_NAMES if norm else ()), dparams):
                 grads[f"rnn.{name}_l{k}"] += g
             dstate[k] = [d if keep is None else d * keep for d in ds]  # nothing flows back through a reset
+        if "encoder.weight" in params:  # dx: the gradient of step t's embedded characters
+            np.add.at(grads["encoder.weight"], idx[t], dx)
     for k, m in enumerate(wmasks or ()):
         grads[f"rnn.weight_hh_l{k}"] *= m  # the loss saw weight_hh * m: the chain rule multiplies by m
     dstate0 = tuple(np.stack([dstate[k][j] for k in range(L)]) for j in range(n_state))

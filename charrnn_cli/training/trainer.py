@@ -49,7 +49,7 @@ class Trainer:
         self.model = CharRNN(m_cfg.type, len(corpus.vocab), m_cfg.hidden_size, m_cfg.num_layers, m_cfg.dropout,
                              seed=t_cfg.seed, init=m_cfg.init, init_scale=m_cfg.init_scale,
                              forget_bias=m_cfg.forget_bias, layer_norm=m_cfg.layer_norm,
-                             weight_drop=m_cfg.weight_drop)
+                             weight_drop=m_cfg.weight_drop, embedding=m_cfg.embedding)
         self.optimizer = make_optimizer(t_cfg.optimizer, self.model.params, t_cfg)
         self.prog = TrainState()
         self.rng = np.random.default_rng(t_cfg.seed + 1)  # dropout masks
