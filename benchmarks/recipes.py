@@ -76,6 +76,8 @@ RECIPES = {
     "drop2": ("the default with dropout 0.2", {"model.dropout": 0.2}),
     "h256": ("the default with LSTM 2x256 (faster: compare at equal minutes, not characters)",
              {"model.hidden_size": 256}),
+    "emb32": ("the default with an input embedding of 32 numbers a character (model.embedding)",
+              {"model.embedding": 32}),
     "warmup-drop3": ("old default, warm-up over 100 steps, dropout 0.3",
                      old(training__warmup_steps=100, model__dropout=0.3)),
     "warmup-clip1": ("old default, warm-up over 100 steps, gradient norm clipped at 1",
