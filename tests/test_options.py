@@ -151,7 +151,7 @@ def test_an_input_embedding_trains_samples_scores_and_loads_into_pytorchs_names(
     e = invoke("eval", path)
     assert e.exit_code == 0 and "nats/char" in e.output, e.output
     i = invoke("info", path)
-    assert i.exit_code == 0 and "embedding" in i.output, i.output
+    assert i.exit_code == 0 and "x 12 hidden, dropout 0.2, an input embedding of 7\n" in i.output, i.output
     arrays = dict(ck.arrays)
     arrays["encoder.weight"] = arrays["encoder.weight"][:, :6]  # a checkpoint that lies about its shapes
     np.savez(tmp_path / "bad.npz", **arrays)

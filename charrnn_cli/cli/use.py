@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from ..io.config import model_options
 from .common import CONTEXT, load_checkpoint
 
 
@@ -233,7 +234,8 @@ def info(checkpoint, as_json):
 
     lines = [
         f"checkpoint      {checkpoint} (format version {d['format_version']})",
-        f"model           {m.type}, {m.num_layers} layer(s) x {m.hidden_size} hidden, dropout {m.dropout}",
+        f"model           {m.type}, {m.num_layers} layer(s) x {m.hidden_size} hidden, dropout {m.dropout}"
+        f"{model_options(m)}",
         f"parameters      {n_params:,}",
         f"vocabulary      {len(ck.vocab)} characters: {ck.vocab.preview()}",
         f"progress        step {d['step']:,}, epoch {d['epoch']}, {d['chars_seen']:,} characters, "

@@ -74,6 +74,13 @@ class ModelConfig:
                           "shift it per unit (Ba et al. 2016); trains in one process (training.unit_split 1)")
 
 
+def model_options(m):
+    """The model options a config turns on, as words for a line ("" when none): ", an input embedding of 32"."""
+    on = [f"an input embedding of {m.embedding}" if m.embedding else "", "layer-normalised gates" if m.layer_norm else "",
+          f"weight drop {m.weight_drop:g}" if m.weight_drop else ""]
+    return "".join(f", {w}" for w in on if w)
+
+
 @dataclass
 class TrainingConfig:
     batch_size: int = _f(32, "parallel streams per step", *_up_to(1 << 20))

@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from ..io import checkpoint as ckpt
-from ..io.config import ConfigError
+from ..io.config import ConfigError, model_options
 from ..io.cache import prepare
 from ..io.data import DataError, Streams
 from ..nn.cells import make_cell
@@ -143,7 +143,7 @@ def _opening_lines(run, folder, ck, comm, echo, plan):
         echo("data: " + corpus.folded.describe(len(corpus.data)))
     if n_val >= 2:
         echo(plan.describe(n_val, prog.eval_chars))
-    echo(f"model: {cfg.model.type} {cfg.model.num_layers}x{cfg.model.hidden_size}, "
+    echo(f"model: {cfg.model.type} {cfg.model.num_layers}x{cfg.model.hidden_size}{model_options(cfg.model)}, "
          f"{run.model.num_params():,} parameters; {streams.steps_per_epoch:,} steps per epoch of {B} x {T}")
     echo(f"config: {folder.config} (copy it and edit to change more: charrnn train COPY.yaml)")
     if comm.size > 1:
