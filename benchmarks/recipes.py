@@ -78,6 +78,8 @@ RECIPES = {
              {"model.hidden_size": 256}),
     "emb32": ("the default with an input embedding of 32 numbers a character (model.embedding)",
               {"model.embedding": 32}),
+    "emb64": ("the default with an input embedding of 64 numbers a character (model.embedding)",
+              {"model.embedding": 64}),
     "warmup-drop3": ("old default, warm-up over 100 steps, dropout 0.3",
                      old(training__warmup_steps=100, model__dropout=0.3)),
     "warmup-clip1": ("old default, warm-up over 100 steps, gradient norm clipped at 1",
