@@ -57,7 +57,7 @@ class ModelConfig:
                    *(lambda v: v in ("rnn", "lstm", "gru"), "must be one of rnn, lstm, gru"))
     hidden_size: int = _f(384, "units per layer", *_up_to(65_536))
     num_layers: int = _f(2, "stacked recurrent layers", *_up_to(1_024))
-    dropout: float = _f(0.3, "inverted dropout on each layer's output in training",
+    dropout: float = _f(0.2, "inverted dropout on each layer's output in training",
                         *(lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"))
     init: str = _f("pytorch", "weight init: pytorch (U(+-1/sqrt(H))) | normal (N(0, init_scale^2)) | xavier",
                    *(lambda v: v in ("pytorch", "normal", "xavier"), "must be one of pytorch, normal, xavier"))
