@@ -72,25 +72,21 @@ class CharRNN:
         """Inverted-dropout masks, one (H, T, B) per layer output, or None when dropout is off."""
         if self.dropout <= 0.0:
             return None
-        keep = 1.0 - self.dropout
-        masks = []
-        for _ in range(self.num_layers):
-            u = rng.random((self.hidden_size, T, B), dtype=np.float32)  # float32 draws: half the work
-            mask = np.less(u, np.float32(keep)).astype(self.dtype)
-            mask *= self.dtype.type(1.0 / keep)  # inverted dropout: kept units scaled by 1 / keep
-            masks.append(mask)
-        return masks
+        return [self._keep_mask(rng, (self.hidden_size, T, B), 1.0 - self.dropout) for _ in range(self.num_layers)]
 
     def weight_masks(self, rng):
         """Weight-drop masks, one per layer shaped like W_hh (0 or 1 / keep), or None when it is off."""
         if self.weight_drop <= 0.0:
             return None
-        keep = 1.0 - self.weight_drop
-        masks = []
-        for k in range(self.num_layers):
-            u = rng.random(self.params[f"Wh{k}"].shape, dtype=np.float32)
-            masks.append(np.less(u, np.float32(keep)).astype(self.dtype) * self.dtype.type(1.0 / keep))
-        return masks
+        return [self._keep_mask(rng, self.params[f"Wh{k}"].shape, 1.0 - self.weight_drop)
+                for k in range(self.num_layers)]
+
+    def _keep_mask(self, rng, shape, keep):
+        """Each entry kept with probability `keep` and scaled by 1 / keep (inverted dropout), else 0."""
+        u = rng.random(shape, dtype=np.float32)  # float32 draws: half the work
+        mask = np.less(u, np.float32(keep)).astype(self.dtype)
+        mask *= self.dtype.type(1.0 / keep)
+        return mask
 
     # ---- forward / backward --------------------------------------------------------------
 
